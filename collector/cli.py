@@ -1,0 +1,97 @@
+"""The `agentledger` command: serve, validate, and --version.
+
+Reads the config file (or the embedded default) and the environment, then runs the service
+until SIGTERM/SIGINT; `validate` prints every config error with its YAML path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from collector import __version__
+from collector.config import Config, ConfigOverrides, load_config
+from collector.configparse import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentledger", description="AI-agent telemetry collector")
+    p.add_argument("--version", action="version", version=f"agentledger {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the collector")
+    serve.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
+    serve.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
+    validate = sub.add_parser("validate", help="check a config file and exit")
+    validate.add_argument("--config", type=Path, required=True)
+    return p
+
+
+def _load(path: Path | None, data_dir: Path | None = None) -> Config:
+    from collector import registry
+
+    config = load_config(path, os.environ, ConfigOverrides(data_dir=data_dir))
+    issues = registry.validate(config)
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body = {"time": self.formatTime(record), "level": record.levelname.lower(),
+                "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        return json.dumps(body)
+
+
+def _setup_logging(config: Config) -> None:
+    logs = config.service.telemetry.logs
+    handler = logging.StreamHandler(sys.stderr)
+    if logs.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logs.level.upper())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _load(args.config, getattr(args, "data_dir", None))
+    except ConfigError as e:
+        for issue in e.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return 2
+    if args.command == "validate":
+        print("ok")
+        return 0
+    _setup_logging(config)
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: Config) -> int:
+    from collector.service import run
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(config, sys.stdout, stop)
+    except OSError as e:
+        logging.getLogger("agentledger").error("cannot start: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The registry: YAML component names → processor and exporter classes and their configs.
+
+The only importer of `processors/` and `exporters/`. It type-checks each component section of
+the config with the component's own dataclass and builds processor chains and exporters.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from collector.config import Config, component_type
+from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
+from collector.model import Exporter, Processor, Signal
+from collector.pipeline import ProcessorFactory
+from collector.pricebook import PriceBook, load_price_book
+from collector.store import Store
+from exporters.memory import MemoryExporter, MemoryExporterConfig
+from exporters.store import StoreExporter, StoreExporterConfig
+from processors.cost import CostConfig, CostProcessor
+from processors.normalise import NormaliseConfig, NormaliseProcessor
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Reference data components may need, loaded once by the registry."""
+
+    price_book: PriceBook
+
+
+ProcessorBuilder = Callable[[Any, Resources], Processor]
+ExporterBuilder = Callable[[Any, Store], Exporter]
+
+PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
+    "normalise": (NormaliseConfig, lambda cfg, res: NormaliseProcessor(cfg)),
+    "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.price_book)),
+}
+EXPORTERS: dict[str, tuple[type, ExporterBuilder]] = {
+    "store": (StoreExporterConfig, lambda cfg, store: StoreExporter(cfg, store)),
+    "memory": (MemoryExporterConfig, lambda cfg, store: MemoryExporter(cfg)),
+}
+SIGNALS = {"traces": Signal.TRACES, "logs": Signal.LOGS, "metrics": Signal.METRICS}
+
+
+@dataclass(frozen=True)
+class Components:
+    """Typed settings of every declared component, and which ones each signal runs."""
+
+    processors: dict[str, Any]
+    exporters: dict[str, Any]
+    chains: dict[Signal, tuple[str, ...]]
+    outputs: dict[Signal, tuple[str, ...]]
+
+
+def components(config: Config) -> Components:
+    """Type-check the component sections; ConfigError with every problem found."""
+    issues: list[ConfigIssue] = []
+    procs = _typed(config.processors, PROCESSORS, "processors", issues)
+    exps = _typed(config.exporters, EXPORTERS, "exporters", issues)
+    chains: dict[Signal, tuple[str, ...]] = {}
+    outputs: dict[Signal, tuple[str, ...]] = {}
+    for name, pipeline in config.service.pipelines.items():
+        signal = SIGNALS[component_type(name)]
+        if signal in chains:
+            issues.append(ConfigIssue(f"service.pipelines.{name}",
+                                      f"only one {component_type(name)} pipeline is supported"))
+            continue
+        chains[signal] = tuple(pipeline.processors)
+        outputs[signal] = tuple(pipeline.exporters)
+        stores = [e for e in pipeline.exporters if component_type(e) == "store"]
+        if pipeline.exporters and component_type(pipeline.exporters[0]) not in ("store", "memory"):
+            issues.append(ConfigIssue(f"service.pipelines.{name}.exporters",
+                                      "the first exporter must be `store` (it acknowledges)"))
+        if len(stores) > 1:
+            issues.append(ConfigIssue(f"service.pipelines.{name}.exporters",
+                                      "a pipeline writes to the store once"))
+    if issues:
+        raise ConfigError(issues)
+    return Components(procs, exps, chains, outputs)
+
+
+def validate(config: Config) -> list[ConfigIssue]:
+    try:
+        components(config)
+    except ConfigError as e:
+        return list(e.issues)
+    return []
+
+
+def _typed(
+    section: dict[str, dict[str, object]],
+    known: dict[str, tuple[type, Any]],
+    path: str,
+    issues: list[ConfigIssue],
+) -> dict[str, Any]:
+    typed: dict[str, Any] = {}
+    for cid, raw in section.items():
+        kind = component_type(cid)
+        if kind not in known:
+            issues.append(ConfigIssue(f"{path}.{cid}",
+                                      f"unknown {path[:-1]} type {kind!r} (known: {', '.join(known)})"))
+            continue
+        typed[cid] = parse_dataclass(known[kind][0], raw, f"{path}.{cid}", issues)
+    return typed
+
+
+def processor_factory(parts: Components) -> ProcessorFactory:
+    """A picklable builder of every signal's processor chain (run in each decode worker)."""
+    spec = {
+        signal: tuple((component_type(cid), parts.processors[cid]) for cid in ids)
+        for signal, ids in parts.chains.items()
+    }
+    return functools.partial(_build_chains, spec)
+
+
+def _build_chains(spec: dict[Signal, tuple[tuple[str, Any], ...]]) -> dict[Signal, list[Processor]]:
+    resources = Resources(price_book=load_price_book())
+    return {
+        signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
+        for signal, chain in spec.items()
+    }
+
+
+def build_exporters(parts: Components, store: Store) -> tuple[dict[str, Exporter], dict[Signal, list[Exporter]]]:
+    """Each declared exporter once, and the list each signal sends to (durable one first)."""
+    built = {
+        cid: EXPORTERS[component_type(cid)][1](cfg, store) for cid, cfg in parts.exporters.items()
+    }
+    by_signal = {signal: [built[cid] for cid in ids] for signal, ids in parts.outputs.items()}
+    return built, by_signal

@@ -1,0 +1,277 @@
+"""The service lifecycle: open the store, start exporters, decoders and listeners; drain and stop.
+
+`agentledger serve` builds one `Service` from a `Config` and runs it until SIGTERM/SIGINT.
+Start order is store → exporters → pipeline → receivers; stop runs in reverse, draining each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from collector import __version__, registry
+from collector.admin_api import AdminApi
+from collector.auth import Authenticator, bootstrap_default_org, ensure_org
+from collector.config import Config, split_endpoint
+from collector.model import Exporter
+from collector.pipeline import DecodePool, Limits, Pipeline
+from collector.receivers.otlp_grpc import OtlpGrpcReceiver
+from collector.receivers.otlp_http import OtlpHttpReceiver
+from collector.store import Store, StoreSettings
+from collector.telemetry import Metrics, histogram_lines
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGTERM and drains in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Endpoints:
+    grpc: str | None = None
+    http: str | None = None
+    api: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def store_settings(config: Config) -> StoreSettings:
+    s = config.storage
+    return StoreSettings(
+        catalog=s.catalog_path(),
+        data_path=s.data_path_resolved(),
+        commit_interval_s=s.commit_interval_ms / 1000,
+        commit_max_rows=s.commit_max_rows,
+        dedup_window_s=float(s.dedup_window_s),
+        fsync=s.fsync,
+    )
+
+
+class Service:
+    def __init__(self, config: Config, out: TextIO) -> None:
+        self.config = config
+        self._out = out
+        self.metrics = Metrics()
+        self.store = Store(store_settings(config))
+        self.auth = Authenticator(self.store)
+        self.endpoints = Endpoints()
+        self._state = "starting"
+        self._exporters: dict[str, Exporter] = {}
+        self._pool: DecodePool | None = None
+        self._pipeline: Pipeline | None = None
+        self._grpc: OtlpGrpcReceiver | None = None
+        self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        parts = registry.components(self.config)
+        await asyncio.to_thread(self.store.open)
+        await asyncio.to_thread(self._provision_keys)
+        self._exporters, by_signal = registry.build_exporters(parts, self.store)
+        for exporter in self._exporters.values():
+            await exporter.start()
+        limits = self.config.limits
+        self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
+        await asyncio.to_thread(self._pool.start)
+        self._pipeline = Pipeline(
+            self._pool,
+            by_signal,
+            Limits(limits.max_queue_items, limits.max_queue_mib * MIB, float(limits.retry_after_s)),
+            self.metrics,
+        )
+        self._describe_metrics()
+        await self._start_receivers()
+        self._flusher = asyncio.create_task(self._flush_key_usage())
+        self._state = "ok"
+        if self._grpc is not None:
+            await self._grpc.set_serving(True)
+        self._print_ready()
+
+    def _provision_keys(self) -> None:
+        self.auth.load()
+        for org in self.config.auth.orgs:
+            ensure_org(self.store, org.name)
+            for key in org.keys:
+                self.auth.declare(org.name, key.scope, key.key, key.name)
+        if self.config.auth.bootstrap:
+            keys = bootstrap_default_org(self.store, self.auth)
+            if keys:
+                self._print_first_start(keys)
+
+    async def _start_receivers(self) -> None:
+        assert self._pipeline is not None
+        otlp = self.config.receivers.otlp
+        consume = self._pipeline.consume
+        retry = float(self.config.limits.retry_after_s)
+        api_routes = self._api_routes()
+        if otlp is not None and otlp.protocols.grpc is not None:
+            g = otlp.protocols.grpc
+            self._grpc = OtlpGrpcReceiver(consume, self.auth, g.endpoint,
+                                          g.max_recv_msg_size_mib * MIB, retry)
+            await self._grpc.start()
+            self.endpoints.grpc = f"{split_endpoint(g.endpoint)[0]}:{self._grpc.port}"
+        http_routes: list[BaseRoute] = []
+        if otlp is not None and otlp.protocols.http is not None:
+            h = otlp.protocols.http
+            receiver = OtlpHttpReceiver(consume, self.auth, h.max_request_body_size_mib * MIB, retry)
+            http_routes += receiver.routes()
+            if self.config.api.endpoint is None:
+                http_routes += api_routes
+            self.endpoints.http = await self._serve_http(h.endpoint, http_routes + self._ops_routes())
+        if self.config.api.endpoint is not None:
+            self.endpoints.api = await self._serve_http(
+                self.config.api.endpoint, api_routes + self._ops_routes()
+            )
+
+    def _api_routes(self) -> list[BaseRoute]:
+        return list(AdminApi(self.auth).routes())
+
+    def _ops_routes(self) -> list[BaseRoute]:
+        return [Route("/health", self._health), Route("/metrics", self._metrics_page)]
+
+    async def _serve_http(self, endpoint: str, routes: list[BaseRoute]) -> str:
+        host, port = split_endpoint(endpoint)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        app = Starlette(routes=routes)
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off",
+            timeout_graceful_shutdown=30, limit_concurrency=4096, http="h11",
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        self._servers.append((server, task))
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        bound = sock.getsockname()[1]
+        return f"{host}:{bound}"
+
+    # -- ops routes ------------------------------------------------------------------------
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": self._state}, status_code=200 if self._state == "ok" else 503)
+
+    async def _metrics_page(self, request: Request) -> Response:
+        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def _describe_metrics(self) -> None:
+        m, st = self.metrics, self.store.stats
+        for name, text in (
+            ("agentledger_items_received_total", "spans, log records and points received"),
+            ("agentledger_items_accepted_total", "items committed to the store"),
+            ("agentledger_items_deduplicated_total", "re-sent spans already stored"),
+            ("agentledger_items_rejected_total", "items refused (partial success)"),
+            ("agentledger_requests_refused_total", "requests refused for backpressure"),
+        ):
+            m.describe(name, "counter", text)
+        m.gauge("agentledger_store_commits_total", "group commits", lambda: float(st.commits))
+        m.gauge("agentledger_store_commit_failures_total", "failed commits",
+                lambda: float(st.commit_failures))
+        m.gauge("agentledger_store_size_bytes", "bytes of catalog and data files",
+                lambda: float(self.store.size_bytes()))
+        m.collector(lambda: histogram_lines(
+            "agentledger_commit_duration_seconds", "time to commit a group",
+            st.commit_latency_buckets, st.commit_seconds_total, st.commits))
+
+    # -- stop ------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop accepting, answer what is in flight, commit it, close. Safe twice."""
+        if self._state == "stopped":
+            return
+        self._state = "draining"
+        if self._grpc is not None:
+            await self._grpc.set_serving(False)
+            await self._grpc.stop(grace_s=30)
+        for server, _ in self._servers:
+            server.should_exit = True
+        for _, task in self._servers:
+            await task
+        self._servers.clear()
+        if self._pipeline is not None:
+            await self._pipeline.drain()
+        for exporter in reversed(list(self._exporters.values())):
+            await exporter.shutdown()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.auth.flush_last_used)
+        await asyncio.to_thread(self.store.close)
+        self._state = "stopped"
+        log.info("stopped")
+
+    async def _flush_key_usage(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                await asyncio.to_thread(self.auth.flush_last_used)
+            except Exception:
+                log.exception("could not record key usage")
+
+    # -- what the user sees ----------------------------------------------------------------
+
+    def _print_first_start(self, keys: dict[str, str]) -> None:
+        self._first_keys = keys
+
+    def _print_ready(self) -> None:
+        out = self._out
+        e = self.endpoints
+        print(f"agentledger {__version__} — data in {self.config.storage.path}", file=out)
+        if e.grpc:
+            print(f"  OTLP/gRPC   {e.grpc}", file=out)
+        if e.http:
+            print(f"  OTLP/HTTP   http://{e.http}" + ("" if e.api else "  (also the JSON APIs)"),
+                  file=out)
+        if e.api:
+            print(f"  JSON APIs   http://{e.api}", file=out)
+        keys = getattr(self, "_first_keys", None)
+        ingest = "<your ingest key>"
+        if keys:
+            ingest = keys["ingest"]
+            print('\nFirst start: created org "default". These keys are shown once, never again:',
+                  file=out)
+            for scope in ("admin", "ingest", "read"):
+                print(f"  {scope:<7} {keys[scope]}", file=out)
+        if e.http:
+            print("\nPoint an OpenTelemetry SDK at it:", file=out)
+            print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.http}", file=out)
+            print(f'  export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {ingest}"', file=out)
+        print(f"ready: grpc={e.grpc or '-'} http={e.http or '-'} api={e.api or e.http or '-'}",
+              file=out, flush=True)
+
+
+async def run(config: Config, out: TextIO, stop: asyncio.Event) -> None:
+    service = Service(config, out)
+    try:
+        await service.start()
+        await stop.wait()
+    finally:
+        await service.stop()
+
+

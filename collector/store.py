@@ -1,0 +1,459 @@
+"""The durable store: a DuckLake lakehouse (DuckDB catalog + Parquet files) under the data dir.
+
+The pipeline appends `Rows` through one writer thread that group-commits; the auth and admin
+modules write small records through the same thread; the read API queries through cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from collector.dedup import RecentKeys
+from collector.model import Accepted, Rows, Signal, StoreUnavailable
+from collector.schema import create_table_sql
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LAKE = "lake"
+
+# Tables of our own records (orgs, keys, derived-processing watermarks); small and updated.
+META_DDL = (
+    """CREATE TABLE IF NOT EXISTS orgs (
+  name VARCHAR, created_at TIMESTAMPTZ, settings JSON)""",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+  key_id VARCHAR, org VARCHAR, scope VARCHAR, name VARCHAR, prefix VARCHAR,
+  secret_hash VARCHAR, created_at TIMESTAMPTZ, last_used_at TIMESTAMPTZ,
+  revoked_at TIMESTAMPTZ, source VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS watermarks (
+  name VARCHAR, snapshot_id BIGINT, updated_at TIMESTAMPTZ)""",
+)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the store lives and how it commits (built from `storage:` in the config)."""
+
+    catalog: str
+    data_path: str
+    commit_interval_s: float = 0.1
+    commit_max_rows: int = 50_000
+    dedup_window_s: float = 900.0
+    fsync: bool = True
+    query_timeout_s: float = 30.0
+
+
+def ducklake_extension_path() -> str:
+    """The signed DuckLake extension shipped by the `duckdb-extension-ducklake` wheel."""
+    import duckdb_extension_ducklake as pkg
+
+    root = Path(pkg.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    path = root / "ducklake.duckdb_extension"
+    if not path.exists():
+        raise RuntimeError(f"DuckLake extension not found at {path}; pin duckdb == its version")
+    return str(path)
+
+
+def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB instance with the lake attached as `lake`; extensions come only from wheels."""
+    con = duckdb.connect(
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+        }
+    )
+    con.execute(f"LOAD '{ducklake_extension_path()}'")
+    Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+    opts = f"DATA_PATH '{_sql_str(settings.data_path)}'"
+    if read_only:
+        opts += ", READ_ONLY"
+    con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {LAKE} ({opts})")
+    return con
+
+
+def _sql_str(s: str) -> str:
+    return s.replace("'", "''")
+
+
+@dataclass
+class _Append:
+    rows: Rows
+    done: Callable[[Accepted | BaseException], None]
+
+
+@dataclass
+class _Call:
+    fn: Callable[[duckdb.DuckDBPyConnection], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+
+class Store:
+    """Owns the DuckDB instance; one writer thread, any number of reader cursors."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._queue: queue.Queue[_Append | _Call | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._recent = RecentKeys(settings.dedup_window_s)
+        self._last_file_id = -1
+        self.stats = StoreStats()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        con = connect(self.settings)
+        for signal in Signal:
+            con.execute(create_table_sql(signal).replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
+        for ddl in META_DDL:
+            con.execute(ddl.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
+        self._con = con
+        self._load_recent_keys()
+        self._new_data_files(con)  # start the fsync watermark at the files already there
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, close the database. Safe twice."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def append(self, rows: Rows) -> Accepted:
+        """Queue rows for the next group commit; returns once they are durable."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Accepted] = loop.create_future()
+
+        def done(result: Accepted | BaseException) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, result)
+
+        self._put(_Append(rows, done))
+        return await fut
+
+    def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `fn(writer_cursor)` in its own transaction on the writer thread (blocking)."""
+        item = _Call(fn)
+        self._put(item)
+        result: T = item.future.result()
+        return result
+
+    async def acall(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        item = _Call(fn)
+        self._put(item)
+        result: T = await asyncio.wrap_future(item.future)
+        return result
+
+    def _put(self, item: _Append | _Call) -> None:
+        if self._thread is None:
+            raise StoreUnavailable("the store is closed")
+        self._queue.put(item)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreUnavailable("the store is closed")
+        cur = self._con.cursor()
+        cur.execute(f"USE {LAKE}")
+        return cur
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a parametrised read, interrupted after the query timeout."""
+        cur = self.cursor()
+        timer = threading.Timer(self.settings.query_timeout_s, cur.interrupt)
+        timer.start()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        finally:
+            timer.cancel()
+            cur.close()
+
+    def size_bytes(self) -> int:
+        total = 0
+        for root in {Path(self.settings.data_path), Path(self.settings.catalog).parent}:
+            for dirpath, _, files in os.walk(root):
+                for f in files:
+                    try:
+                        total += os.stat(os.path.join(dirpath, f)).st_size
+                    except OSError:
+                        pass
+        return total
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._con is not None
+        cur = self._con.cursor()
+        cur.execute(f"USE {LAKE}")
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            group: list[_Append] = []
+            calls: list[_Call] = []
+            (group if isinstance(item, _Append) else calls).append(item)  # type: ignore[arg-type]
+            deadline = time.monotonic() + self.settings.commit_interval_s
+            n = item.rows.count if isinstance(item, _Append) else 0
+            # Group commit: gather what arrives within the interval (or up to the row cap).
+            while group and n < self.settings.commit_max_rows:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    nxt = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                if isinstance(nxt, _Append):
+                    group.append(nxt)
+                    n += nxt.rows.count
+                else:
+                    calls.append(nxt)
+            if group:
+                self._commit_group(cur, group)
+            for call in calls:
+                self._run_call(cur, call)
+        # Drain: whatever was queued before close() still gets committed.
+        rest: list[_Append] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Append):
+                rest.append(item)
+            elif isinstance(item, _Call):
+                self._run_call(cur, item)
+        if rest:
+            self._commit_group(cur, rest)
+        cur.close()
+
+    def _run_call(self, cur: duckdb.DuckDBPyConnection, call: _Call) -> None:
+        try:
+            cur.execute("BEGIN")
+            result = call.fn(cur)
+            cur.execute("COMMIT")
+            call.future.set_result(result)
+        except BaseException as e:
+            _rollback(cur)
+            call.future.set_exception(e)
+
+    def _commit_group(self, cur: duckdb.DuckDBPyConnection, group: list[_Append]) -> None:
+        started = time.perf_counter()
+        try:
+            results, new_hashes = self._write(cur, group)
+        except Exception as e:
+            _rollback(cur)
+            log.exception("commit of %d requests failed", len(group))
+            self.stats.commit_failures += 1
+            err = StoreUnavailable(f"commit failed: {e}")
+            for item in group:
+                item.done(err)
+            return
+        self._recent.add(new_hashes, time.time())
+        elapsed = time.perf_counter() - started
+        self.stats.record_commit(elapsed, sum(r.accepted for r in results))
+        for item, result in zip(group, results, strict=True):
+            item.done(result)
+
+    def _write(
+        self, cur: duckdb.DuckDBPyConnection, group: list[_Append]
+    ) -> tuple[list[Accepted], np.ndarray]:
+        span_tables = [g.rows.table for g in group if g.rows.signal is Signal.TRACES]
+        keep_per_item: list[int] = []
+        dup_per_item: list[int] = []
+        new_hashes = np.empty(0, dtype=np.uint64)
+        cur.execute("BEGIN")
+        if span_tables:
+            spans = pa.concat_tables(span_tables)
+            keep, new_hashes = self._dedup(cur, spans)
+            kept = spans.take(pa.array(keep, type=pa.int64())) if len(keep) < spans.num_rows else spans
+            if kept.num_rows:
+                cur.register("_spans_in", kept)
+                cur.execute(f"INSERT INTO {Signal.TRACES.value} SELECT * FROM _spans_in")
+                cur.unregister("_spans_in")
+            # Attribute kept rows back to the request they came from.
+            keep_set = np.zeros(spans.num_rows, dtype=np.bool_)
+            keep_set[keep] = True
+            offset = 0
+            for t in span_tables:
+                k = int(keep_set[offset : offset + t.num_rows].sum())
+                keep_per_item.append(k)
+                dup_per_item.append(t.num_rows - k)
+                offset += t.num_rows
+        for signal in (Signal.LOGS, Signal.METRICS):
+            tables = [g.rows.table for g in group if g.rows.signal is signal]
+            if tables:
+                merged = pa.concat_tables(tables)
+                cur.register("_rows_in", merged)
+                cur.execute(f"INSERT INTO {signal.value} SELECT * FROM _rows_in")
+                cur.unregister("_rows_in")
+        cur.execute("COMMIT")
+        if self.settings.fsync:
+            self._fsync_new_files(cur)
+        results: list[Accepted] = []
+        span_i = 0
+        for g in group:
+            if g.rows.signal is Signal.TRACES:
+                results.append(
+                    Accepted(keep_per_item[span_i], dup_per_item[span_i], g.rows.rejected)
+                )
+                span_i += 1
+            else:
+                results.append(Accepted(g.rows.count, 0, g.rows.rejected))
+        return results, new_hashes
+
+    def _dedup(self, cur: duckdb.DuckDBPyConnection, spans: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of spans not stored yet (first of equals within the group), and their hashes."""
+        ids = spans.select(["trace_id", "span_id"])
+        cur.register("_ids", ids)
+        hashes: np.ndarray = cur.execute("SELECT hash(trace_id, span_id) AS h FROM _ids").fetchnumpy()["h"]
+        cur.unregister("_ids")
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        _, first = np.unique(hashes, return_index=True)
+        first.sort()
+        if len(first) < len(hashes):
+            # Equal hashes within the group: keep a later one only if its ids really differ.
+            tid, sid = ids.column(0).to_pylist(), ids.column(1).to_pylist()
+            seen: set[tuple[str, str]] = set()
+            keep_list = []
+            for i in range(len(hashes)):
+                key = (tid[i], sid[i])
+                if key not in seen:
+                    seen.add(key)
+                    keep_list.append(i)
+            first = np.asarray(keep_list, dtype=np.int64)
+        maybe = self._recent.may_contain(hashes[first])
+        if maybe.any():
+            cand = first[maybe]
+            stored = self._stored_pairs(cur, ids.take(pa.array(cand)), hashes[cand])
+            if stored:
+                tid, sid = ids.column(0), ids.column(1)
+                drop = {int(i) for i in cand if (tid[int(i)].as_py(), sid[int(i)].as_py()) in stored}
+                self.stats.deduplicated += len(drop)
+                first = np.asarray([i for i in first if int(i) not in drop], dtype=np.int64)
+        return first, hashes[first]
+
+    def _stored_pairs(
+        self, cur: duckdb.DuckDBPyConnection, ids: pa.Table, hashes: np.ndarray
+    ) -> set[tuple[str, str]]:
+        window_start = time.time() - 2 * self.settings.dedup_window_s
+        rows = cur.execute(
+            f"SELECT trace_id, span_id FROM {Signal.TRACES.value} "
+            "WHERE received_at >= to_timestamp(?) AND hash(trace_id, span_id) IN "
+            "(SELECT unnest(?::UBIGINT[]))",
+            [window_start, [int(h) for h in hashes]],
+        ).fetchall()
+        return {(r[0], r[1]) for r in rows}
+
+    def _load_recent_keys(self) -> None:
+        assert self._con is not None
+        window_start = time.time() - self.settings.dedup_window_s
+        hashes = self._con.execute(
+            f"SELECT hash(trace_id, span_id) AS h FROM {LAKE}.{Signal.TRACES.value} "
+            "WHERE received_at >= to_timestamp(?)",
+            [window_start],
+        ).fetchnumpy()["h"]
+        self._recent.add(np.asarray(hashes, dtype=np.uint64), time.time())
+
+    def _new_data_files(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
+        """Parquet files the catalog gained since the last call (read from DuckLake's metadata)."""
+        meta = f"__ducklake_metadata_{LAKE}"
+        rows = cur.execute(
+            f"""SELECT f.data_file_id, s.path, s.path_is_relative, t.path, t.path_is_relative,
+                       f.path, f.path_is_relative
+                FROM {meta}.ducklake_data_file f
+                JOIN {meta}.ducklake_table t ON f.table_id = t.table_id AND t.end_snapshot IS NULL
+                JOIN {meta}.ducklake_schema s ON t.schema_id = s.schema_id
+                     AND s.end_snapshot IS NULL
+                WHERE f.data_file_id > ?""",
+            [self._last_file_id],
+        ).fetchall()
+        paths = []
+        for file_id, s_path, s_rel, t_path, t_rel, f_path, f_rel in rows:
+            self._last_file_id = max(self._last_file_id, file_id)
+            path = f_path
+            if f_rel:
+                path = os.path.join(t_path, path)
+                if t_rel:
+                    path = os.path.join(s_path, path)
+                    if s_rel:
+                        path = os.path.join(self.settings.data_path, path)
+            paths.append(path)
+        return paths
+
+    def _fsync_new_files(self, cur: duckdb.DuckDBPyConnection) -> None:
+        # DuckDB syncs its catalog WAL on commit; make the new Parquet files as durable.
+        for path in self._new_data_files(cur):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # compacted away already
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
+def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+@dataclass
+class StoreStats:
+    """Counters for /metrics, written by the writer thread only."""
+
+    commits: int = 0
+    commit_failures: int = 0
+    rows_committed: int = 0
+    deduplicated: int = 0
+    commit_seconds_total: float = 0.0
+    commit_seconds_max: float = 0.0
+    commit_latency_buckets: dict[float, int] = field(
+        default_factory=lambda: dict.fromkeys((0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), 0)
+    )
+
+    def record_commit(self, seconds: float, rows: int) -> None:
+        self.commits += 1
+        self.rows_committed += rows
+        self.commit_seconds_total += seconds
+        self.commit_seconds_max = max(self.commit_seconds_max, seconds)
+        for bound in self.commit_latency_buckets:
+            if seconds <= bound:
+                self.commit_latency_buckets[bound] += 1
