@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.auth import AuthError, Authenticator
+from collector.auth import Authenticator, AuthError
 from collector.errors import ApiError, error_response, from_api_error
 from collector.model import SCOPES, Principal
 
@@ -40,16 +40,22 @@ class AdminApi:
         try:
             principal = self._principal(request)
             body = await _json_object(request)
-            scope, name = body.get("scope"), body.get("name", "")
+            scope: Any = body.get("scope")
+            name: Any = body.get("name", "")
             details = []
             if scope not in SCOPES:
                 details.append({"field": "scope", "message": f"must be one of {', '.join(SCOPES)}"})
             if not isinstance(name, str) or len(name) > 200:
-                details.append({"field": "name", "message": "must be a string of at most 200 chars"})
+                details.append(
+                    {"field": "name", "message": "must be a string of at most 200 chars"}
+                )
             if details:
                 raise ApiError(422, "validation_error", "Invalid key request", details)
             key, record = await asyncio.to_thread(
-                self._auth.create_key, principal.org, scope, name  # type: ignore[arg-type]
+                self._auth.create_key,
+                principal.org,
+                scope,
+                name,
             )
         except ApiError as e:
             return from_api_error(e)

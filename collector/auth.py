@@ -114,8 +114,14 @@ class Authenticator:
         _, key_id, secret = parsed
         with self._lock:
             self._declared[key_id] = KeyRecord(
-                key_id, org, scope, name, display_prefix(key_id, scope), hash_secret(secret),
-                datetime.now(UTC), source="config",
+                key_id,
+                org,
+                scope,
+                name,
+                display_prefix(key_id, scope),
+                hash_secret(secret),
+                datetime.now(UTC),
+                source="config",
             )
 
     # -- authentication --------------------------------------------------------------------
@@ -158,14 +164,26 @@ class Authenticator:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         key, key_id, secret = mint_key(scope)
         record = KeyRecord(
-            key_id, org, scope, name, display_prefix(key_id, scope), hash_secret(secret),
+            key_id,
+            org,
+            scope,
+            name,
+            display_prefix(key_id, scope),
+            hash_secret(secret),
             datetime.now(UTC),
         )
         self._store.call(
             lambda cur: cur.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, 'api')",
-                [record.key_id, org, scope, name, record.prefix, record.secret_hash,
-                 record.created_at],
+                [
+                    record.key_id,
+                    org,
+                    scope,
+                    name,
+                    record.prefix,
+                    record.secret_hash,
+                    record.created_at,
+                ],
             )
         )
         with self._lock:
@@ -191,7 +209,8 @@ class Authenticator:
         now = datetime.now(UTC)
         self._store.call(
             lambda cur: cur.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND org = ?", [now, key_id, org]
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND org = ?",
+                [now, key_id, org],
             )
         )
         revoked = replace(record, revoked_at=now)
@@ -236,8 +255,13 @@ def bootstrap_default_org(store: Store, auth: Authenticator) -> dict[Scope, str]
     for scope in SCOPES:
         key, key_id, secret = mint_key(scope)
         record = KeyRecord(
-            key_id, "default", scope, f"bootstrap {scope}", display_prefix(key_id, scope),
-            hash_secret(secret), now,
+            key_id,
+            "default",
+            scope,
+            f"bootstrap {scope}",
+            display_prefix(key_id, scope),
+            hash_secret(secret),
+            now,
         )
         minted.append((key, record))
 
@@ -256,5 +280,8 @@ def bootstrap_default_org(store: Store, auth: Authenticator) -> dict[Scope, str]
 
 def ensure_org(store: Store, org: str) -> None:
     if not store.query("SELECT 1 FROM orgs WHERE name = ?", [org]):
-        store.call(lambda cur: cur.execute("INSERT INTO orgs VALUES (?, ?, '{}')", [org, datetime.now(UTC)]))
-
+        store.call(
+            lambda cur: cur.execute(
+                "INSERT INTO orgs VALUES (?, ?, '{}')", [org, datetime.now(UTC)]
+            )
+        )

@@ -44,8 +44,12 @@ def _load(path: Path | None, data_dir: Path | None = None) -> Config:
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        body = {"time": self.formatTime(record), "level": record.levelname.lower(),
-                "logger": record.name, "message": record.getMessage()}
+        body = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
         return json.dumps(body)

@@ -114,7 +114,9 @@ def _hex_ids_to_base64(node: Any) -> None:
                 _hex_ids_to_base64(item)
 
 
-def decode(signal: Signal, org: str, payload: bytes, encoding: str, now: datetime | None = None) -> Batch:
+def decode(
+    signal: Signal, org: str, payload: bytes, encoding: str, now: datetime | None = None
+) -> Batch:
     """Decode one request into a batch of `signal` for `org`."""
     request = parse_request(signal, payload, encoding)
     received = now or datetime.now(UTC)
@@ -150,9 +152,12 @@ def _decode_traces(request: Any, org: str, received: datetime) -> Batch:
             scope = ss.scope
             scope_attrs = _dumps(attributes(scope.attributes)) if len(scope.attributes) else "{}"
             for span in ss.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8 or not any(
-                    span.trace_id
-                ) or not any(span.span_id):
+                if (
+                    len(span.trace_id) != 16
+                    or len(span.span_id) != 8
+                    or not any(span.trace_id)
+                    or not any(span.span_id)
+                ):
                     rejected += 1
                     continue
                 attrs = attributes(span.attributes)

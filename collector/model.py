@@ -51,7 +51,7 @@ class Batch:
     resources: list[dict[str, Any]] = field(default_factory=list)
     events: list[list[dict[str, Any]]] = field(default_factory=list)
     rejected: int = 0
-    """Items the decoder refused (e.g. a span without a valid id), reported as partial success."""
+    """Items the decoder refused (e.g. a span with no valid id), reported as partial success."""
 
     def __len__(self) -> int:
         return len(self.attributes)
@@ -134,7 +134,7 @@ Consume = Callable[[IngestRequest], Awaitable[Accepted]]
 
 
 class PipelineError(Exception):
-    """Base of the errors the pipeline reports to receivers, mapped to protocol codes in one place."""
+    """Errors the pipeline reports to receivers; mapped to protocol codes in one place."""
 
 
 class MalformedPayload(PipelineError):

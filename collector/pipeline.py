@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -134,7 +134,7 @@ class Pipeline:
     def __init__(
         self,
         pool: DecodePool,
-        exporters: dict[Signal, Sequence[Exporter]],
+        exporters: Mapping[Signal, Sequence[Exporter]],
         limits: Limits,
         metrics: Metrics,
     ) -> None:
@@ -148,10 +148,16 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
-        metrics.gauge("agentledger_queue_items", "items decoded and waiting for commit",
-                      lambda: float(self._queued_items))
-        metrics.gauge("agentledger_queue_bytes", "request bytes admitted and not yet committed",
-                      lambda: float(self._queued_bytes))
+        metrics.gauge(
+            "agentledger_queue_items",
+            "items decoded and waiting for commit",
+            lambda: float(self._queued_items),
+        )
+        metrics.gauge(
+            "agentledger_queue_bytes",
+            "request bytes admitted and not yet committed",
+            lambda: float(self._queued_bytes),
+        )
 
     @property
     def queued_items(self) -> int:

@@ -34,11 +34,11 @@ ProcessorBuilder = Callable[[Any, Resources], Processor]
 ExporterBuilder = Callable[[Any, Store], Exporter]
 
 PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
-    "normalise": (NormaliseConfig, lambda cfg, res: NormaliseProcessor(cfg)),
+    "normalise": (NormaliseConfig, lambda cfg, _res: NormaliseProcessor(cfg)),
     "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.price_book)),
 }
 EXPORTERS: dict[str, tuple[type, ExporterBuilder]] = {
-    "store": (StoreExporterConfig, lambda cfg, store: StoreExporter(cfg, store)),
+    "store": (StoreExporterConfig, StoreExporter),
     "memory": (MemoryExporterConfig, lambda cfg, store: MemoryExporter(cfg)),
 }
 SIGNALS = {"traces": Signal.TRACES, "logs": Signal.LOGS, "metrics": Signal.METRICS}
@@ -64,18 +64,29 @@ def components(config: Config) -> Components:
     for name, pipeline in config.service.pipelines.items():
         signal = SIGNALS[component_type(name)]
         if signal in chains:
-            issues.append(ConfigIssue(f"service.pipelines.{name}",
-                                      f"only one {component_type(name)} pipeline is supported"))
+            issues.append(
+                ConfigIssue(
+                    f"service.pipelines.{name}",
+                    f"only one {component_type(name)} pipeline is supported",
+                )
+            )
             continue
         chains[signal] = tuple(pipeline.processors)
         outputs[signal] = tuple(pipeline.exporters)
         stores = [e for e in pipeline.exporters if component_type(e) == "store"]
         if pipeline.exporters and component_type(pipeline.exporters[0]) not in ("store", "memory"):
-            issues.append(ConfigIssue(f"service.pipelines.{name}.exporters",
-                                      "the first exporter must be `store` (it acknowledges)"))
+            issues.append(
+                ConfigIssue(
+                    f"service.pipelines.{name}.exporters",
+                    "the first exporter must be `store` (it acknowledges)",
+                )
+            )
         if len(stores) > 1:
-            issues.append(ConfigIssue(f"service.pipelines.{name}.exporters",
-                                      "a pipeline writes to the store once"))
+            issues.append(
+                ConfigIssue(
+                    f"service.pipelines.{name}.exporters", "a pipeline writes to the store once"
+                )
+            )
     if issues:
         raise ConfigError(issues)
     return Components(procs, exps, chains, outputs)
@@ -99,8 +110,12 @@ def _typed(
     for cid, raw in section.items():
         kind = component_type(cid)
         if kind not in known:
-            issues.append(ConfigIssue(f"{path}.{cid}",
-                                      f"unknown {path[:-1]} type {kind!r} (known: {', '.join(known)})"))
+            issues.append(
+                ConfigIssue(
+                    f"{path}.{cid}",
+                    f"unknown {path[:-1]} type {kind!r} (known: {', '.join(known)})",
+                )
+            )
             continue
         typed[cid] = parse_dataclass(known[kind][0], raw, f"{path}.{cid}", issues)
     return typed
@@ -123,7 +138,9 @@ def _build_chains(spec: dict[Signal, tuple[tuple[str, Any], ...]]) -> dict[Signa
     }
 
 
-def build_exporters(parts: Components, store: Store) -> tuple[dict[str, Exporter], dict[Signal, list[Exporter]]]:
+def build_exporters(
+    parts: Components, store: Store
+) -> tuple[dict[str, Exporter], dict[Signal, list[Exporter]]]:
     """Each declared exporter once, and the list each signal sends to (durable one first)."""
     built = {
         cid: EXPORTERS[component_type(cid)][1](cfg, store) for cid, cfg in parts.exporters.items()

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -24,7 +24,7 @@ from collector import __version__, registry
 from collector.admin_api import AdminApi
 from collector.auth import Authenticator, bootstrap_default_org, ensure_org
 from collector.config import Config, split_endpoint
-from collector.model import Exporter
+from collector.model import Exporter, Scope
 from collector.pipeline import DecodePool, Limits, Pipeline
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
@@ -78,6 +78,7 @@ class Service:
         self._grpc: OtlpGrpcReceiver | None = None
         self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._first_keys: Mapping[Scope, str] | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -112,9 +113,8 @@ class Service:
             for key in org.keys:
                 self.auth.declare(org.name, key.scope, key.key, key.name)
         if self.config.auth.bootstrap:
-            keys = bootstrap_default_org(self.store, self.auth)
-            if keys:
-                self._print_first_start(keys)
+            # Printed once, with the ready banner; never logged.
+            self._first_keys = bootstrap_default_org(self.store, self.auth)
 
     async def _start_receivers(self) -> None:
         assert self._pipeline is not None
@@ -124,18 +124,23 @@ class Service:
         api_routes = self._api_routes()
         if otlp is not None and otlp.protocols.grpc is not None:
             g = otlp.protocols.grpc
-            self._grpc = OtlpGrpcReceiver(consume, self.auth, g.endpoint,
-                                          g.max_recv_msg_size_mib * MIB, retry)
+            self._grpc = OtlpGrpcReceiver(
+                consume, self.auth, g.endpoint, g.max_recv_msg_size_mib * MIB, retry
+            )
             await self._grpc.start()
             self.endpoints.grpc = f"{split_endpoint(g.endpoint)[0]}:{self._grpc.port}"
         http_routes: list[BaseRoute] = []
         if otlp is not None and otlp.protocols.http is not None:
             h = otlp.protocols.http
-            receiver = OtlpHttpReceiver(consume, self.auth, h.max_request_body_size_mib * MIB, retry)
+            receiver = OtlpHttpReceiver(
+                consume, self.auth, h.max_request_body_size_mib * MIB, retry
+            )
             http_routes += receiver.routes()
             if self.config.api.endpoint is None:
                 http_routes += api_routes
-            self.endpoints.http = await self._serve_http(h.endpoint, http_routes + self._ops_routes())
+            self.endpoints.http = await self._serve_http(
+                h.endpoint, http_routes + self._ops_routes()
+            )
         if self.config.api.endpoint is not None:
             self.endpoints.api = await self._serve_http(
                 self.config.api.endpoint, api_routes + self._ops_routes()
@@ -157,8 +162,13 @@ class Service:
         sock.setblocking(False)
         app = Starlette(routes=routes)
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=30, limit_concurrency=4096, http="h11",
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=30,
+            limit_concurrency=4096,
+            http="h11",
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -173,7 +183,9 @@ class Service:
     # -- ops routes ------------------------------------------------------------------------
 
     async def _health(self, request: Request) -> Response:
-        return JSONResponse({"status": self._state}, status_code=200 if self._state == "ok" else 503)
+        return JSONResponse(
+            {"status": self._state}, status_code=200 if self._state == "ok" else 503
+        )
 
     async def _metrics_page(self, request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -189,13 +201,25 @@ class Service:
         ):
             m.describe(name, "counter", text)
         m.gauge("agentledger_store_commits_total", "group commits", lambda: float(st.commits))
-        m.gauge("agentledger_store_commit_failures_total", "failed commits",
-                lambda: float(st.commit_failures))
-        m.gauge("agentledger_store_size_bytes", "bytes of catalog and data files",
-                lambda: float(self.store.size_bytes()))
-        m.collector(lambda: histogram_lines(
-            "agentledger_commit_duration_seconds", "time to commit a group",
-            st.commit_latency_buckets, st.commit_seconds_total, st.commits))
+        m.gauge(
+            "agentledger_store_commit_failures_total",
+            "failed commits",
+            lambda: float(st.commit_failures),
+        )
+        m.gauge(
+            "agentledger_store_size_bytes",
+            "bytes of catalog and data files",
+            lambda: float(self.store.size_bytes()),
+        )
+        m.collector(
+            lambda: histogram_lines(
+                "agentledger_commit_duration_seconds",
+                "time to commit a group",
+                st.commit_latency_buckets,
+                st.commit_seconds_total,
+                st.commits,
+            )
+        )
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -236,9 +260,6 @@ class Service:
 
     # -- what the user sees ----------------------------------------------------------------
 
-    def _print_first_start(self, keys: dict[str, str]) -> None:
-        self._first_keys = keys
-
     def _print_ready(self) -> None:
         out = self._out
         e = self.endpoints
@@ -246,24 +267,31 @@ class Service:
         if e.grpc:
             print(f"  OTLP/gRPC   {e.grpc}", file=out)
         if e.http:
-            print(f"  OTLP/HTTP   http://{e.http}" + ("" if e.api else "  (also the JSON APIs)"),
-                  file=out)
+            print(
+                f"  OTLP/HTTP   http://{e.http}" + ("" if e.api else "  (also the JSON APIs)"),
+                file=out,
+            )
         if e.api:
             print(f"  JSON APIs   http://{e.api}", file=out)
-        keys = getattr(self, "_first_keys", None)
+        keys = self._first_keys
         ingest = "<your ingest key>"
         if keys:
             ingest = keys["ingest"]
-            print('\nFirst start: created org "default". These keys are shown once, never again:',
-                  file=out)
+            print(
+                '\nFirst start: created org "default". These keys are shown once, never again:',
+                file=out,
+            )
             for scope in ("admin", "ingest", "read"):
                 print(f"  {scope:<7} {keys[scope]}", file=out)
         if e.http:
             print("\nPoint an OpenTelemetry SDK at it:", file=out)
             print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.http}", file=out)
             print(f'  export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {ingest}"', file=out)
-        print(f"ready: grpc={e.grpc or '-'} http={e.http or '-'} api={e.api or e.http or '-'}",
-              file=out, flush=True)
+        print(
+            f"ready: grpc={e.grpc or '-'} http={e.http or '-'} api={e.api or e.http or '-'}",
+            file=out,
+            flush=True,
+        )
 
 
 async def run(config: Config, out: TextIO, stop: asyncio.Event) -> None:
@@ -273,5 +301,3 @@ async def run(config: Config, out: TextIO, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await service.stop()
-
-

@@ -7,6 +7,7 @@ modules write small records through the same thread; the read API queries throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -94,6 +95,7 @@ def _sql_str(s: str) -> str:
 class _Append:
     rows: Rows
     done: Callable[[Accepted | BaseException], None]
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -119,7 +121,11 @@ class Store:
     def open(self) -> None:
         con = connect(self.settings)
         for signal in Signal:
-            con.execute(create_table_sql(signal).replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
+            con.execute(
+                create_table_sql(signal).replace(
+                    "TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."
+                )
+            )
         for ddl in META_DDL:
             con.execute(ddl.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
         self._con = con
@@ -178,7 +184,9 @@ class Store:
         cur.execute(f"USE {LAKE}")
         return cur
 
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Run a parametrised read, interrupted after the query timeout."""
         cur = self.cursor()
         timer = threading.Timer(self.settings.query_timeout_s, cur.interrupt)
@@ -194,10 +202,8 @@ class Store:
         for root in {Path(self.settings.data_path), Path(self.settings.catalog).parent}:
             for dirpath, _, files in os.walk(root):
                 for f in files:
-                    try:
+                    with contextlib.suppress(OSError):  # compacted away meanwhile
                         total += os.stat(os.path.join(dirpath, f)).st_size
-                    except OSError:
-                        pass
         return total
 
     # -- the writer thread -----------------------------------------------------------------
@@ -214,15 +220,20 @@ class Store:
             group: list[_Append] = []
             calls: list[_Call] = []
             (group if isinstance(item, _Append) else calls).append(item)  # type: ignore[arg-type]
-            deadline = time.monotonic() + self.settings.commit_interval_s
+            # The interval runs from when the oldest request arrived: requests that queued up
+            # during the previous commit are already late and go into this one at once.
+            first_queued = item.queued_at if isinstance(item, _Append) else time.monotonic()
+            deadline = first_queued + self.settings.commit_interval_s
             n = item.rows.count if isinstance(item, _Append) else 0
             # Group commit: gather what arrives within the interval (or up to the row cap).
             while group and n < self.settings.commit_max_rows:
                 timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
                 try:
-                    nxt = self._queue.get(timeout=timeout)
+                    nxt = (
+                        self._queue.get(timeout=timeout)
+                        if timeout > 0
+                        else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -291,7 +302,9 @@ class Store:
         if span_tables:
             spans = pa.concat_tables(span_tables)
             keep, new_hashes = self._dedup(cur, spans)
-            kept = spans.take(pa.array(keep, type=pa.int64())) if len(keep) < spans.num_rows else spans
+            kept = (
+                spans.take(pa.array(keep, type=pa.int64())) if len(keep) < spans.num_rows else spans
+            )
             if kept.num_rows:
                 cur.register("_spans_in", kept)
                 cur.execute(f"INSERT INTO {Signal.TRACES.value} SELECT * FROM _spans_in")
@@ -327,11 +340,15 @@ class Store:
                 results.append(Accepted(g.rows.count, 0, g.rows.rejected))
         return results, new_hashes
 
-    def _dedup(self, cur: duckdb.DuckDBPyConnection, spans: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    def _dedup(
+        self, cur: duckdb.DuckDBPyConnection, spans: pa.Table
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Indices of spans not stored yet (first of equals within the group), and their hashes."""
         ids = spans.select(["trace_id", "span_id"])
         cur.register("_ids", ids)
-        hashes: np.ndarray = cur.execute("SELECT hash(trace_id, span_id) AS h FROM _ids").fetchnumpy()["h"]
+        hashes: np.ndarray = cur.execute(
+            "SELECT hash(trace_id, span_id) AS h FROM _ids"
+        ).fetchnumpy()["h"]
         cur.unregister("_ids")
         hashes = np.asarray(hashes, dtype=np.uint64)
         _, first = np.unique(hashes, return_index=True)
@@ -353,7 +370,9 @@ class Store:
             stored = self._stored_pairs(cur, ids.take(pa.array(cand)), hashes[cand])
             if stored:
                 tid, sid = ids.column(0), ids.column(1)
-                drop = {int(i) for i in cand if (tid[int(i)].as_py(), sid[int(i)].as_py()) in stored}
+                drop = {
+                    int(i) for i in cand if (tid[int(i)].as_py(), sid[int(i)].as_py()) in stored
+                }
                 self.stats.deduplicated += len(drop)
                 first = np.asarray([i for i in first if int(i) not in drop], dtype=np.int64)
         return first, hashes[first]
@@ -429,10 +448,8 @@ def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) ->
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with contextlib.suppress(duckdb.Error):
         cur.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 @dataclass

@@ -24,7 +24,7 @@ class Metrics:
     def describe(self, name: str, kind: str, text: str) -> None:
         self._help[name] = (kind, text)
 
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+    def inc(self, name: str, value: float = 1.0, /, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
         with self._lock:
             series = self._counters[name]
@@ -76,7 +76,9 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
-def histogram_lines(name: str, text: str, buckets: dict[float, int], total: float, count: int) -> list[str]:
+def histogram_lines(
+    name: str, text: str, buckets: dict[float, int], total: float, count: int
+) -> list[str]:
     """Prometheus histogram lines from cumulative bucket counts."""
     lines = [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
     for bound, n in sorted(buckets.items()):

@@ -35,7 +35,9 @@ def kv(key: str, value: Any) -> KeyValue:
 
 
 def agent_trace(
-    spans_per_trace: int = 8, rng: random.Random | None = None, start_ns: int = 1_700_000_000_000_000_000
+    spans_per_trace: int = 8,
+    rng: random.Random | None = None,
+    start_ns: int = 1_700_000_000_000_000_000,
 ) -> list[Span]:
     """One trace: an `invoke_agent` root, then alternating LLM `chat` and `execute_tool` spans."""
     rng = rng or random.Random()
@@ -75,7 +77,10 @@ def agent_trace(
                 kv("gen_ai.tool.name", tool),
                 kv("gen_ai.tool.call.id", f"call_{rng.getrandbits(48):x}"),
                 kv("gen_ai.tool.type", "function"),
-                kv("gen_ai.tool.call.arguments", json.dumps({"query": f"q{rng.random():.6f}", "limit": 5})),
+                kv(
+                    "gen_ai.tool.call.arguments",
+                    json.dumps({"query": f"q{rng.random():.6f}", "limit": 5}),
+                ),
                 kv("gen_ai.tool.call.result", json.dumps({"ok": True, "items": rng.randint(0, 9)})),
                 kv("gen_ai.agent.name", agent),
                 kv("code.function", f"tools.{tool}"),
@@ -135,12 +140,16 @@ def agent_trace(
 
 
 def export_request(
-    spans: list[Span], service_name: str = "agent-service", extra_resource: dict[str, Any] | None = None
+    spans: list[Span],
+    service_name: str = "agent-service",
+    extra_resource: dict[str, Any] | None = None,
 ) -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     rs.resource.attributes.append(kv("service.name", service_name))
-    for k, v in (extra_resource or {"telemetry.sdk.language": "python", "host.name": "worker-1"}).items():
+    for k, v in (
+        extra_resource or {"telemetry.sdk.language": "python", "host.name": "worker-1"}
+    ).items():
         rs.resource.attributes.append(kv(k, v))
     ss = rs.scope_spans.add()
     ss.scope.name = "opentelemetry.instrumentation.openai_v2"

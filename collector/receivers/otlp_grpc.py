@@ -29,8 +29,14 @@ SERVICES: dict[str, Signal] = {
 
 
 class OtlpGrpcReceiver:
-    def __init__(self, consume: Consume, auth: Authenticator, endpoint: str,
-                 max_message_bytes: int, retry_after_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        consume: Consume,
+        auth: Authenticator,
+        endpoint: str,
+        max_message_bytes: int,
+        retry_after_s: float = 1.0,
+    ) -> None:
         self._consume = consume
         self._auth = auth
         self._endpoint = endpoint
@@ -111,4 +117,5 @@ def _retry_status(outcome: Any) -> bytes:
     )
     status = status_pb2.Status(code=outcome.grpc_code.value[0], message=outcome.message)
     status.details.add().Pack(info)
-    return status.SerializeToString()
+    data: bytes = status.SerializeToString()
+    return data

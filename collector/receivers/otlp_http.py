@@ -83,8 +83,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("gzip", "identity", "", "deflate"):
         raise UnsupportedMedia(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-    inflate = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15) if encoding in (
-        "gzip", "deflate") else None
+    inflate = (
+        zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        if encoding in ("gzip", "deflate")
+        else None
+    )
     out = bytearray()
     raw = 0
     async for chunk in request.stream():
@@ -108,8 +111,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class OtlpHttpReceiver:
-    def __init__(self, consume: Consume, auth: Authenticator, max_body_bytes: int,
-                 retry_after_s: float = 1.0) -> None:
+    def __init__(
+        self, consume: Consume, auth: Authenticator, max_body_bytes: int, retry_after_s: float = 1.0
+    ) -> None:
         self._consume = consume
         self._auth = auth
         self._limit = max_body_bytes

@@ -1,0 +1,461 @@
+"""agentledger's configuration: the top-level schema, its cross-checks, and `load_config`.
+
+YAML comes from `--config` (or the embedded `config/default.yaml`) plus the environment mapping the
+CLI passes in; the frozen `Config` goes to the service, and `processors:` / `exporters:` sections go
+on to the registry, which parses each with its component's own dataclass.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from collector.configparse import (
+    INVALID,
+    ConfigError,
+    ConfigIssue,
+    bounds,
+    describe,
+    expand_env,
+    join,
+    load_yaml,
+    parse_dataclass,
+    suggest,
+)
+
+# ConfigError and ConfigIssue are re-exported: callers of load_config catch them from here.
+__all__ = [
+    "ApiConfig", "AuthConfig", "Config", "ConfigError", "ConfigIssue", "ConfigOverrides",
+    "GrpcConfig", "HttpConfig", "KeyConfig", "LimitsConfig", "LogsConfig", "OrgConfig",
+    "OtlpProtocols", "OtlpReceiverConfig", "PipelineConfig", "ReceiversConfig", "ServiceConfig",
+    "StorageConfig", "TelemetryConfig", "component_type", "load_config", "parse_config",
+    "split_endpoint",
+]  # fmt: skip
+
+_ENDPOINT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})")
+_COMPONENT_ID = re.compile(r"[a-z][a-z0-9_]*(?:/[A-Za-z0-9_.\-]+)?")
+_PIPELINE = re.compile(r"(?:traces|logs|metrics)(?:/[A-Za-z0-9_.\-]+)?")
+_ORG = re.compile(r"[a-z0-9_-]{1,64}")
+_KEY = re.compile(r"al_(live|read|admin)_([0-9a-f]{8})_[0-9a-f]{40}")
+_PREFIX_SCOPE = {"live": "ingest", "read": "read", "admin": "admin"}
+_SCOPE_PREFIX = {scope: prefix for prefix, scope in _PREFIX_SCOPE.items()}
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` → (host without brackets, port); ValueError says what's wrong."""
+    m = _ENDPOINT.fullmatch(endpoint)
+    if m is None:
+        raise ValueError(f"expected host:port (IPv6 as [::1]:4317), got {describe(endpoint)}")
+    if m["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(m["v6"])
+        except ValueError:
+            raise ValueError(f"{m['v6']!r} in brackets is not an IPv6 address") from None
+    port = int(m["port"])
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0-65535; 0 picks a free port)")
+    return m["v6"] or m["host"], port
+
+
+def component_type(component_id: str) -> str:
+    """`otlp/forward` → `otlp`: the registry's type name (also a pipeline id's signal)."""
+    return component_id.split("/", 1)[0]
+
+
+def _endpoint_issues(name: str, endpoint: str) -> list[ConfigIssue]:
+    try:
+        split_endpoint(endpoint)
+    except ValueError as e:
+        return [ConfigIssue(name, str(e))]
+    return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrpcConfig:
+    endpoint: str = "127.0.0.1:4317"
+    max_recv_msg_size_mib: int = field(default=64, metadata=bounds(ge=1))
+
+    def validate(self) -> list[ConfigIssue]:
+        return _endpoint_issues("endpoint", self.endpoint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpConfig:
+    endpoint: str = "127.0.0.1:4318"
+    max_request_body_size_mib: int = field(default=64, metadata=bounds(ge=1))
+
+    def validate(self) -> list[ConfigIssue]:
+        return _endpoint_issues("endpoint", self.endpoint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtlpProtocols:
+    """As in the OTel Collector: `grpc:` with no value enables gRPC with defaults, and a protocol
+    left out of a `protocols:` section is off."""
+
+    grpc: GrpcConfig | None = None
+    http: HttpConfig | None = None
+
+    def validate(self) -> list[str]:
+        return [] if self.grpc or self.http else ["enable at least one of grpc, http"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtlpReceiverConfig:
+    protocols: OtlpProtocols = field(
+        default_factory=lambda: OtlpProtocols(grpc=GrpcConfig(), http=HttpConfig())
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceiversConfig:
+    """A receiver left out of a `receivers:` section is off; with no section, OTLP is on."""
+
+    otlp: OtlpReceiverConfig | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    receivers: list[str]
+    processors: list[str] = field(default_factory=list)
+    exporters: list[str]
+
+    def validate(self) -> list[ConfigIssue]:
+        issues = [
+            ConfigIssue(kind, f"a pipeline needs at least one of its {kind}")
+            for kind, ids in (("receivers", self.receivers), ("exporters", self.exporters))
+            if not ids
+        ]
+        for kind, ids in (
+            ("receivers", self.receivers),
+            ("processors", self.processors),
+            ("exporters", self.exporters),
+        ):
+            issues += [
+                ConfigIssue(f"{kind}[{i}]", f"{x!r} is listed twice")
+                for i, x in enumerate(ids)
+                if x in ids[:i]
+            ]
+        return issues
+
+
+def _default_pipelines() -> dict[str, PipelineConfig]:
+    def store_only() -> PipelineConfig:
+        return PipelineConfig(receivers=["otlp"], exporters=["store"])
+
+    traces = PipelineConfig(
+        receivers=["otlp"], processors=["normalise", "cost"], exporters=["store"]
+    )
+    return {"traces": traces, "logs": store_only(), "metrics": store_only()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogsConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TelemetryConfig:
+    logs: LogsConfig = field(default_factory=LogsConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    pipelines: dict[str, PipelineConfig] = field(default_factory=_default_pipelines)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+
+    def validate(self) -> list[ConfigIssue]:
+        return [
+            ConfigIssue(
+                f"pipelines.{name}",
+                "a pipeline id is traces, logs or metrics, optionally with /name (e.g. traces/eu)",
+            )
+            for name in self.pipelines
+            if not _PIPELINE.fullmatch(name)
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    """Where the DuckLake store lives. Relative paths are relative to the working directory."""
+
+    path: str = "./agentledger-data"
+    catalog: str | None = None
+    data_path: str | None = None
+    commit_interval_ms: int = field(default=20, metadata=bounds(ge=1, le=10_000))
+    commit_max_rows: int = field(default=50_000, metadata=bounds(ge=1))
+    dedup_window_s: int = field(default=900, metadata=bounds(ge=0))
+    fsync: bool = True
+
+    def catalog_path(self) -> str:
+        return (
+            self.catalog if self.catalog is not None else str(Path(self.path, "catalog.ducklake"))
+        )
+
+    def data_path_resolved(self) -> str:
+        # DuckLake treats DATA_PATH as a prefix, hence the trailing separator.
+        return self.data_path if self.data_path is not None else str(Path(self.path, "data")) + "/"
+
+    def validate(self) -> list[ConfigIssue]:
+        return [
+            ConfigIssue(name, "must not be empty")
+            for name, value in (
+                ("path", self.path),
+                ("catalog", self.catalog),
+                ("data_path", self.data_path),
+            )
+            if value == ""
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    max_queue_items: int = field(default=200_000, metadata=bounds(ge=1))
+    max_queue_mib: int = field(default=256, metadata=bounds(ge=1))
+    decode_workers: int = field(default=2, metadata=bounds(ge=0))  # 0: decode in the server
+    retry_after_s: int = field(default=1, metadata=bounds(ge=1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiConfig:
+    """`endpoint` opens a separate listener for the JSON APIs; None serves them on the OTLP HTTP
+    listener, or nowhere if that is off (an ingest-only gRPC node)."""
+
+    endpoint: str | None = None
+
+    def validate(self) -> list[ConfigIssue]:
+        return [] if self.endpoint is None else _endpoint_issues("endpoint", self.endpoint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyConfig:
+    """An API key given in the config. Messages and repr never show the secret."""
+
+    scope: Literal["ingest", "read", "admin"]
+    key: str = field(repr=False)
+    name: str = ""
+
+    @property
+    def key_id(self) -> str:
+        """The 8 hex after the prefix: public, unique, how keys are listed; "" if malformed."""
+        m = _KEY.fullmatch(self.key)
+        return m[2] if m else ""
+
+    def validate(self) -> list[ConfigIssue]:
+        m = _KEY.fullmatch(self.key)
+        if m is None:
+            return [
+                ConfigIssue(
+                    "key",
+                    "not a valid agentledger key (expected al_<live|read|admin>_<8 hex id>_"
+                    "<40 hex secret>, lowercase hex; the value is not shown)",
+                )
+            ]
+        if _PREFIX_SCOPE[m[1]] != self.scope:
+            article = "an" if self.scope[0] in "aeiou" else "a"
+            message = (
+                f"an al_{m[1]}_ key has scope {_PREFIX_SCOPE[m[1]]!r}, not {self.scope!r} "
+                f"({article} {self.scope} key starts with al_{_SCOPE_PREFIX[self.scope]}_)"
+            )
+            return [ConfigIssue("key", message)]
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrgConfig:
+    name: str
+    keys: list[KeyConfig] = field(default_factory=list)
+
+    def validate(self) -> list[ConfigIssue]:
+        if _ORG.fullmatch(self.name):
+            return []
+        message = "an org name is 1-64 of lowercase letters, digits, '-', '_'"
+        return [ConfigIssue("name", f"{message}, got {describe(self.name)}")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    bootstrap: bool = True  # create org "default" and print its keys on first start
+    orgs: list[OrgConfig] = field(default_factory=list)
+
+    def validate(self) -> list[ConfigIssue]:
+        issues: list[ConfigIssue] = []
+        org_at: dict[str, str] = {}
+        key_at: dict[str, str] = {}
+        for i, org in enumerate(self.orgs):
+            if org.name in org_at:
+                issues.append(
+                    ConfigIssue(f"orgs[{i}].name", f"duplicate org (also {org_at[org.name]})")
+                )
+            org_at.setdefault(org.name, f"auth.orgs[{i}]")
+            for j, key in enumerate(org.keys):
+                here, key_id = f"orgs[{i}].keys[{j}]", key.key_id
+                if key_id in key_at:
+                    message = f"key id {key_id} is used twice (also {key_at[key_id]})"
+                    issues.append(ConfigIssue(f"{here}.key", message))
+                if key_id:
+                    key_at.setdefault(key_id, f"auth.{here}")
+        return issues
+
+
+def _parse_components(raw: object, path: str, errors: list[ConfigIssue]) -> object:
+    """`processors:` / `exporters:`: id → raw settings, left for the registry to type-check.
+
+    A section present but empty (`processors:`) declares no components, unlike an absent one."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errors.append(
+            ConfigIssue(path, f"expected a mapping of component ids, got {describe(raw)}")
+        )
+        return INVALID
+    components: dict[str, dict[str, object]] = {}
+    for cid, settings in raw.items():
+        if not isinstance(cid, str) or not _COMPONENT_ID.fullmatch(cid):
+            message = "invalid component id (expected type or type/name, e.g. otlp/forward)"
+            errors.append(ConfigIssue(join(path, str(cid)), message))
+            continue
+        if settings is not None and not isinstance(settings, dict):
+            message = f"expected a mapping of settings, got {describe(settings)}"
+            errors.append(ConfigIssue(join(path, cid), message))
+        # Declared even when its settings are bad, so pipelines naming it raise no second error.
+        components[cid] = dict(settings) if isinstance(settings, dict) else {}
+    return components
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    receivers: ReceiversConfig = field(
+        default_factory=lambda: ReceiversConfig(otlp=OtlpReceiverConfig())
+    )
+    # Without a section in the file these defaults apply; a section replaces them whole.
+    processors: dict[str, dict[str, object]] = field(
+        default_factory=lambda: {"normalise": {}, "cost": {}},
+        metadata={"parser": _parse_components},
+    )
+    exporters: dict[str, dict[str, object]] = field(
+        default_factory=lambda: {"store": {}}, metadata={"parser": _parse_components}
+    )
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    def validate(self) -> list[ConfigIssue]:
+        return self._pipeline_issues() + self._listener_issues()
+
+    def _pipeline_issues(self) -> list[ConfigIssue]:
+        receivers = ["otlp"] if self.receivers.otlp is not None else []
+        issues: list[ConfigIssue] = []
+        for name, pipeline in self.service.pipelines.items():
+            for kind, declared, ids in (
+                ("receiver", receivers, pipeline.receivers),
+                ("processor", list(self.processors), pipeline.processors),
+                ("exporter", list(self.exporters), pipeline.exporters),
+            ):
+                for i, cid in enumerate(ids):
+                    if cid in declared:
+                        continue
+                    hint = suggest(cid, declared)
+                    message = (
+                        f"{kind} {cid!r} is not declared in {kind}s "
+                        f"(declared: {', '.join(declared) or 'none'}"
+                        + (f"; did you mean {hint!r}?)" if hint else ")")
+                    )
+                    issues.append(ConfigIssue(f"service.pipelines.{name}.{kind}s[{i}]", message))
+        return issues
+
+    def _listener_issues(self) -> list[ConfigIssue]:
+        otlp = self.receivers.otlp.protocols if self.receivers.otlp else OtlpProtocols()
+        listeners = {
+            "receivers.otlp.protocols.grpc.endpoint": otlp.grpc.endpoint if otlp.grpc else None,
+            "receivers.otlp.protocols.http.endpoint": otlp.http.endpoint if otlp.http else None,
+            "api.endpoint": self.api.endpoint,
+        }
+        issues: list[ConfigIssue] = []
+        taken: dict[tuple[str, int], str] = {}
+        for path, endpoint in listeners.items():
+            try:
+                host, port = split_endpoint(endpoint) if endpoint else ("", 0)
+            except ValueError:
+                continue  # reported by the section's own validate()
+            address = (host.lower(), port)
+            if port != 0 and address in taken:  # port 0: each listener picks its own free port
+                message = f"{endpoint} is already the address of {taken[address]}"
+                issues.append(ConfigIssue(path, message))
+            taken.setdefault(address, path)
+        return issues
+
+
+@dataclass(frozen=True)
+class ConfigOverrides:
+    """Command-line settings that win over the file: `--data-dir` replaces `storage.path`."""
+
+    data_dir: Path | None = None
+
+
+def parse_config(
+    raw: object, env: Mapping[str, str], overrides: ConfigOverrides | None = None
+) -> Config:
+    """Already-loaded YAML data → Config, or ConfigError listing every problem."""
+    errors: list[ConfigIssue] = []
+    expanded = expand_env(raw, env, "", errors)
+    env_failed = {issue.path for issue in errors}
+    parse_errors: list[ConfigIssue] = []
+    config = parse_dataclass(Config, expanded, "", parse_errors)
+    # A value whose variable is unset was read as "", so its own checks would only repeat that.
+    errors += [issue for issue in parse_errors if issue.path not in env_failed]
+    if errors:
+        raise ConfigError(errors)
+    if overrides is not None and overrides.data_dir is not None:
+        config = replace(config, storage=replace(config.storage, path=str(overrides.data_dir)))
+    return config
+
+
+def load_config(
+    path: Path | None, env: Mapping[str, str], overrides: ConfigOverrides | None = None
+) -> Config:
+    """Read a YAML file (None: the embedded default) → Config, or ConfigError.
+
+    `env` is the only source of `${env:…}` values; the CLI passes `os.environ`.
+    """
+    if path is None:
+        text, source = _default_text()
+    else:
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise ConfigError(
+                [ConfigIssue(source, f"cannot read the config file: {reason}")]
+            ) from None
+    return parse_config(load_yaml(text, source), env, overrides)
+
+
+def _default_text() -> tuple[str, str]:
+    # A checkout has config/ beside collector/; an installed wheel has it as agentledger_config.
+    local = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+    if local.is_file():
+        return local.read_text(encoding="utf-8"), str(local)
+    try:
+        packaged = importlib.resources.files("agentledger_config") / "default.yaml"
+        return packaged.read_text(encoding="utf-8"), "agentledger_config/default.yaml"
+    except (ImportError, OSError):
+        pass
+    # agentledger_config has no __init__.py, and files() on a namespace package fails in 3.11
+    # when one of its locations is not a directory; so also look in each location directly.
+    spec = importlib.util.find_spec("agentledger_config")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (candidate := Path(folder, "default.yaml")).is_file():
+            return candidate.read_text(encoding="utf-8"), str(candidate)
+    message = "the built-in default config is missing from this installation; pass --config"
+    raise ConfigError([ConfigIssue("default.yaml", message)])

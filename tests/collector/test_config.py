@@ -1,0 +1,741 @@
+"""Tests for the config loader (`collector/config.py`) and its typed parser (`configparse.py`).
+
+Config comes from YAML files in tmp_path, the repo's `config/` files and plain dicts; every
+assertion checks the parsed value or the exact issue (path and message) the user would see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+import pytest
+import yaml
+
+from collector.config import (
+    Config,
+    ConfigError,
+    ConfigIssue,
+    ConfigOverrides,
+    GrpcConfig,
+    HttpConfig,
+    KeyConfig,
+    OtlpProtocols,
+    OtlpReceiverConfig,
+    ReceiversConfig,
+    component_type,
+    load_config,
+    parse_config,
+    split_endpoint,
+)
+from collector.configparse import bounds, expand_env, parse_dataclass
+
+REPO = Path(__file__).resolve().parents[2]
+INGEST = "al_live_0123abcd_" + "a" * 40
+READ = "al_read_4567ef01_" + "b" * 40
+ADMIN = "al_admin_89abcdef_" + "c" * 40
+
+
+def issues_of(raw: object, env: dict[str, str] | None = None) -> list[ConfigIssue]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, env or {})
+    return caught.value.issues
+
+
+def messages(raw: object, env: dict[str, str] | None = None) -> dict[str, str]:
+    return {issue.path: issue.message for issue in issues_of(raw, env)}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agentledger.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_default_file_loads_and_equals_the_dataclass_defaults() -> None:
+    config = load_config(None, {})
+    assert config == Config()
+    otlp = config.receivers.otlp
+    assert otlp is not None
+    assert otlp.protocols.grpc is not None and otlp.protocols.grpc.endpoint == "127.0.0.1:4317"
+    assert otlp.protocols.http is not None and otlp.protocols.http.endpoint == "127.0.0.1:4318"
+    assert config.service.pipelines["traces"].processors == ["normalise", "cost"]
+    assert config.service.pipelines["logs"].processors == []
+    assert config.processors == {"normalise": {}, "cost": {}}
+    assert config.exporters == {"store": {}}
+    assert config.storage.catalog_path() == str(Path("./agentledger-data/catalog.ducklake"))
+    assert config.storage.data_path_resolved() == str(Path("./agentledger-data/data")) + "/"
+
+
+def test_default_file_spells_out_every_setting() -> None:
+    # Equality above would also hold for an empty file; the file is meant as documentation.
+    raw = yaml.safe_load((REPO / "config" / "default.yaml").read_text(encoding="utf-8"))
+
+    def missing(cls: type, section: dict[str, Any], path: str) -> list[str]:
+        hints = get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if type(None) in get_args(tp):  # `X | None`: look inside X
+                tp = get_args(tp)[0]
+            if f.name not in section:
+                out.append(f"{path}{f.name}")
+            elif dataclasses.is_dataclass(tp) and section[f.name] is not None:
+                out += missing(tp, section[f.name], f"{path}{f.name}.")  # type: ignore[arg-type]
+        return out
+
+    assert missing(Config, raw, "") == []
+    assert missing(GrpcConfig, raw["receivers"]["otlp"]["protocols"]["grpc"], "") == []
+
+
+@pytest.mark.parametrize("raw", [None, {}])
+def test_an_empty_file_is_the_defaults(raw: object) -> None:
+    assert parse_config(raw, {}) == Config()
+
+
+def test_explicit_catalog_and_data_path_are_kept() -> None:
+    storage = parse_config({"storage": {"catalog": "pg.ducklake", "data_path": "s3://b/"}}, {})
+    assert storage.storage.catalog_path() == "pg.ducklake"
+    assert storage.storage.data_path_resolved() == "s3://b/"
+
+
+# --- unknown keys, several errors, types -------------------------------------------------------
+
+
+def test_typo_key_is_reported_with_path_and_suggestion() -> None:
+    raw = {"receivers": {"otlp": {"protocols": {"grpc": None, "htttp": None}}}}
+    assert issues_of(raw) == [
+        ConfigIssue(
+            "receivers.otlp.protocols.htttp",
+            "unknown key (expected one of: grpc, http; did you mean 'http'?)",
+        )
+    ]
+
+
+def test_unknown_top_level_key_without_a_close_match() -> None:
+    assert messages({"zzz": 1}) == {
+        "zzz": "unknown key (expected one of: receivers, processors, exporters, service, "
+        "storage, limits, api, auth)"
+    }
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "storage:\n  commit_interval_ms: fast\n  fsync: 1\n"
+        "limits:\n  decode_workers: -1\n"
+        "service:\n  telemetry:\n    logs:\n      level: verbose\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value).splitlines() == [
+        "service.telemetry.logs.level: expected one of: debug, info, warning, error; got 'verbose'",
+        "storage.commit_interval_ms: expected an integer, got 'fast'",
+        "storage.fsync: expected a boolean (true or false), got 1",
+        "limits.decode_workers: must be >= 0, got -1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("storage", "path", 5, "expected a string, got 5"),
+        ("storage", "commit_max_rows", True, "expected an integer, got true"),
+        ("storage", "commit_max_rows", 1.5, "expected an integer, got 1.5"),
+        ("storage", "commit_max_rows", "10", "expected an integer, got '10' (a quoted string; "
+         "remove the quotes)"),
+        ("storage", "fsync", "yes", "expected a boolean (true or false), got 'yes'"),
+        ("storage", "fsync", "true", "expected a boolean (true or false), got 'true' (a quoted "
+         "string; remove the quotes)"),
+        ("storage", "fsync", 0, "expected a boolean (true or false), got 0"),
+        ("storage", "catalog", ["x"], "expected a string, got a list"),
+        ("storage", "path", None, "expected a string, got null"),
+        ("storage", "commit_interval_ms", 0, "must be between 1 and 10000, got 0"),
+        ("storage", "commit_interval_ms", 10_001, "must be between 1 and 10000, got 10001"),
+        ("limits", "max_queue_items", 0, "must be >= 1, got 0"),
+        ("auth", "orgs", {"name": "x"}, "expected a list, got a mapping"),
+        ("auth", "bootstrap", None, "expected a boolean (true or false), got null"),
+        ("service", "pipelines", ["traces"], "expected a mapping, got a list"),
+        ("service", "telemetry", "loud", "expected a mapping, got 'loud'"),
+        ("api", "endpoint", 4318, "expected a string, got 4318"),
+    ],
+)  # fmt: skip
+def test_type_mismatch(section: str, key: str, value: object, message: str) -> None:
+    assert issues_of({section: {key: value}}) == [ConfigIssue(f"{section}.{key}", message)]
+
+
+def test_a_section_that_is_not_a_mapping() -> None:
+    assert messages({"storage": 3}) == {"storage": "expected a mapping, got 3"}
+    assert messages(["storage"]) == {"": "expected a mapping, got a list"}
+    assert str(ConfigError([ConfigIssue("", "x")])) == "<root>: x"
+
+
+def test_literal_suggests_the_lowercase_spelling() -> None:
+    assert messages({"service": {"telemetry": {"logs": {"format": "JSON"}}}}) == {
+        "service.telemetry.logs.format": "expected one of: text, json; got 'JSON'; "
+        "did you mean 'json'?"
+    }
+
+
+def test_a_null_section_means_its_defaults() -> None:
+    config = parse_config({"storage": None, "limits": None, "service": {"telemetry": None}}, {})
+    assert (config.storage, config.limits, config.service) == (
+        Config().storage,
+        Config().limits,
+        Config().service,
+    )
+
+
+def test_a_null_component_section_declares_no_components() -> None:
+    config = parse_config({"processors": None, "service": {"pipelines": {}}}, {})
+    assert config.processors == {}
+
+
+# --- the generic parser, with a schema of its own ---------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inner:
+    ratio: float = 0.5
+    tags: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    name: str
+    mode: Literal["a", "b", 1] = "a"
+    inner: Inner | None = None
+    extra: Any = None
+    items: list[Inner] = field(default_factory=list)
+    workers: int = field(default=1, metadata=bounds(ge=0, le=8))
+    note: str | None = "x"
+
+    def validate(self) -> list[str]:
+        return ["name and note must differ"] if self.name == self.note else []
+
+
+def parse_sample(raw: object) -> tuple[Sample, list[ConfigIssue]]:
+    errors: list[ConfigIssue] = []
+    return parse_dataclass(Sample, raw, "sample", errors), errors
+
+
+def test_parser_builds_every_supported_type() -> None:
+    sample, errors = parse_sample(
+        {
+            "name": "n",
+            "mode": 1,
+            "inner": {"ratio": 2, "tags": {"a": 1}},
+            "extra": {"anything": [1, None]},
+            "items": [{"ratio": 0.25}, None],
+            "workers": 8,
+            "note": None,
+        }
+    )
+    assert errors == []
+    assert sample == Sample(
+        name="n",
+        mode=1,
+        inner=Inner(ratio=2.0, tags={"a": 1}),
+        extra={"anything": [1, None]},
+        items=[Inner(ratio=0.25), Inner()],
+        workers=8,
+        note=None,
+    )
+    assert isinstance(sample.inner, Inner) and type(sample.inner.ratio) is float
+
+
+def test_parser_records_each_problem_and_falls_back_to_defaults() -> None:
+    sample, errors = parse_sample(
+        {
+            "mode": True,
+            "inner": {"ratio": "half", "tags": {"a": "1", 2: 3}},
+            "items": [{"ratio": False}],
+            "workers": 9,
+        }
+    )
+    assert errors == [
+        ConfigIssue("sample.name", "required"),
+        ConfigIssue("sample.mode", "expected one of: a, b, 1; got true"),
+        ConfigIssue("sample.inner.ratio", "expected a number, got 'half'"),
+        ConfigIssue("sample.inner.tags.a", "expected an integer, got '1' (a quoted string; "
+                    "remove the quotes)"),
+        ConfigIssue("sample.inner.tags.2", "key 2 is not a string (quote it)"),
+        ConfigIssue("sample.items[0].ratio", "expected a number, got false"),
+        ConfigIssue("sample.workers", "must be between 0 and 8, got 9"),
+    ]  # fmt: skip
+    assert sample.mode == "a" and sample.workers == 1
+
+
+def test_validate_runs_after_a_build_and_reports_at_the_dataclass_path() -> None:
+    _, errors = parse_sample({"name": "x"})
+    assert errors == [ConfigIssue("sample", "name and note must differ")]
+
+
+def test_validate_is_skipped_when_a_required_field_is_unusable() -> None:
+    # The placeholder name "" must not produce a second, misleading message.
+    _, errors = parse_sample({"name": 3, "note": ""})
+    assert errors == [ConfigIssue("sample.name", "expected a string, got 3")]
+
+
+def test_float_rejects_non_finite_and_env_values_coerce() -> None:
+    errors: list[ConfigIssue] = []
+    raw = expand_env({"ratio": "${env:R}"}, {"R": "0.75"}, "", errors)
+    assert parse_dataclass(Inner, raw, "inner", errors) == Inner(ratio=0.75)
+    parse_dataclass(Inner, {"ratio": float("inf")}, "inner", errors)
+    assert errors == [ConfigIssue("inner.ratio", "expected a finite number, got inf")]
+
+
+def test_unsupported_field_types_are_a_programming_error() -> None:
+    @dataclass(frozen=True)
+    class Bad:
+        value: int | str = 0
+
+    with pytest.raises(TypeError, match=r"only `X \| None` unions"):
+        parse_dataclass(Bad, {"value": 1}, "", [])
+
+
+# --- ${env:...} ------------------------------------------------------------------------------
+
+
+def env_value(value: str, env: dict[str, str]) -> object:
+    errors: list[ConfigIssue] = []
+    expanded = expand_env({"a": [value]}, env, "", errors)
+    assert errors == []
+    return expanded
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "expected"),
+    [
+        ("${env:DIR}", {"DIR": "/data"}, "/data"),
+        ("${env:DIR:-/fallback}", {}, "/fallback"),
+        ("${env:DIR:-/fallback}", {"DIR": "/set"}, "/set"),
+        ("${env:DIR:-}", {"DIR": ""}, ""),
+        ("${env:DIR:-x}", {"DIR": ""}, ""),  # as in the OTel Collector: only unset takes default
+        ("/srv/${env:ORG}/${env:ENV:-prod}", {"ORG": "acme"}, "/srv/acme/prod"),
+        ("$${env:DIR}", {"DIR": "/data"}, "${env:DIR}"),
+        ("cost$$5 $${x}", {}, "cost$$5 ${x}"),
+        ("${env:DIR}", {"DIR": "${env:OTHER}"}, "${env:OTHER}"),  # not expanded twice
+        ("$DIR", {"DIR": "x"}, "$DIR"),
+    ],
+)
+def test_env_expansion(value: str, env: dict[str, str], expected: str) -> None:
+    assert env_value(value, env) == {"a": [expected]}
+
+
+def test_env_expansion_inside_the_config() -> None:
+    config = parse_config({"storage": {"path": "${env:DIR}/x"}}, {"DIR": "/data"})
+    assert config.storage.path == "/data/x"
+    assert type(config.storage.path) is str  # the expansion marker does not leak into Config
+    raw = {"api": {"endpoint": "${env:HOST}:${env:PORT:-8080}"}}
+    assert parse_config(raw, {"HOST": "10.0.0.1"}).api.endpoint == "10.0.0.1:8080"
+
+
+def test_unset_variable_without_default_is_an_error_at_its_path() -> None:
+    raw = {"storage": {"path": "/x/${env:MISSING}", "commit_max_rows": "${env:ROWS}"}}
+    assert messages(raw) == {
+        "storage.path": "environment variable MISSING is not set and has no default "
+        "(write ${env:MISSING:-value} to give one)",
+        "storage.commit_max_rows": "environment variable ROWS is not set and has no default "
+        "(write ${env:ROWS:-value} to give one)",
+    }
+
+
+def test_nested_default_is_an_error() -> None:
+    assert messages({"storage": {"path": "${env:A:-${env:B}}"}}) == {
+        "storage.path": "nested '${' in the default of ${env:A}"
+    }
+
+
+@pytest.mark.parametrize("value", ["${DIR}", "${env:}", "${env:DIR-x}", "${env:A B}"])
+def test_malformed_reference_is_an_error(value: str) -> None:
+    assert messages({"storage": {"path": value}}) == {
+        "storage.path": "invalid '${' reference (expected ${env:NAME} or ${env:NAME:-default}; "
+        "write $${ for a literal '${')"
+    }
+
+
+def test_whole_env_values_coerce_for_numbers_and_booleans() -> None:
+    raw = {
+        "receivers": {"otlp": {"protocols": {"grpc": {"max_recv_msg_size_mib": "${env:MIB}"}}}},
+        "storage": {"fsync": "${env:FSYNC}", "commit_max_rows": "${env:ROWS:-7}"},
+        "limits": {"decode_workers": "${env:WORKERS}"},
+        "api": {"endpoint": "${env:API:-}"},
+    }
+    env = {"MIB": "16", "FSYNC": "False", "WORKERS": " 0 "}
+    config = parse_config(raw, env)
+    assert config.receivers.otlp is not None
+    assert config.receivers.otlp.protocols.grpc is not None
+    assert config.receivers.otlp.protocols.grpc.max_recv_msg_size_mib == 16
+    assert config.storage.fsync is False
+    assert config.storage.commit_max_rows == 7
+    assert config.limits.decode_workers == 0
+    assert config.api.endpoint is None  # empty whole env value = null where null is allowed
+    assert type(config.storage.path) is str
+
+
+def test_env_coercion_needs_the_whole_value_and_a_valid_spelling() -> None:
+    raw = {
+        "storage": {"commit_max_rows": "1${env:ZEROS}", "fsync": "${env:FSYNC}"},
+        "limits": {"decode_workers": "${env:WORKERS}"},
+    }
+    assert messages(raw, {"ZEROS": "000", "FSYNC": "yes", "WORKERS": "2.0"}) == {
+        "storage.commit_max_rows": "expected an integer, got '1000' (only a value that is "
+        "exactly one ${env:...} reference is converted)",
+        "storage.fsync": "expected a boolean (true or false), got 'yes'",
+        "limits.decode_workers": "expected an integer, got '2.0'",
+    }
+
+
+def test_env_values_stay_marked_for_components_parsed_later() -> None:
+    # The registry parses `processors.<id>` with the component's own dataclass; a whole
+    # ${env:...} value must still coerce there.
+    raw = {"processors": {"normalise": None, "cost": {"ratio": "${env:R}"}}}
+    config = parse_config(raw, {"R": "3"})
+    errors: list[ConfigIssue] = []
+    inner = parse_dataclass(Inner, config.processors["cost"], "processors.cost", errors)
+    assert (inner, errors) == (Inner(ratio=3.0), [])
+
+
+# --- keys and orgs ------------------------------------------------------------------------------
+
+
+def auth(*keys: dict[str, str], org: str = "acme") -> dict[str, object]:
+    return {"auth": {"orgs": [{"name": org, "keys": list(keys)}]}}
+
+
+def test_valid_keys_load() -> None:
+    config = parse_config(
+        auth(
+            {"scope": "ingest", "key": INGEST, "name": "agents"},
+            {"scope": "read", "key": READ},
+            {"scope": "admin", "key": ADMIN},
+        ),
+        {},
+    )
+    keys = config.auth.orgs[0].keys
+    assert [k.key_id for k in keys] == ["0123abcd", "4567ef01", "89abcdef"]
+    assert keys[0] == KeyConfig(scope="ingest", key=INGEST, name="agents")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "hunter2-but-longer-than-twelve",
+        INGEST.upper(),
+        INGEST[:-1],
+        INGEST + "0",
+        "al_test_0123abcd_" + "a" * 40,
+        "al_live_0123abc_" + "a" * 41,
+    ],
+)
+def test_malformed_key_is_rejected_without_showing_it(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(auth({"scope": "ingest", "key": key}), {})
+    assert caught.value.issues == [
+        ConfigIssue(
+            "auth.orgs[0].keys[0].key",
+            "not a valid agentledger key (expected al_<live|read|admin>_<8 hex id>_"
+            "<40 hex secret>, lowercase hex; the value is not shown)",
+        )
+    ]
+    assert key[12:] not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("scope", "key", "message"),
+    [
+        ("read", INGEST, "an al_live_ key has scope 'ingest', not 'read' (a read key starts "
+         "with al_read_)"),
+        ("ingest", READ, "an al_read_ key has scope 'read', not 'ingest' (an ingest key starts "
+         "with al_live_)"),
+        ("admin", READ, "an al_read_ key has scope 'read', not 'admin' (an admin key starts "
+         "with al_admin_)"),
+    ],
+)  # fmt: skip
+def test_key_prefix_must_agree_with_scope(scope: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(auth({"scope": scope, "key": key}), {})
+    assert caught.value.issues == [ConfigIssue("auth.orgs[0].keys[0].key", message)]
+    assert key[12:] not in str(caught.value)
+
+
+def test_a_secret_in_the_wrong_place_is_shortened_to_12_chars() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(auth({"scope": INGEST, "key": INGEST}), {})
+    text = str(caught.value)
+    assert "'al_live_0123…'" in text
+    assert INGEST[12:] not in text
+
+
+def test_key_secret_is_not_in_the_repr() -> None:
+    config = parse_config(auth({"scope": "ingest", "key": INGEST}), {})
+    assert INGEST not in repr(config)
+    assert INGEST[17:] not in repr(config)
+
+
+def test_a_wrong_shape_is_one_issue_not_a_cascade_of_required_fields() -> None:
+    assert messages({"auth": {"orgs": [5, {"name": "ok", "keys": ["k"]}]}}) == {
+        "auth.orgs[0]": "expected a mapping, got 5",
+        "auth.orgs[1].keys[0]": "expected a mapping, got 'k'",
+    }
+
+
+def test_key_scope_and_key_are_required() -> None:
+    assert messages(auth({"name": "k"})) == {
+        "auth.orgs[0].keys[0].scope": "required",
+        "auth.orgs[0].keys[0].key": "required",
+    }
+
+
+def test_duplicate_orgs_and_key_ids_are_rejected() -> None:
+    reused = "al_read_0123abcd_" + "d" * 40  # same key id as INGEST
+    raw = {
+        "auth": {
+            "orgs": [
+                {"name": "acme", "keys": [{"scope": "ingest", "key": INGEST}]},
+                {"name": "acme"},
+                {"name": "globex", "keys": [{"scope": "read", "key": reused}]},
+            ]
+        }
+    }
+    assert messages(raw) == {
+        "auth.orgs[1].name": "duplicate org (also auth.orgs[0])",
+        "auth.orgs[2].keys[0].key": "key id 0123abcd is used twice (also auth.orgs[0].keys[0])",
+    }
+
+
+@pytest.mark.parametrize("name", ["", "Acme", "a b", "x" * 65, "acme.io"])
+def test_org_name_must_be_a_slug(name: str) -> None:
+    assert list(messages({"auth": {"orgs": [{"name": name}]}})) == ["auth.orgs[0].name"]
+
+
+def test_org_name_slug_accepts_the_documented_alphabet() -> None:
+    config = parse_config({"auth": {"orgs": [{"name": "a-b_9"}, {"name": "x" * 64}]}}, {})
+    assert [org.name for org in config.auth.orgs] == ["a-b_9", "x" * 64]
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("127.0.0.1:4317", ("127.0.0.1", 4317)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+        ("localhost:65535", ("localhost", 65535)),
+        ("[::1]:4317", ("::1", 4317)),
+        ("[fe80::1%eth0]:80", ("fe80::1%eth0", 80)),
+    ],
+)
+def test_valid_endpoints(endpoint: str, expected: tuple[str, int]) -> None:
+    assert split_endpoint(endpoint) == expected
+    raw = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}}}
+    assert parse_config(raw, {}).receivers == ReceiversConfig(
+        otlp=OtlpReceiverConfig(protocols=OtlpProtocols(http=HttpConfig(endpoint=endpoint)))
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        ("localhost", "expected host:port (IPv6 as [::1]:4317), got 'localhost'"),
+        (":4317", "expected host:port (IPv6 as [::1]:4317), got ':4317'"),
+        ("::1:4317", "expected host:port (IPv6 as [::1]:4317), got '::1:4317'"),
+        ("host:port", "expected host:port (IPv6 as [::1]:4317), got 'host:port'"),
+        ("http://h:1", "expected host:port (IPv6 as [::1]:4317), got 'http://h:1'"),
+        ("[nope]:1", "'nope' in brackets is not an IPv6 address"),
+        ("h:65536", "port 65536 is out of range (0-65535; 0 picks a free port)"),
+    ],
+)
+def test_invalid_endpoints(endpoint: str, message: str) -> None:
+    raw = {"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": endpoint}}}}}
+    assert issues_of(raw) == [ConfigIssue("receivers.otlp.protocols.grpc.endpoint", message)]
+
+
+def test_api_endpoint_must_differ_from_the_http_endpoint() -> None:
+    assert messages({"api": {"endpoint": "127.0.0.1:4318"}}) == {
+        "api.endpoint": "127.0.0.1:4318 is already the address of "
+        "receivers.otlp.protocols.http.endpoint"
+    }
+
+
+def test_port_zero_listeners_never_collide() -> None:
+    protocols = {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}
+    raw = {"receivers": {"otlp": {"protocols": protocols}}, "api": {"endpoint": "127.0.0.1:0"}}
+    assert parse_config(raw, {}).api.endpoint == "127.0.0.1:0"
+
+
+def test_protocols_null_means_defaults_and_absent_means_off() -> None:
+    config = parse_config({"receivers": {"otlp": {"protocols": {"grpc": None}}}}, {})
+    assert config.receivers == ReceiversConfig(
+        otlp=OtlpReceiverConfig(protocols=OtlpProtocols(grpc=GrpcConfig()))
+    )
+    assert parse_config({"receivers": {"otlp": None}}, {}) == Config()
+    assert messages({"receivers": {"otlp": {"protocols": {}}}}) == {
+        "receivers.otlp.protocols": "enable at least one of grpc, http"
+    }
+
+
+# --- pipelines and components ---------------------------------------------------------------
+
+
+def test_pipelines_must_name_declared_components() -> None:
+    raw = {
+        "processors": {"normalise": None, "batch/big": {}},
+        "exporters": {"store": None},
+        "service": {
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp", "zipkin"],
+                    "processors": ["normalize", "cost"],
+                    "exporters": ["store", "otlp/forward"],
+                },
+                "spans": {"receivers": ["otlp"], "exporters": ["store"]},
+                "logs/eu": {"receivers": [], "exporters": ["store", "store"]},
+            }
+        },
+    }
+    assert messages(raw) == {
+        "service.pipelines.spans": "a pipeline id is traces, logs or metrics, optionally with "
+        "/name (e.g. traces/eu)",
+        "service.pipelines.logs/eu.receivers": "a pipeline needs at least one of its receivers",
+        "service.pipelines.logs/eu.exporters[1]": "'store' is listed twice",
+        "service.pipelines.traces.receivers[1]": "receiver 'zipkin' is not declared in receivers "
+        "(declared: otlp)",
+        "service.pipelines.traces.processors[0]": "processor 'normalize' is not declared in "
+        "processors (declared: normalise, batch/big; did you mean 'normalise'?)",
+        "service.pipelines.traces.processors[1]": "processor 'cost' is not declared in "
+        "processors (declared: normalise, batch/big)",
+        "service.pipelines.traces.exporters[1]": "exporter 'otlp/forward' is not declared in "
+        "exporters (declared: store)",
+    }
+
+
+def test_default_components_apply_only_without_a_section() -> None:
+    pipelines = {"traces": {"receivers": ["otlp"], "processors": ["cost"], "exporters": ["store"]}}
+    config = parse_config({"service": {"pipelines": pipelines}}, {})
+    assert config.processors == {"normalise": {}, "cost": {}}
+    # A `processors:` section replaces the defaults, so the default traces pipeline now fails.
+    assert messages({"processors": {"cost": {"x": 1}}}) == {
+        "service.pipelines.traces.processors[0]": "processor 'normalise' is not declared in "
+        "processors (declared: cost)"
+    }
+
+
+def test_receiver_left_out_of_a_receivers_section_is_off() -> None:
+    config = parse_config({"receivers": {}, "service": {"pipelines": {}}}, {})
+    assert config.receivers.otlp is None
+    assert messages({"receivers": None})["service.pipelines.traces.receivers[0]"] == (
+        "receiver 'otlp' is not declared in receivers (declared: none)"
+    )
+
+
+def test_component_sections_keep_raw_settings_and_check_ids() -> None:
+    config = parse_config({"exporters": {"store": None, "otlp/forward": {"endpoint": "x:1"}}}, {})
+    assert config.exporters == {"store": {}, "otlp/forward": {"endpoint": "x:1"}}
+    assert messages({"exporters": {"store": {}, "Bad Id": {}, "otlp/": {}, "x": 3}}) == {
+        "exporters.Bad Id": "invalid component id (expected type or type/name, e.g. otlp/forward)",
+        "exporters.otlp/": "invalid component id (expected type or type/name, e.g. otlp/forward)",
+        "exporters.x": "expected a mapping of settings, got 3",
+    }
+    # A bad section keeps its defaults, so the default pipelines report nothing more.
+    assert messages({"processors": ["cost"]}) == {
+        "processors": "expected a mapping of component ids, got a list"
+    }
+
+
+@pytest.mark.parametrize(
+    ("cid", "expected"),
+    [("otlp", "otlp"), ("otlp/forward", "otlp"), ("traces/eu/1", "traces")],
+)
+def test_component_type(cid: str, expected: str) -> None:
+    assert component_type(cid) == expected
+
+
+# --- files and overrides -------------------------------------------------------------------
+
+
+def test_data_dir_override_replaces_storage_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "storage:\n  path: /somewhere/else\n  catalog: null\n")
+    config = load_config(path, {}, ConfigOverrides(data_dir=tmp_path / "data"))
+    assert config.storage.path == str(tmp_path / "data")
+    assert config.storage.catalog_path() == str(tmp_path / "data" / "catalog.ducklake")
+    assert load_config(None, {}, ConfigOverrides(data_dir=None)) == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("storage:\n  path: x\n  fsync: [true\nlimits: {}\n", 4),
+        ("storage:\n  path: x\n bad: indent\n", 3),
+        ("storage:\n  path: a\n  path: b\n", 3),  # a repeated key is an error, not "last wins"
+    ],
+)
+def test_bad_yaml_reports_its_line(tmp_path: Path, text: str, line: int) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    [issue] = caught.value.issues
+    assert issue.path == str(path)
+    assert issue.message.startswith(f"invalid YAML at line {line}, column ")
+
+
+def test_bad_yaml_never_quotes_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, f"auth:\n  orgs: [{{key: {INGEST}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert INGEST[12:] not in str(caught.value)
+
+
+def test_yaml_boolean_key_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "storage:\n  on: 1\n"), {})
+    assert caught.value.issues == [
+        ConfigIssue("storage.True", "key true is not a string (quote it)")
+    ]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "nope.yaml", {})
+
+
+PRODUCTION_ENV = {
+    "ACME_INGEST_KEY": INGEST,
+    "ACME_READ_KEY": READ,
+    "ACME_ADMIN_KEY": ADMIN,
+    "GLOBEX_INGEST_KEY": "al_live_00000001_" + "e" * 40,
+    "GLOBEX_READ_KEY": "al_read_00000002_" + "f" * 40,
+}
+
+
+def test_production_example_loads_given_its_env() -> None:
+    config = load_config(REPO / "config" / "examples" / "production.yaml", PRODUCTION_ENV)
+    assert [org.name for org in config.auth.orgs] == ["acme", "globex"]
+    assert config.auth.orgs[0].keys[0].key == INGEST
+    assert config.auth.bootstrap is False
+    assert config.api.endpoint == "127.0.0.1:8080"
+    assert config.limits.decode_workers == 8
+    assert config.limits.max_queue_items > Config().limits.max_queue_items
+    assert config.storage.path == "/var/lib/agentledger"
+    assert config.service.telemetry.logs.level == "info"
+
+
+def test_production_example_without_env_names_each_missing_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "config" / "examples" / "production.yaml", {})
+    # One issue per variable: the empty value it became is not reported again as a bad key.
+    assert [i.path for i in caught.value.issues] == [
+        "auth.orgs[0].keys[0].key",
+        "auth.orgs[0].keys[1].key",
+        "auth.orgs[0].keys[2].key",
+        "auth.orgs[1].keys[0].key",
+        "auth.orgs[1].keys[1].key",
+    ]
+    assert all("is not set" in i.message for i in caught.value.issues)

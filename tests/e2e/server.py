@@ -1,0 +1,144 @@
+"""Starts a real `agentledger serve` in a subprocess on free ports, for end-to-end tests.
+
+Tests get the endpoints and the declared keys of two orgs; `stop()` sends SIGTERM (a drain),
+`kill()` sends SIGKILL. `open_store()` reads the data directory once the server has stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from collector.store import StoreSettings, connect
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KEYS = {
+    ("acme", "ingest"): "al_live_aaaa0001_" + "1" * 40,
+    ("acme", "read"): "al_read_aaaa0002_" + "2" * 40,
+    ("acme", "admin"): "al_admin_aaaa0003_" + "3" * 40,
+    ("globex", "ingest"): "al_live_bbbb0001_" + "4" * 40,
+    ("globex", "read"): "al_read_bbbb0002_" + "5" * 40,
+    ("globex", "admin"): "al_admin_bbbb0003_" + "6" * 40,
+}
+
+
+def config_yaml(data_dir: Path, extra: str = "", workers: int = 1, bootstrap: bool = False) -> str:
+    orgs = []
+    for org in ("acme", "globex"):
+        keys = ", ".join(
+            f'{{scope: {scope}, key: "{KEYS[(org, scope)]}"}}'
+            for scope in ("ingest", "read", "admin")
+        )
+        orgs.append(f"    - {{name: {org}, keys: [{keys}]}}")
+    return (
+        "receivers:\n  otlp:\n    protocols:\n"
+        '      grpc: {endpoint: "127.0.0.1:0"}\n      http: {endpoint: "127.0.0.1:0"}\n'
+        f'storage: {{path: "{data_dir}"}}\n'
+        f"limits: {{decode_workers: {workers}}}\n"
+        f"auth:\n  bootstrap: {str(bootstrap).lower()}\n  orgs:\n" + "\n".join(orgs) + "\n" + extra
+    )
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    config_path: Path
+    proc: subprocess.Popen[str] | None = None
+    grpc: str = ""
+    http: str = ""
+    api: str = ""
+    output: list[str] = field(default_factory=list)
+    _reader: threading.Thread = field(default_factory=threading.Thread)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.http}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api}"
+
+    def start(self, timeout: float = 60.0) -> Server:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "serve", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                m = re.match(r"ready: grpc=(\S+) http=(\S+) api=(\S+)", line)
+                if m:
+                    self.grpc, self.http, self.api = m.groups()
+                    ready.set()
+            self.proc.stdout.close()
+
+        self._reader = threading.Thread(target=pump, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError("server did not start:\n" + "".join(self.output))
+        return self
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait: the server drains and exits 0."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+            self._reader.join(10)
+            return code
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._reader.join(10)
+
+    def open_store(self) -> duckdb.DuckDBPyConnection:
+        """The store, opened in this process (only while the server is not running)."""
+        settings = StoreSettings(
+            catalog=str(self.data_dir / "catalog.ducklake"), data_path=str(self.data_dir / "data")
+        )
+        con = connect(settings)
+        con.execute("USE lake")
+        return con
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        con = self.open_store()
+        try:
+            return con.execute(sql, params or []).fetchall()
+        finally:
+            con.close()
+
+
+def make_server(tmp: Path, extra: str = "", workers: int = 1, bootstrap: bool = False) -> Server:
+    data = tmp / "data"
+    cfg = tmp / "agentledger.yaml"
+    cfg.write_text(config_yaml(data, extra, workers, bootstrap))
+    return Server(data_dir=data, config_path=cfg)
