@@ -33,20 +33,41 @@ KEYS = {
 }
 
 
-def config_yaml(data_dir: Path, extra: str = "", workers: int = 1, bootstrap: bool = False) -> str:
-    orgs = []
-    for org in ("acme", "globex"):
+def config_yaml(
+    data_dir: Path,
+    extra: str = "",
+    workers: int = 1,
+    bootstrap: bool = False,
+    *,
+    grpc: str = "",
+    http: str = "",
+    storage: str = "",
+    limits: str = "",
+    orgs: bool = True,
+) -> str:
+    """The test config. `grpc`, `http`, `storage` and `limits` are more entries of those
+    sections' flow mappings (e.g. `grpc="max_recv_msg_size_mib: 1"`); `orgs=False` declares
+    no orgs (a store that only the bootstrap provisions); `extra` is appended as more YAML."""
+
+    def more(entries: str) -> str:
+        return f", {entries}" if entries else ""
+
+    declared = []
+    for org in ("acme", "globex") if orgs else ():
         keys = ", ".join(
             f'{{scope: {scope}, key: "{KEYS[(org, scope)]}"}}'
             for scope in ("ingest", "read", "admin")
         )
-        orgs.append(f"    - {{name: {org}, keys: [{keys}]}}")
+        declared.append(f"    - {{name: {org}, keys: [{keys}]}}")
     return (
         "receivers:\n  otlp:\n    protocols:\n"
-        '      grpc: {endpoint: "127.0.0.1:0"}\n      http: {endpoint: "127.0.0.1:0"}\n'
-        f'storage: {{path: "{data_dir}"}}\n'
-        f"limits: {{decode_workers: {workers}}}\n"
-        f"auth:\n  bootstrap: {str(bootstrap).lower()}\n  orgs:\n" + "\n".join(orgs) + "\n" + extra
+        f'      grpc: {{endpoint: "127.0.0.1:0"{more(grpc)}}}\n'
+        f'      http: {{endpoint: "127.0.0.1:0"{more(http)}}}\n'
+        f'storage: {{path: "{data_dir}"{more(storage)}}}\n'
+        f"limits: {{decode_workers: {workers}{more(limits)}}}\n"
+        f"auth:\n  bootstrap: {str(bootstrap).lower()}\n"
+        + ("  orgs:\n" + "\n".join(declared) + "\n" if declared else "")
+        + extra
     )
 
 
@@ -137,8 +158,15 @@ class Server:
             con.close()
 
 
-def make_server(tmp: Path, extra: str = "", workers: int = 1, bootstrap: bool = False) -> Server:
+def make_server(
+    tmp: Path,
+    extra: str = "",
+    workers: int = 1,
+    bootstrap: bool = False,
+    **sections: Any,
+) -> Server:
+    """A server (not started yet) in `tmp`; `sections` are `config_yaml`'s keyword options."""
     data = tmp / "data"
     cfg = tmp / "agentledger.yaml"
-    cfg.write_text(config_yaml(data, extra, workers, bootstrap))
+    cfg.write_text(config_yaml(data, extra, workers, bootstrap, **sections))
     return Server(data_dir=data, config_path=cfg)

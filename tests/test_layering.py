@@ -1,0 +1,98 @@
+"""The layering rules of STYLE.md, checked with `ast` over the source tree.
+
+Only the registry imports processors/ and exporters/; model.py imports nothing of ours;
+processors are pure (no store, no network, no files); data flows one way.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ("collector", "processors", "exporters")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_only_the_registry_imports_processors_and_exporters() -> None:
+    offenders = []
+    for path in _modules("collector"):
+        if path.name == "registry.py":
+            continue
+        for name in _imports(path):
+            if name.split(".")[0] in ("processors", "exporters"):
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []
+
+
+def test_model_imports_nothing_of_ours() -> None:
+    ours = {n for n in _imports(ROOT / "collector" / "model.py") if n.split(".")[0] in OURS}
+    assert ours == set()
+
+
+def test_processors_are_pure() -> None:
+    allowed = {"collector.model", "collector.schema", "collector.pricebook"}
+    forbidden_stdlib = {
+        "socket",
+        "urllib",
+        "http",
+        "requests",
+        "httpx",
+        "duckdb",
+        "os",
+        "subprocess",
+    }
+    offenders = []
+    for path in _modules("processors"):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top == "collector" and name not in allowed:
+                offenders.append(f"{path.name} imports {name}")
+            if top == "exporters" or top in forbidden_stdlib:
+                offenders.append(f"{path.name} imports {name}")
+    assert offenders == []
+
+
+def test_exporters_do_not_import_processors_or_receivers() -> None:
+    offenders = []
+    for path in _modules("exporters"):
+        for name in _imports(path):
+            if name.split(".")[0] == "processors" or name.startswith("collector.receivers"):
+                offenders.append(f"{path.name} imports {name}")
+    assert offenders == []
+
+
+def test_no_proto_python_package() -> None:
+    # A top-level `proto` package would shadow proto-plus's `proto` module.
+    assert not (ROOT / "proto" / "__init__.py").exists()
+    assert list((ROOT / "proto").glob("*.py")) == []
+
+
+def test_every_module_starts_with_a_docstring() -> None:
+    missing = []
+    for package in (*OURS, "tests", "bench"):
+        for path in _modules(package):
+            if (
+                path.name == "__init__.py"
+                and path.parent.name == "tests"
+                or path.stat().st_size == 0
+            ):
+                continue
+            doc = ast.get_docstring(ast.parse(path.read_text()))
+            if not doc or len(doc.strip()) < 20:
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
