@@ -74,7 +74,7 @@ class AdminApi:
         except ApiError as e:
             return from_api_error(e)
         key_id = request.path_params["key_id"]
-        if self._auth.is_declared(key_id):
+        if self._auth.is_declared(key_id, principal.org):
             return error_response(
                 409, "key_declared", "This key is declared in the config file; remove it there"
             )

@@ -77,7 +77,7 @@ def mint_key(scope: Scope) -> tuple[str, str, str]:
 
 
 def parse_key(key: str) -> tuple[Scope, str, str] | None:
-    m = KEY_RE.match(key)
+    m = KEY_RE.fullmatch(key)  # not match: `$` also matches before a trailing newline
     if not m:
         return None
     return SCOPE_OF_PREFIX[m.group(1)], m.group(2), m.group(3)
@@ -163,6 +163,8 @@ class Authenticator:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         key, key_id, secret = mint_key(scope)
+        while key_id in self._keys or key_id in self._declared:  # the id is the lookup: unique
+            key, key_id, secret = mint_key(scope)
         record = KeyRecord(
             key_id,
             org,
@@ -218,8 +220,10 @@ class Authenticator:
             self._keys[key_id] = revoked
         return revoked
 
-    def is_declared(self, key_id: str) -> bool:
-        return key_id in self._declared
+    def is_declared(self, key_id: str, org: str) -> bool:
+        """Whether `org` has this key in the config file (another org's key is not found)."""
+        record = self._declared.get(key_id)
+        return record is not None and record.org == org
 
     def flush_last_used(self) -> None:
         """Write last_used_at of minted keys (batched: one write a minute, not one a request)."""

@@ -82,14 +82,14 @@ def parse_request(signal: Signal, payload: bytes, encoding: str) -> Message:
         return request
     try:
         raw = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise MalformedPayload(f"invalid JSON: {e}") from e
     if not isinstance(raw, dict):
         raise MalformedPayload("invalid OTLP/JSON: the body must be a JSON object")
     try:
         _hex_ids_to_base64(raw)
         json_format.ParseDict(raw, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as e:
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
         raise MalformedPayload(f"invalid OTLP/JSON {request.DESCRIPTOR.name}: {e}") from e
     return request
 

@@ -160,3 +160,64 @@ def to_table(signal: Signal, columns: dict[str, list[object]], n: int) -> pa.Tab
         for f in schema
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# Tables derived from committed spans by `collector/derive.py` (not written by ingest): one row
+# per run, and which run each span belongs to. Recomputed a whole trace at a time.
+RUN_COLUMNS: tuple[Column, ...] = (
+    _c("org", _STR, "VARCHAR", "owning org"),
+    _c("run_id", _STR, "VARCHAR", "run span trace_id + span_id (48 hex)"),
+    _c("trace_id", _STR, "VARCHAR"),
+    _c("span_id", _STR, "VARCHAR", "the run span"),
+    _c("parent_run_id", _STR, "VARCHAR", "nearest ancestor run, else the run a link points into"),
+    _c("workflow_name", _STR, "VARCHAR", "agent name, else run span name, else service.name"),
+    _c("run_id_external", _STR, "VARCHAR"),
+    _c("status", _STR, "VARCHAR", "running | success | error | loop_detected | timeout"),
+    _c("started_at", _TS, "TIMESTAMPTZ"),
+    _c("ended_at", _TS, "TIMESTAMPTZ", "NULL while running"),
+    _c("duration_ms", _I64, "BIGINT", "NULL while running"),
+    _c("cost_usd", _F64, "DOUBLE", "known cost of the run's own LLM calls (not child runs)"),
+    _c("cost_unknown_calls", _I32, "INTEGER", "LLM calls with no known cost"),
+    _c("input_tokens", _I64, "BIGINT"),
+    _c("output_tokens", _I64, "BIGINT"),
+    _c("cache_read_tokens", _I64, "BIGINT"),
+    _c("cache_write_tokens", _I64, "BIGINT"),
+    _c("reasoning_tokens", _I64, "BIGINT"),
+    _c("total_tokens", _I64, "BIGINT", "input + output"),
+    _c("llm_call_count", _I32, "INTEGER"),
+    _c("tool_use_count", _I32, "INTEGER"),
+    _c("error_count", _I32, "INTEGER", "failed spans of the run"),
+    _c("session_id", _STR, "VARCHAR"),
+    _c("user_id", _STR, "VARCHAR"),
+    _c("input_excerpt", _STR, "VARCHAR"),
+    _c("output_excerpt", _STR, "VARCHAR"),
+    _c("error_type", _STR, "VARCHAR"),
+    _c("service_name", _STR, "VARCHAR"),
+    _c("loop_detail", _STR, "VARCHAR", "what repeated, when a loop was detected"),
+    _c("link_trace_id", _STR, "VARCHAR", "trace the run span's first link points into"),
+    _c("last_span_at", _TS, "TIMESTAMPTZ", "latest arrival of a span of the run"),
+    _c("updated_at", _TS, "TIMESTAMPTZ", "when this row was derived"),
+)
+
+SPAN_RUN_COLUMNS: tuple[Column, ...] = (
+    _c("org", _STR, "VARCHAR"),
+    _c("trace_id", _STR, "VARCHAR"),
+    _c("span_id", _STR, "VARCHAR"),
+    _c("run_id", _STR, "VARCHAR", "the nearest ancestor run of the span"),
+    _c("span_type", _STR, "VARCHAR", "agent | llm | tool | other"),
+    _c("start_time_unix_nano", _I64, "BIGINT", "the span's start, so scans prune like spans"),
+)
+
+DERIVED_TABLES: dict[str, tuple[Column, ...]] = {
+    "runs": RUN_COLUMNS,
+    "span_runs": SPAN_RUN_COLUMNS,
+}
+
+
+def create_derived_sql(name: str) -> str:
+    cols = ",\n  ".join(f"{c.name} {c.sql}" for c in DERIVED_TABLES[name])
+    return f"CREATE TABLE IF NOT EXISTS {name} (\n  {cols}\n)"
+
+
+def derived_arrow_schema(name: str) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow) for c in DERIVED_TABLES[name]])

@@ -276,7 +276,10 @@ AGGREGATED_INPUT = ("gen_ai.aggregated_usage.input_tokens",)
 AGGREGATED_OUTPUT = ("gen_ai.aggregated_usage.output_tokens",)
 AGGREGATED_CACHE_READ = ("gen_ai.aggregated_usage.cache_read.input_tokens",)
 AGGREGATED_CACHE_WRITE = ("gen_ai.aggregated_usage.cache_creation.input_tokens",)
-AGGREGATED_REASONING = ("gen_ai.aggregated_usage.reasoning.output_tokens",)
+AGGREGATED_REASONING = (
+    "gen_ai.aggregated_usage.reasoning.output_tokens",
+    "gen_ai.aggregated_usage.details.reasoning_tokens",  # pydantic-ai 2.x with an OpenAI model
+)
 
 # Langfuse usage_details keys: `input` excludes cache, `output` excludes reasoning.
 LANGFUSE_CACHE_READ = ("input_cached_tokens", "cache_read_input_tokens", "input_cache_read")

@@ -107,6 +107,12 @@ async def read_body(request: Request, limit: int) -> bytes:
         out += inflate.flush()
         if len(out) > limit:
             raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
+        # A stream cut short (its checksum unchecked) or with bytes after its end would
+        # otherwise be decoded from what happened to arrive, and acknowledged.
+        if not inflate.eof:
+            raise MalformedPayload(f"truncated {encoding} body")
+        if inflate.unused_data:
+            raise MalformedPayload(f"unexpected data after the end of the {encoding} body")
     return bytes(out)
 
 
