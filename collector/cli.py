@@ -29,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     validate = sub.add_parser("validate", help="check a config file and exit")
     validate.add_argument("--config", type=Path, required=True)
+    prices = sub.add_parser("prices", help="price book jobs")
+    jobs = prices.add_subparsers(dest="job", required=True)
+    recompute = jobs.add_parser(
+        "recompute", help="re-price stored LLM calls with the current book (server stopped)"
+    )
+    recompute.add_argument("--config", type=Path)
+    recompute.add_argument("--data-dir", type=Path)
+    recompute.add_argument("--org", help="only this org")
     return p
 
 
@@ -78,8 +86,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print("ok")
         return 0
+    if args.command == "prices":
+        return _recompute(config, args.org)
     _setup_logging(config)
     return asyncio.run(_serve(config))
+
+
+def _recompute(config: Config, org: str | None) -> int:
+    import duckdb
+
+    from collector import registry
+    from collector.reprice import reprice
+    from collector.service import store_settings
+    from collector.store import connect
+
+    cost = registry.build_processor(registry.components(config), "cost")
+    if cost is None:
+        print("error: no cost processor is configured", file=sys.stderr)
+        return 2
+    try:
+        con = connect(store_settings(config))
+    except duckdb.IOException as e:
+        print(f"error: cannot open the store (is the server running?): {e}", file=sys.stderr)
+        return 1
+    con.execute("USE lake")
+    result = reprice(con, cost, org)
+    con.close()
+    print(f"re-priced {result.examined} LLM calls; {result.changed} changed")
+    return 0
 
 
 async def _serve(config: Config) -> int:

@@ -87,9 +87,23 @@ def components(config: Config) -> Components:
                     f"service.pipelines.{name}.exporters", "a pipeline writes to the store once"
                 )
             )
+    if not issues:
+        issues += _construction_issues(procs)
     if issues:
         raise ConfigError(issues)
     return Components(procs, exps, chains, outputs)
+
+
+def _construction_issues(procs: dict[str, Any]) -> list[ConfigIssue]:
+    """Build each processor once here, so a bad price override fails `validate`, not a worker."""
+    resources = Resources(price_book=load_price_book())
+    issues = []
+    for cid, cfg in procs.items():
+        try:
+            PROCESSORS[component_type(cid)][1](cfg, resources)
+        except ValueError as e:
+            issues.append(ConfigIssue(f"processors.{cid}", str(e)))
+    return issues
 
 
 def validate(config: Config) -> list[ConfigIssue]:
@@ -136,6 +150,14 @@ def _build_chains(spec: dict[Signal, tuple[tuple[str, Any], ...]]) -> dict[Signa
         signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
         for signal, chain in spec.items()
     }
+
+
+def build_processor(parts: Components, kind: str) -> Processor | None:
+    """The first declared processor of type `kind`, built here (for offline jobs: re-pricing)."""
+    for cid, cfg in parts.processors.items():
+        if component_type(cid) == kind:
+            return PROCESSORS[kind][1](cfg, Resources(price_book=load_price_book()))
+    return None
 
 
 def build_exporters(

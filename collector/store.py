@@ -343,23 +343,26 @@ class Store:
     def _dedup(
         self, cur: duckdb.DuckDBPyConnection, spans: pa.Table
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of spans not stored yet (first of equals within the group), and their hashes."""
-        ids = spans.select(["trace_id", "span_id"])
+        """Indices of spans not stored yet (first of equals within the group), and their hashes.
+
+        A span's identity is (org, trace_id, span_id): one org's ids never hide another's spans.
+        """
+        ids = spans.select(["org", "trace_id", "span_id"])
         cur.register("_ids", ids)
         hashes: np.ndarray = cur.execute(
-            "SELECT hash(trace_id, span_id) AS h FROM _ids"
+            "SELECT hash(org, trace_id, span_id) AS h FROM _ids"
         ).fetchnumpy()["h"]
         cur.unregister("_ids")
         hashes = np.asarray(hashes, dtype=np.uint64)
         _, first = np.unique(hashes, return_index=True)
         first.sort()
+        keys: list[tuple[str, str, str]] | None = None
         if len(first) < len(hashes):
             # Equal hashes within the group: keep a later one only if its ids really differ.
-            tid, sid = ids.column(0).to_pylist(), ids.column(1).to_pylist()
-            seen: set[tuple[str, str]] = set()
+            keys = _id_keys(ids)
+            seen: set[tuple[str, str, str]] = set()
             keep_list = []
-            for i in range(len(hashes)):
-                key = (tid[i], sid[i])
+            for i, key in enumerate(keys):
                 if key not in seen:
                     seen.add(key)
                     keep_list.append(i)
@@ -367,33 +370,32 @@ class Store:
         maybe = self._recent.may_contain(hashes[first])
         if maybe.any():
             cand = first[maybe]
-            stored = self._stored_pairs(cur, ids.take(pa.array(cand)), hashes[cand])
+            stored = self._stored_keys(cur, hashes[cand])
             if stored:
-                tid, sid = ids.column(0), ids.column(1)
-                drop = {
-                    int(i) for i in cand if (tid[int(i)].as_py(), sid[int(i)].as_py()) in stored
-                }
+                keys = keys or _id_keys(ids)
+                drop = {int(i) for i in cand if keys[int(i)] in stored}
                 self.stats.deduplicated += len(drop)
                 first = np.asarray([i for i in first if int(i) not in drop], dtype=np.int64)
         return first, hashes[first]
 
-    def _stored_pairs(
-        self, cur: duckdb.DuckDBPyConnection, ids: pa.Table, hashes: np.ndarray
-    ) -> set[tuple[str, str]]:
+    def _stored_keys(
+        self, cur: duckdb.DuckDBPyConnection, hashes: np.ndarray
+    ) -> set[tuple[str, str, str]]:
+        # Generations merge, so a hash can outlive the window by up to one window: look that far.
         window_start = time.time() - 2 * self.settings.dedup_window_s
         rows = cur.execute(
-            f"SELECT trace_id, span_id FROM {Signal.TRACES.value} "
-            "WHERE received_at >= to_timestamp(?) AND hash(trace_id, span_id) IN "
+            f"SELECT org, trace_id, span_id FROM {Signal.TRACES.value} "
+            "WHERE received_at >= to_timestamp(?) AND hash(org, trace_id, span_id) IN "
             "(SELECT unnest(?::UBIGINT[]))",
             [window_start, [int(h) for h in hashes]],
         ).fetchall()
-        return {(r[0], r[1]) for r in rows}
+        return {(r[0], r[1], r[2]) for r in rows}
 
     def _load_recent_keys(self) -> None:
         assert self._con is not None
         window_start = time.time() - self.settings.dedup_window_s
         hashes = self._con.execute(
-            f"SELECT hash(trace_id, span_id) AS h FROM {LAKE}.{Signal.TRACES.value} "
+            f"SELECT hash(org, trace_id, span_id) AS h FROM {LAKE}.{Signal.TRACES.value} "
             "WHERE received_at >= to_timestamp(?)",
             [window_start],
         ).fetchnumpy()["h"]
@@ -436,6 +438,10 @@ class Store:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def _id_keys(ids: pa.Table) -> list[tuple[str, str, str]]:
+    return list(zip(*(ids.column(i).to_pylist() for i in range(3)), strict=True))
 
 
 def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) -> None:

@@ -6,7 +6,6 @@ Runs after `normalise.py` on the same batch: reads its token and model columns, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +18,23 @@ _PER_MILLION = 1_000_000
 @dataclass(frozen=True)
 class CostConfig:
     """`overrides`: model name → `prices.json` entry fields (e.g. a negotiated rate), merged over
-    the shipped book."""
+    the shipped book for every org; `orgs`: org name → more overrides for that org alone."""
 
-    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    orgs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 class CostProcessor:
+    """Raises ValueError at construction when an override is not a valid price entry."""
+
     def __init__(self, config: CostConfig, price_book: PriceBook) -> None:
         self._book = price_book.with_overrides(config.overrides)
+        self._org_books = {
+            org: self._book.with_overrides(overrides) for org, overrides in config.orgs.items()
+        }
+
+    def book_for(self, org: str) -> PriceBook:
+        return self._org_books.get(org, self._book)
 
     def process(self, batch: Batch) -> Batch:
         if batch.signal is not Signal.TRACES:
@@ -51,7 +59,7 @@ class CostProcessor:
                 "reasoning_tokens",
             )
         ]
-        book = self._book
+        book = self.book_for(batch.org)
         for i in range(n):
             if span_types[i] != "llm" or source[i] == "provided" or aggregate[i]:
                 continue

@@ -1,0 +1,124 @@
+"""Re-pricing stored LLM calls when the price book changes (`agentledger prices recompute`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from collector.cli import main
+from collector.model import Rows, Signal
+from collector.pipeline import process_payload
+from collector.pricebook import load_price_book
+from collector.reprice import reprice
+from collector.store import Store, StoreSettings, connect
+from processors.cost import CostConfig, CostProcessor
+from processors.normalise import NormaliseConfig, NormaliseProcessor
+from tests.otlp_factory import export_request, kv
+
+
+def _llm(span_id: int, model: str, cost: float | None = None) -> Span:
+    attrs = [
+        kv("gen_ai.operation.name", "chat"),
+        kv("gen_ai.request.model", model),
+        kv("gen_ai.usage.input_tokens", 1_000_000),
+        kv("gen_ai.usage.output_tokens", 100_000),
+    ]
+    if cost is not None:
+        attrs.append(kv("gen_ai.usage.cost", cost))
+    return Span(
+        trace_id=b"\x01" * 16,
+        span_id=span_id.to_bytes(8, "big"),
+        parent_span_id=b"\x09" * 8,
+        name=f"chat {model}",
+        start_time_unix_nano=1,
+        end_time_unix_nano=2,
+        attributes=attrs,
+    )
+
+
+def _store_spans(tmp_path: Path) -> StoreSettings:
+    settings = StoreSettings(
+        catalog=str(tmp_path / "catalog.ducklake"), data_path=str(tmp_path / "data")
+    )
+    store = Store(settings)
+    store.open()
+    chains = {
+        Signal.TRACES: [
+            NormaliseProcessor(NormaliseConfig()),
+            CostProcessor(CostConfig(), load_price_book()),
+        ]
+    }
+    payload = export_request(
+        [_llm(1, "acme-secret-model"), _llm(2, "gpt-4o"), _llm(3, "acme-secret-model", cost=9.5)]
+    ).SerializeToString()
+    for org in ("acme", "globex"):
+        table, _ = process_payload(Signal.TRACES, org, payload, "protobuf", chains)
+        asyncio.run(store.append(Rows(Signal.TRACES, org, table)))
+    store.close()
+    return settings
+
+
+def _costs(settings: StoreSettings) -> list[tuple[object, ...]]:
+    con = connect(settings)
+    rows = con.execute(
+        "SELECT org, span_id, cost_source, round(cost_usd, 6) FROM lake.spans ORDER BY org, span_id"
+    ).fetchall()
+    con.close()
+    return rows
+
+
+def test_recompute_prices_a_model_the_book_learned_and_keeps_provided_costs(tmp_path: Path) -> None:
+    settings = _store_spans(tmp_path)
+    gpt4o = _costs(settings)[1][3]
+    assert _costs(settings)[0][2:] == ("none", None)
+
+    # An org-specific negotiated price for a model the shipped book does not know.
+    book = CostProcessor(
+        CostConfig(
+            orgs={
+                "acme": {"acme-secret-model": {"provider": "openai", "input": 1.0, "output": 10.0}}
+            }
+        ),
+        load_price_book(),
+    )
+    con = connect(settings)
+    con.execute("USE lake")
+    result = reprice(con, book)
+    con.close()
+    assert (result.examined, result.changed) == (4, 1)  # provided-cost spans are not examined
+    assert _costs(settings) == [
+        ("acme", "0000000000000001", "computed", 2.0),  # 1M·$1 + 0.1M·$10
+        ("acme", "0000000000000002", "computed", gpt4o),
+        ("acme", "0000000000000003", "provided", 9.5),
+        ("globex", "0000000000000001", "none", None),  # the override is acme's alone
+        ("globex", "0000000000000002", "computed", gpt4o),
+        ("globex", "0000000000000003", "provided", 9.5),
+    ]
+
+
+def test_prices_recompute_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = _store_spans(tmp_path / "data")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f'storage: {{path: "{tmp_path / "data"}", catalog: "{settings.catalog}", '
+        f'data_path: "{settings.data_path}"}}\n'
+        "processors:\n  normalise: {}\n  cost:\n    overrides:\n"
+        "      acme-secret-model: {provider: openai, input: 2.0, output: 20.0}\n"
+    )
+    assert main(["prices", "recompute", "--config", str(config)]) == 0
+    assert "re-priced 4 LLM calls; 2 changed" in capsys.readouterr().out
+    assert [r[3] for r in _costs(settings) if r[1] == "0000000000000001"] == [4.0, 4.0]
+
+
+def test_a_bad_override_fails_validation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "processors:\n  normalise: {}\n  cost:\n    overrides:\n      m: {input: cheap}\n"
+    )
+    assert main(["validate", "--config", str(config)]) == 2
+    assert "processors.cost" in capsys.readouterr().err
