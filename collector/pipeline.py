@@ -191,8 +191,20 @@ class Pipeline:
         items = 0
         try:
             rows = await self._pool.run(req.signal, req.principal.org, req.payload, req.encoding)
+            self._metrics.inc(
+                "agentledger_items_received_total", rows.count + rows.rejected, **labels
+            )
+            # Items are known only once decoded: a burst of requests passes the check above
+            # together, so check again before holding their rows for the commit.
+            if (
+                self._queued_items
+                and self._queued_items + rows.count > self._limits.max_queue_items
+            ):
+                self._metrics.inc(
+                    "agentledger_requests_refused_total", reason="queue_items", **labels
+                )
+                raise Overloaded("ingest queue is full (items)", self._limits.retry_after_s)
             items = rows.count
-            self._metrics.inc("agentledger_items_received_total", items + rows.rejected, **labels)
             self._queued_items += items
             exporters = self._exporters.get(req.signal, ())
             if not exporters:

@@ -108,13 +108,14 @@ class Service:
 
     def _provision_keys(self) -> None:
         self.auth.load()
+        if self.config.auth.bootstrap:
+            # Before the declared orgs exist, which would make the store look used.
+            # The keys are printed once, with the ready banner; never logged.
+            self._first_keys = bootstrap_default_org(self.store, self.auth)
         for org in self.config.auth.orgs:
             ensure_org(self.store, org.name)
             for key in org.keys:
                 self.auth.declare(org.name, key.scope, key.key, key.name)
-        if self.config.auth.bootstrap:
-            # Printed once, with the ready banner; never logged.
-            self._first_keys = bootstrap_default_org(self.store, self.auth)
 
     async def _start_receivers(self) -> None:
         assert self._pipeline is not None
