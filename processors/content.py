@@ -11,8 +11,9 @@ from processors import semconv
 
 _MAX_DEPTH = 8
 # Keys that hold text, in the order they are read, across OTel parts, OpenAI/Anthropic messages,
-# Vercel prompts, ADK (`contents`/`parts`) and Strands content blocks.
+# Vercel prompts, ADK (`contents`/`parts`), Strands content blocks and CrewAI outputs (`raw`).
 _TEXT_KEYS = (
+    "raw",
     "content",
     "text",
     "parts",
@@ -23,6 +24,7 @@ _TEXT_KEYS = (
     "result",
     "response",
     "message",
+    "tool_calls",
     "choices",
     "input",
     "output",
@@ -80,6 +82,10 @@ def _collect(value: Any, out: list[str], limit: int, depth: int) -> int:
     if kind in ("tool_call", "tool-call", "function_call", "tool_use"):
         args = value.get("arguments", value.get("args", value.get("input")))
         out.append(f"{value.get('name') or value.get('toolName')}({raw(args, limit) or ''})")
+        return used + len(out[-1])
+    fn = value.get("function")
+    if kind == "function" and isinstance(fn, dict) and "arguments" in fn:  # OpenAI chat tool call
+        out.append(f"{fn.get('name')}({raw(fn['arguments'], limit) or ''})")
         return used + len(out[-1])
     role = value.get("role")
     before = len(out)

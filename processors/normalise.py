@@ -153,8 +153,27 @@ def _first_raw(a: dict[str, Any], keys: tuple[str, ...], limit: int) -> str | No
     for key in keys:
         value = a.get(key)
         if value is not None and value != "":
+            if key.startswith("traceloop.entity."):
+                value = _unwrap_traceloop(value)
             return content.raw(value, limit)
     return None
+
+
+def _unwrap_traceloop(value: Any) -> Any:
+    """Traceloop wraps a call as {"args": [...], "kwargs": {...}} and a result as JSON text:
+    keep the arguments the tool was called with and the result itself."""
+    if isinstance(value, str) and value[:1] in ("{", '"'):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict) and set(value) <= {"args", "kwargs"}:
+        args, kwargs = value.get("args") or [], value.get("kwargs") or {}
+        if kwargs and not args:
+            return kwargs
+        if args and not kwargs:
+            return args[0] if len(args) == 1 else args
+    return value
 
 
 def _metadata_value(a: dict[str, Any], keys: tuple[str, ...]) -> str | None:

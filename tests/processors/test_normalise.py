@@ -272,7 +272,7 @@ def test_traceloop_new_workflow_and_tool() -> None:
     assert rows[0]["agent_name"] == "research"
     assert rows[1]["span_type"] == "tool"
     assert rows[1]["tool_name"] == "search"
-    assert rows[1]["tool_args"] == '{"args": [], "kwargs": {"q": "otel"}}'
+    assert rows[1]["tool_args"] == '{"q":"otel"}'  # the call's kwargs, not Traceloop's envelope
     assert rows[1]["session_id"] == "c-3"
 
 
