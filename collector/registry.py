@@ -13,6 +13,7 @@ from typing import Any
 
 from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
+from collector.derive import RunDeriver
 from collector.model import Exporter, Processor, Signal
 from collector.pipeline import ProcessorFactory
 from collector.pricebook import PriceBook, load_price_book
@@ -21,6 +22,7 @@ from exporters.memory import MemoryExporter, MemoryExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
 from processors.cost import CostConfig, CostProcessor
 from processors.normalise import NormaliseConfig, NormaliseProcessor
+from processors.runs import RunsConfig, RunsProcessor
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ ExporterBuilder = Callable[[Any, Store], Exporter]
 PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
     "normalise": (NormaliseConfig, lambda cfg, _res: NormaliseProcessor(cfg)),
     "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.price_book)),
+}
+# Processors of committed data (derived processing), not of ingest batches: declared under
+# `processors:` like the others, but never listed in a pipeline.
+DERIVED: dict[str, tuple[type, Any]] = {
+    "runs": (RunsConfig, RunsProcessor),
 }
 EXPORTERS: dict[str, tuple[type, ExporterBuilder]] = {
     "store": (StoreExporterConfig, StoreExporter),
@@ -57,7 +64,7 @@ class Components:
 def components(config: Config) -> Components:
     """Type-check the component sections; ConfigError with every problem found."""
     issues: list[ConfigIssue] = []
-    procs = _typed(config.processors, PROCESSORS, "processors", issues)
+    procs = _typed(config.processors, {**PROCESSORS, **DERIVED}, "processors", issues)
     exps = _typed(config.exporters, EXPORTERS, "exporters", issues)
     chains: dict[Signal, tuple[str, ...]] = {}
     outputs: dict[Signal, tuple[str, ...]] = {}
@@ -71,6 +78,14 @@ def components(config: Config) -> Components:
                 )
             )
             continue
+        for i, cid in enumerate(pipeline.processors):
+            if component_type(cid) in DERIVED:
+                issues.append(
+                    ConfigIssue(
+                        f"service.pipelines.{name}.processors[{i}]",
+                        f"{cid!r} works on committed data; declare it under processors: only",
+                    )
+                )
         chains[signal] = tuple(pipeline.processors)
         outputs[signal] = tuple(pipeline.exporters)
         stores = [e for e in pipeline.exporters if component_type(e) == "store"]
@@ -99,6 +114,8 @@ def _construction_issues(procs: dict[str, Any]) -> list[ConfigIssue]:
     resources = Resources(price_book=load_price_book())
     issues = []
     for cid, cfg in procs.items():
+        if component_type(cid) in DERIVED:
+            continue
         try:
             PROCESSORS[component_type(cid)][1](cfg, resources)
         except ValueError as e:
@@ -150,6 +167,15 @@ def _build_chains(spec: dict[Signal, tuple[tuple[str, Any], ...]]) -> dict[Signa
         signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
         for signal, chain in spec.items()
     }
+
+
+def build_deriver(parts: Components, store: Store) -> RunDeriver:
+    """The run deriver, with the declared `runs:` settings or the defaults."""
+    config = next(
+        (cfg for cid, cfg in parts.processors.items() if component_type(cid) == "runs"),
+        RunsConfig(),
+    )
+    return RunDeriver(store, RunsProcessor(config))
 
 
 def build_processor(parts: Components, kind: str) -> Processor | None:

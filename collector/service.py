@@ -24,12 +24,15 @@ from collector import __version__, registry
 from collector.admin_api import AdminApi
 from collector.auth import Authenticator, bootstrap_default_org, ensure_org
 from collector.config import Config, split_endpoint
+from collector.derive import RunDeriver
 from collector.model import Exporter, Scope
 from collector.pipeline import DecodePool, Limits, Pipeline
+from collector.read_api import ReadApi
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.store import Store, StoreSettings
 from collector.telemetry import Metrics, histogram_lines
+from collector.views import create_views
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -79,6 +82,9 @@ class Service:
         self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._first_keys: Mapping[Scope, str] | None = None
+        self._deriver: RunDeriver | None = None
+        self._stop_deriving = asyncio.Event()
+        self._deriving: asyncio.Task[None] | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -86,6 +92,9 @@ class Service:
         parts = registry.components(self.config)
         await asyncio.to_thread(self.store.open)
         await asyncio.to_thread(self._provision_keys)
+        self._deriver = registry.build_deriver(parts, self.store)
+        await asyncio.to_thread(self._deriver.create_tables)
+        await asyncio.to_thread(create_views, self.store)
         self._exporters, by_signal = registry.build_exporters(parts, self.store)
         for exporter in self._exporters.values():
             await exporter.start()
@@ -101,6 +110,7 @@ class Service:
         self._describe_metrics()
         await self._start_receivers()
         self._flusher = asyncio.create_task(self._flush_key_usage())
+        self._deriving = asyncio.create_task(self._deriver.run_forever(self._stop_deriving))
         self._state = "ok"
         if self._grpc is not None:
             await self._grpc.set_serving(True)
@@ -148,7 +158,8 @@ class Service:
             )
 
     def _api_routes(self) -> list[BaseRoute]:
-        return list(AdminApi(self.auth).routes())
+        # ReadApi last: it answers other methods on its GET paths with a JSON 405.
+        return [*AdminApi(self.auth).routes(), *ReadApi(self.store, self.auth).routes()]
 
     def _ops_routes(self) -> list[BaseRoute]:
         return [Route("/health", self._health), Route("/metrics", self._metrics_page)]
@@ -245,6 +256,12 @@ class Service:
             await asyncio.to_thread(self._pool.shutdown)
         if self._flusher is not None:
             self._flusher.cancel()
+        self._stop_deriving.set()
+        if self._deriving is not None:
+            await self._deriving  # a step in progress commits or leaves the watermark as it was
+            # One last bounded step, so what was just committed is also derived before exit.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._deriver.step)  # type: ignore[union-attr]
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
         await asyncio.to_thread(self.store.close)

@@ -1,0 +1,320 @@
+"""Derived processing: keeps the `runs` and `span_runs` tables in step with committed spans.
+
+Reads DuckLake's change feed of `spans` from the `runs` watermark, re-assembles every touched
+trace whole with the assembler the registry hands in (`processors/runs.py`), and writes the rows
+and the new watermark in one transaction: a crash anywhere redoes that step, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from collector.model import Signal, StoreUnavailable
+from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
+from collector.store import LAKE, Store
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "runs"
+_NS = 1_000_000_000
+TraceKey = tuple[str, str]  # (org, trace_id)
+
+
+class RunsSettings(Protocol):
+    """The parts of `processors.runs.RunsConfig` the deriver uses."""
+
+    @property
+    def interval_ms(self) -> int: ...
+
+    @property
+    def root_timeout_s(self) -> int: ...
+
+    @property
+    def max_trace_duration_s(self) -> int: ...
+
+
+class Assembler(Protocol):
+    """`processors.runs.RunsProcessor`, passed in by the registry (the collector does not import
+    processors): reads `columns` of a trace's spans, returns rows of the derived tables."""
+
+    @property
+    def config(self) -> RunsSettings: ...
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    def assemble(
+        self, spans: Sequence[Mapping[str, Any]], now_ns: int, linked: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[dict[str, Any]]]: ...
+
+
+class WatermarkMoved(Exception):
+    """Another deriver committed this step first; the step's results are dropped."""
+
+
+@dataclass
+class _Work:
+    """What one step recomputes: traces with the start-time window their spans lie in."""
+
+    since: int  # the watermark read
+    until: int  # the snapshot the step ends at
+    windows: dict[TraceKey, tuple[int, int]]
+
+    def add(self, key: TraceKey, lo: int, hi: int) -> None:
+        old = self.windows.get(key)
+        self.windows[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+
+class RunDeriver:
+    """Runs derivation steps against `store`. `step()` blocks; `run_forever` loops it.
+
+    A step handles at most `max_snapshots` snapshots and about `max_traces` traces (never less
+    than one snapshot), so a backlog is worked off in bounded transactions.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        assembler: Assembler,
+        *,
+        max_snapshots: int = 1000,
+        max_traces: int = 2000,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._store = store
+        self._assembler = assembler
+        self._config = assembler.config
+        self._max_snapshots = max_snapshots
+        self._max_traces = max_traces
+        self._clock = clock
+        self._tables_ready = False
+        self.behind = False
+        """True when the last step stopped at a bound and more changes are waiting."""
+
+    def create_tables(self) -> None:
+        def create(cur: duckdb.DuckDBPyConnection) -> None:
+            for name in DERIVED_TABLES:
+                cur.execute(
+                    create_derived_sql(name).replace(
+                        "TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."
+                    )
+                )
+
+        self._store.call(create)
+        self._tables_ready = True
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def step(self, now_ns: int | None = None) -> int:
+        """Re-derive traces changed since the watermark and runs overdue for a root; returns how
+        many traces were re-derived. `now_ns` defaults to the clock (tests pass their own)."""
+        if not self._tables_ready:
+            self.create_tables()
+        now = self._clock() if now_ns is None else now_ns
+        work = self._changed_traces()
+        self._overdue_runs(work, now)
+        self._linking_runs(work)
+        if not work.windows and (work.until == work.since or not self.behind):
+            # Nothing changed: leave the watermark, so idle steps write no snapshots of their own.
+            return 0
+        rows = self._derive(work, now)
+        self._store.call(lambda cur: self._commit(cur, work, rows))
+        return len(work.windows)
+
+    def _changed_traces(self) -> _Work:
+        since = self._watermark()
+        current = int(self._store.query(f"SELECT id FROM {LAKE}.current_snapshot()")[0][0])
+        work = _Work(since, since, {})
+        self.behind = False
+        if current <= since:
+            return work
+        until = min(current, since + self._max_snapshots)
+        # Only the spans table's feed is read, so snapshots of our own writes change nothing.
+        changes = self._store.query(
+            f"""SELECT snapshot_id, org, trace_id,
+                       min(start_time_unix_nano), max(start_time_unix_nano)
+                FROM ducklake_table_changes('{LAKE}', 'main', '{Signal.TRACES.value}', ?, ?)
+                GROUP BY ALL ORDER BY snapshot_id""",
+            [since + 1, until],
+        )
+        work.until = until
+        taken = since  # the last snapshot whose changes are in `work`
+        for snapshot, org, trace_id, lo, hi in changes:
+            if snapshot != taken and taken > since and len(work.windows) >= self._max_traces:
+                work.until = snapshot - 1
+                break
+            work.add((org, trace_id), int(lo or 0), int(hi or 0))
+            taken = snapshot
+        self.behind = work.until < current
+        return work
+
+    def _overdue_runs(self, work: _Work, now: int) -> None:
+        """Runs still waiting for their root past the timeout: re-derive them as timeouts."""
+        cutoff = now - self._config.root_timeout_s * _NS
+        rows = self._store.query(
+            """SELECT org, trace_id, min(epoch_ns(started_at)), max(epoch_ns(started_at))
+               FROM runs WHERE status = 'running' AND epoch_ns(last_span_at) <= ?
+               GROUP BY ALL ORDER BY 1, 2 LIMIT ?""",
+            [cutoff, self._max_traces],
+        )
+        for org, trace_id, lo, hi in rows:
+            work.add((org, trace_id), int(lo), int(hi))
+
+    def _linking_runs(self, work: _Work) -> None:
+        """Traces whose runs link into a changed trace: their parent run may have changed."""
+        by_org: dict[str, list[str]] = {}
+        for org, trace_id in work.windows:
+            by_org.setdefault(org, []).append(trace_id)
+        for org, trace_ids in sorted(by_org.items()):
+            rows = self._store.query(
+                """SELECT trace_id, min(epoch_ns(started_at)), max(epoch_ns(started_at))
+                   FROM runs WHERE org = ? AND link_trace_id IN (SELECT unnest(?::VARCHAR[]))
+                   GROUP BY ALL""",
+                [org, trace_ids],
+            )
+            for trace_id, lo, hi in rows:
+                work.add((org, trace_id), int(lo), int(hi))
+
+    def _derive(self, work: _Work, now: int) -> dict[str, list[dict[str, Any]]]:
+        spans = self._load(work.windows)
+        linked_keys: dict[TraceKey, tuple[int, int]] = {}
+        for (org, _), rows in spans.items():
+            for row in rows:
+                for trace_id in _linked_traces(row.get("links")):
+                    if (org, trace_id) not in spans:
+                        lo, hi = work.windows[(org, row["trace_id"])]
+                        linked_keys[(org, trace_id)] = (lo, hi)
+        linked = self._load(linked_keys) if linked_keys else {}
+        out: dict[str, list[dict[str, Any]]] = {name: [] for name in DERIVED_TABLES}
+        for key in sorted(spans):
+            rows = spans[key]
+            targets = {t for r in rows for t in _linked_traces(r.get("links"))}
+            others = [
+                r
+                for t in sorted(targets)
+                for r in (spans.get((key[0], t)) or linked.get((key[0], t)) or [])
+            ]
+            result = self._assembler.assemble(rows, now, others)
+            for name, derived in result.items():
+                out[name].extend(derived)
+        return out
+
+    def _load(
+        self, windows: Mapping[TraceKey, tuple[int, int]]
+    ) -> dict[TraceKey, list[dict[str, Any]]]:
+        """All stored spans of these traces, found within their start windows widened by the
+        longest trace: the bounds let Parquet min/max statistics skip old files."""
+        widen = self._config.max_trace_duration_s * _NS
+        by_org: dict[str, list[TraceKey]] = {}
+        for key in windows:
+            by_org.setdefault(key[0], []).append(key)
+        cols = ", ".join(self._assembler.columns)
+        out: dict[TraceKey, list[dict[str, Any]]] = {key: [] for key in windows}
+        for org, keys in sorted(by_org.items()):
+            lo = min(windows[k][0] for k in keys) - widen
+            hi = max(windows[k][1] for k in keys) + widen
+            cur = self._store.cursor()
+            try:
+                result = cur.execute(
+                    f"""SELECT {cols} FROM {Signal.TRACES.value}
+                        WHERE org = ? AND start_time_unix_nano BETWEEN ? AND ?
+                          AND trace_id IN (SELECT unnest(?::VARCHAR[]))""",
+                    [org, lo, hi, sorted(k[1] for k in keys)],
+                )
+                names = [d[0] for d in result.description]
+                for row in result.fetchall():
+                    span = dict(zip(names, row, strict=True))
+                    out[(org, span["trace_id"])].append(span)
+            finally:
+                cur.close()
+        return out
+
+    def _commit(
+        self, cur: duckdb.DuckDBPyConnection, work: _Work, rows: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        found = cur.execute(
+            "SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [WATERMARK]
+        ).fetchone()
+        stored = -1 if found is None or found[0] is None else int(found[0])
+        if stored != work.since:
+            raise WatermarkMoved(f"runs watermark is {stored}, this step read {work.since}")
+        if work.windows:
+            keys = sorted(work.windows)
+            cur.register(
+                "_traces",
+                pa.table({"org": [k[0] for k in keys], "trace_id": [k[1] for k in keys]}),
+            )
+            match = (
+                "EXISTS (SELECT 1 FROM _traces k"
+                " WHERE k.org = {t}.org AND k.trace_id = {t}.trace_id)"
+            )
+            cur.execute(f"DELETE FROM runs WHERE {match.format(t='runs')}")
+            widen = self._config.max_trace_duration_s * _NS
+            lo = min(w[0] for w in work.windows.values()) - widen
+            hi = max(w[1] for w in work.windows.values()) + widen
+            cur.execute(
+                "DELETE FROM span_runs WHERE start_time_unix_nano BETWEEN ? AND ? AND "
+                + match.format(t="span_runs"),
+                [lo, hi],
+            )
+            cur.unregister("_traces")
+            for name, derived in rows.items():
+                if derived:
+                    cur.register(
+                        "_derived", pa.Table.from_pylist(derived, derived_arrow_schema(name))
+                    )
+                    cur.execute(f"INSERT INTO {name} SELECT * FROM _derived")
+                    cur.unregister("_derived")
+        if work.until != work.since:
+            cur.execute("DELETE FROM watermarks WHERE name = ?", [WATERMARK])
+            cur.execute("INSERT INTO watermarks VALUES (?, ?, now())", [WATERMARK, work.until])
+
+    def _watermark(self) -> int:
+        rows = self._store.query(
+            "SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [WATERMARK]
+        )
+        return -1 if not rows or rows[0][0] is None else int(rows[0][0])
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Step every `interval_ms` (at once while behind) until `stop` is set; a failing step
+        is logged and retried next interval, since it committed nothing."""
+        interval = self._config.interval_ms / 1000
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.step)
+            except StoreUnavailable:
+                log.warning("run derivation paused: the store is unavailable")
+                self.behind = False
+            except Exception:
+                log.exception("run derivation step failed; retrying")
+                self.behind = False
+            if self.behind:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+def _linked_traces(links: Any) -> list[str]:
+    """Trace ids a span's `links` JSON points at."""
+    if not links or links == "[]":
+        return []
+    try:
+        parsed = json.loads(links) if isinstance(links, str) else links
+    except ValueError:
+        return []
+    return [
+        str(link["trace_id"]) for link in parsed if isinstance(link, dict) and link.get("trace_id")
+    ]

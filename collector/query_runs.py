@@ -1,0 +1,273 @@
+"""Named queries over derived runs: the filtered, keyset-paged run list and one run's detail.
+
+Reads `runs` and `span_runs` (filled by `collector/derive.py`) joined to `spans`; every query
+is parametrised SQL scoped by org, with a row cap; the read API serialises the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.query import MAX_CHILD_RUNS, MAX_DETAIL_SPANS, Window, fetch
+from collector.store import Store
+
+_BIGINT_MAX = 9_223_372_036_854_775_807
+
+
+@dataclass(frozen=True)
+class Sort:
+    """A run-list order: a single-valued key expression (NULLs mapped so that they sort last)
+    and its direction; ties are broken by run_id in the same direction."""
+
+    key_sql: str
+    key_type: str  # "BIGINT" or "DOUBLE": what a cursor's key must be
+    desc: bool
+
+
+# The key expressions are constants; user input only picks one of them by name.
+SORTS: dict[str, Sort] = {
+    "started_at_desc": Sort("epoch_us(started_at)", "BIGINT", True),
+    "started_at_asc": Sort("epoch_us(started_at)", "BIGINT", False),
+    "cost_desc": Sort("coalesce(cost_usd, 0.0)", "DOUBLE", True),
+    "cost_asc": Sort("coalesce(cost_usd, 0.0)", "DOUBLE", False),
+    # A running run has no duration yet: it sorts after every finished run either way.
+    "duration_desc": Sort("coalesce(duration_ms, -1)", "BIGINT", True),
+    "duration_asc": Sort(f"coalesce(duration_ms, {_BIGINT_MAX})", "BIGINT", False),
+}
+
+_SUMMARY_COLS = """run_id, workflow_name, run_id_external, status, cost_usd, total_tokens,
+    duration_ms, llm_call_count, tool_use_count, epoch_us(started_at), epoch_us(ended_at)"""
+
+_FILTER = """org = $org AND started_at BETWEEN $start AND $end
+    AND ($workflows::VARCHAR[] IS NULL OR list_contains($workflows::VARCHAR[], workflow_name))
+    AND ($statuses::VARCHAR[] IS NULL OR list_contains($statuses::VARCHAR[], status))
+    AND ($cost_min::DOUBLE IS NULL OR coalesce(cost_usd, 0.0) >= $cost_min::DOUBLE)
+    AND ($cost_max::DOUBLE IS NULL OR coalesce(cost_usd, 0.0) <= $cost_max::DOUBLE)"""
+
+
+def _page_sql(sort: Sort) -> str:
+    op, direction = ("<", "DESC") if sort.desc else (">", "ASC")
+    k, t = sort.key_sql, sort.key_type
+    return f"""SELECT {_SUMMARY_COLS}, {k} AS sort_key FROM runs
+    WHERE {_FILTER}
+      AND ($after_key::{t} IS NULL OR {k} {op} $after_key::{t}
+           OR ({k} = $after_key::{t} AND run_id {op} $after_id::VARCHAR))
+    ORDER BY sort_key {direction}, run_id {direction}
+    LIMIT $limit"""
+
+
+_PAGE_SQL = {name: _page_sql(sort) for name, sort in SORTS.items()}
+_COUNT_SQL = f"SELECT count(*) FROM runs WHERE {_FILTER}"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    workflow_name: str
+    run_id_external: str | None
+    status: str
+    cost_usd: float | None
+    total_tokens: int | None
+    duration_ms: int | None
+    llm_call_count: int | None
+    tool_use_count: int | None
+    started_at_us: int
+    ended_at_us: int | None
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    org: str
+    window: Window
+    workflows: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    cost_min: float | None = None
+    cost_max: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "org": self.org,
+            "start": self.window.start,
+            "end": self.window.end,
+            "workflows": list(self.workflows) or None,
+            "statuses": list(self.statuses) or None,
+            "cost_min": self.cost_min,
+            "cost_max": self.cost_max,
+        }
+
+
+# Where a page ended: the last row's sort key and run_id.
+Position = tuple[int | float, str]
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[RunSummary]
+    next_position: Position | None
+    total_count: int
+
+
+def list_runs(
+    store: Store, where: RunFilter, sort: str, after: Position | None, limit: int
+) -> RunPage:
+    """One page of runs in `sort` order after `after` (keyset: runs arriving meanwhile never
+    shift a page), and how many runs match in all. `limit` is capped by the caller (≤ 100)."""
+    params = where.params()
+    count = fetch(store, _COUNT_SQL, params)
+    total = int(count[0][0]) if count else 0
+    if total == 0:
+        return RunPage([], None, 0)
+    page_params = {
+        **params,
+        "after_key": None if after is None else after[0],
+        "after_id": None if after is None else after[1],
+        "limit": limit + 1,  # one more tells whether there is a next page
+    }
+    rows = fetch(store, _PAGE_SQL[sort], page_params)
+    runs = [_summary(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return RunPage(runs, (last[-1], last[0]) if last else None, total)
+
+
+def _summary(r: tuple[Any, ...]) -> RunSummary:
+    return RunSummary(*r[:11])
+
+
+# -- one run ------------------------------------------------------------------------------
+
+_RUN_SQL = f"""SELECT {_SUMMARY_COLS}, session_id, user_id, input_excerpt, output_excerpt,
+    error_type, trace_id, parent_run_id, input_tokens, output_tokens, cache_read_tokens,
+    cache_write_tokens, reasoning_tokens, error_count, cost_unknown_calls, loop_detail,
+    service_name
+    FROM runs WHERE org = $org AND run_id = $run_id
+    LIMIT 1"""
+
+_SPANS_SQL = """SELECT sr.span_type, s.span_id, s.name, s.model, s.provider, s.input_tokens,
+    s.output_tokens, s.cache_read_tokens, s.cache_write_tokens, s.reasoning_tokens, s.cost_usd,
+    s.cost_source, s.tool_name, s.tool_call_id, s.tool_args, s.tool_result,
+    coalesce(s.is_error, false) OR coalesce(s.status_code = 2, false) AS failed,
+    coalesce(s.error_type, nullif(s.status_message, '')) AS error,
+    s.start_time_unix_nano, s.end_time_unix_nano
+    FROM span_runs sr
+    JOIN spans s ON s.org = sr.org AND s.trace_id = sr.trace_id AND s.span_id = sr.span_id
+    WHERE sr.org = $org AND sr.trace_id = $trace_id AND sr.run_id = $run_id
+      AND sr.span_type IN ('llm', 'tool') AND s.org = $org AND s.trace_id = $trace_id
+    ORDER BY s.start_time_unix_nano, s.span_id
+    LIMIT $limit"""
+
+_CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
+    WHERE org = $org AND parent_run_id = $run_id
+    ORDER BY started_at, run_id
+    LIMIT $limit"""
+
+# UNION (not UNION ALL) and the depth bound keep a corrupt parent cycle from recursing forever.
+_COMBINED_COST_SQL = """WITH RECURSIVE tree(run_id, depth) AS (
+        SELECT run_id, 0 FROM runs WHERE org = $org AND run_id = $run_id
+        UNION
+        SELECT r.run_id, t.depth + 1 FROM runs r JOIN tree t ON r.parent_run_id = t.run_id
+        WHERE r.org = $org AND t.depth < 64
+    )
+    SELECT sum(coalesce(cost_usd, 0.0)) FROM runs
+    WHERE org = $org AND run_id IN (SELECT DISTINCT run_id FROM tree)"""
+
+
+@dataclass(frozen=True)
+class LlmCall:
+    span_id: str
+    name: str | None
+    model: str | None
+    provider: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: float | None
+    cost_source: str | None
+    failed: bool
+    error: str | None
+    start_ns: int
+    end_ns: int | None
+
+
+@dataclass(frozen=True)
+class ToolEvent:
+    span_id: str
+    tool_name: str | None
+    tool_call_id: str | None
+    tool_args: str | None
+    tool_result: str | None
+    failed: bool
+    error: str | None
+    start_ns: int
+    end_ns: int | None
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    summary: RunSummary
+    extra: dict[str, Any]
+    llm_calls: list[LlmCall] = field(default_factory=list)
+    tool_events: list[ToolEvent] = field(default_factory=list)
+    child_runs: list[RunSummary] = field(default_factory=list)
+    child_run_count: int = 0
+    combined_cost_usd: float = 0.0
+
+
+_EXTRA = (
+    "session_id",
+    "user_id",
+    "input_excerpt",
+    "output_excerpt",
+    "error_type",
+    "trace_id",
+    "parent_run_id",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "error_count",
+    "cost_unknown_calls",
+    "loop_detail",
+    "service_name",
+)
+
+
+def get_run(store: Store, org: str, run_id: str) -> RunDetail | None:
+    """One of `org`'s runs with its LLM calls and tool events in time order, its direct child
+    runs, and the cost of it and all its descendants; None if `org` has no such run."""
+    key = {"org": org, "run_id": run_id}
+    found = fetch(store, _RUN_SQL, key)
+    if not found:
+        return None
+    row = found[0]
+    extra = dict(zip(_EXTRA, row[11:], strict=True))
+    llm_calls: list[LlmCall] = []
+    tool_events: list[ToolEvent] = []
+    spans = fetch(
+        store, _SPANS_SQL, {**key, "trace_id": extra["trace_id"], "limit": 2 * MAX_DETAIL_SPANS}
+    )
+    for s in spans:
+        if s[0] == "llm" and len(llm_calls) < MAX_DETAIL_SPANS:
+            llm_calls.append(_llm_call(s))
+        elif s[0] == "tool" and len(tool_events) < MAX_DETAIL_SPANS:
+            tool_events.append(ToolEvent(s[1], *s[12:20]))
+    children = fetch(store, _CHILDREN_SQL, {**key, "limit": MAX_CHILD_RUNS})
+    combined = fetch(store, _COMBINED_COST_SQL, key)
+    return RunDetail(
+        summary=_summary(row),
+        extra=extra,
+        llm_calls=llm_calls,
+        tool_events=tool_events,
+        child_runs=[_summary(c) for c in children],
+        child_run_count=int(children[0][-1]) if children else 0,
+        combined_cost_usd=float(combined[0][0] or 0.0) if combined else 0.0,
+    )
+
+
+def _llm_call(s: tuple[Any, ...]) -> LlmCall:
+    (_, span_id, name, model, provider, i, o, cr, cw, reasoning, cost, source) = s[:12]
+    return LlmCall(span_id, name, model, provider, i, o, cr, cw, reasoning, cost, source, *s[16:20])

@@ -1,0 +1,223 @@
+"""The dashboard read API (`dashboard-read-api.txt`): runs, workflows, alert events, metrics.
+
+GET only, read tokens only, org-scoped, 300 requests/minute/token. A handler parses its query
+string (`read_api_params`), calls one query function, and serialises it (`read_api_json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import query_metrics as qm
+from collector import query_runs as qr
+from collector import read_api_json as js
+from collector.auth import Authenticator, AuthError
+from collector.errors import ApiError, error_response, from_api_error
+from collector.model import Principal, StoreUnavailable
+from collector.query import RUN_STATUSES
+from collector.ratelimit import SlidingWindowLimiter
+from collector.read_api_params import Params, decode_cursor, encode_cursor
+from collector.store import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Principal, Params, dict[str, Any]], Any]
+_WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
+TIMESERIES_GROUPS = ("workflow", "model", "status")
+ALERT_EVENTS_MAX_LIMIT = 100
+
+
+class ReadApi:
+    def __init__(
+        self,
+        store: Store,
+        auth: Authenticator,
+        limiter: SlidingWindowLimiter | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._auth = auth
+        self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
+        self._clock = clock
+
+    def routes(self) -> list[Route]:
+        table: list[tuple[str, Handler]] = [
+            ("/api/runs", self._runs),
+            ("/api/runs/{run_id}", self._run),
+            ("/api/workflows", self._workflows),
+            ("/api/workflows/{name:path}/stats", self._workflow_stats),
+            ("/api/workflows/{name:path}/tools", self._workflow_tools),
+            ("/api/alert-events", self._alert_events),
+            ("/api/metrics/overview", self._overview),
+            ("/api/metrics/timeseries", self._timeseries),
+        ]
+        routes = [Route(path, self._endpoint(h), methods=["GET"]) for path, h in table]
+        # Writes answer a JSON 405 (the API's error shape) rather than Starlette's plain text.
+        routes += [Route(path, _read_only, methods=_WRITE_METHODS) for path, _ in table]
+        return routes
+
+    def _endpoint(self, handler: Handler) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                principal = self._principal(request)
+                params = Params(request.query_params, self._clock())
+                body = await asyncio.to_thread(handler, principal, params, request.path_params)
+            except ApiError as e:
+                return from_api_error(e)
+            except duckdb.InterruptException:
+                return error_response(
+                    503, "query_timeout", "The query ran too long", headers={"Retry-After": "5"}
+                )
+            except StoreUnavailable:
+                return error_response(
+                    503, "unavailable", "The store is unavailable", headers={"Retry-After": "5"}
+                )
+            except Exception:
+                log.exception("read API request failed: %s", request.url.path)
+                return error_response(500, "internal_error", "Internal error")
+            return JSONResponse(body)
+
+        return endpoint
+
+    def _principal(self, request: Request) -> Principal:
+        try:
+            principal = self._auth.authenticate(request.headers.get("authorization"), "read")
+        except AuthError as e:
+            raise ApiError(e.status, e.code, str(e)) from e
+        wait = self._limiter.check(principal.key_id)
+        if wait is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"More than {self._limiter.limit} requests a minute; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        return principal
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def _runs(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        where = qr.RunFilter(
+            org=p.org,
+            window=q.window(),
+            workflows=q.strings("workflow"),
+            statuses=q.strings("status", RUN_STATUSES),
+            cost_min=q.number("cost_min"),
+            cost_max=q.number("cost_max"),
+        )
+        sort = q.choice("sort", tuple(qr.SORTS), "started_at_desc") or "started_at_desc"
+        limit = q.limit()
+        after = decode_cursor(q, sort, qr.SORTS[sort].key_type)
+        q.raise_if_invalid()
+        page = qr.list_runs(self._store, where, sort, after, limit)
+        nxt = page.next_position
+        return {
+            "runs": [js.run_summary(r) for r in page.runs],
+            "next_cursor": None if nxt is None else encode_cursor(sort, nxt[0], nxt[1]),
+            "total_count": page.total_count,
+        }
+
+    def _run(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+        detail = qr.get_run(self._store, p.org, str(path["run_id"]))
+        if detail is None:
+            raise ApiError(404, "not_found", "Run not found")
+        return js.run_detail(detail)
+
+    # -- workflows -------------------------------------------------------------------------
+
+    def _workflows(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        window = q.window()
+        sort = q.choice("sort", qm.WORKFLOW_SORTS, "total_cost_desc") or "total_cost_desc"
+        q.raise_if_invalid()
+        rows = qm.list_workflows(self._store, p.org, window, sort)
+        return {"workflows": [js.workflow(w) for w in rows]}
+
+    def _workflow_stats(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+        name = str(path["name"])
+        window = q.window()
+        label, width = q.interval(window)
+        q.raise_if_invalid()
+        if not qm.workflow_exists(self._store, p.org, name):
+            raise ApiError(404, "not_found", "Workflow not found")
+        buckets = qm.workflow_stats(self._store, p.org, name, window, width)
+        return {
+            "workflow_name": name,
+            "from": js.iso(window.start),
+            "to": js.iso(window.end),
+            "interval": label,
+            "buckets": [js.bucket(b) for b in buckets],
+        }
+
+    def _workflow_tools(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+        name = str(path["name"])
+        window = q.window()
+        q.raise_if_invalid()
+        if not qm.workflow_exists(self._store, p.org, name):
+            raise ApiError(404, "not_found", "Workflow not found")
+        tools = qm.workflow_tools(self._store, p.org, name, window)
+        return {
+            "workflow_name": name,
+            "from": js.iso(window.start),
+            "to": js.iso(window.end),
+            "tools": [js.tool(t) for t in tools],
+        }
+
+    # -- alert events and metrics ------------------------------------------------------------
+
+    def _alert_events(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        q.window()
+        q.boolean("resolved")
+        q.limit(maximum=ALERT_EVENTS_MAX_LIMIT)
+        if q.query.get("cursor"):
+            # No event has fired yet, so no cursor was ever issued: any cursor is foreign.
+            q.problem("cursor", "is not a cursor this API issued")
+        q.raise_if_invalid()
+        # Alert rules do not exist yet; the shape is the documented one, always empty.
+        return {"alert_events": [], "next_cursor": None}
+
+    def _overview(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        window = q.window()
+        q.raise_if_invalid()
+        result = js.overview(qm.overview(self._store, p.org, window))
+        previous = window.previous()
+        window_keys = {"from": js.iso(window.start), "to": js.iso(window.end)}
+        window_keys["previous_from"] = js.iso(previous.start)
+        window_keys["previous_to"] = js.iso(previous.end)
+        return {**window_keys, **result}
+
+    def _timeseries(self, p: Principal, q: Params, _: dict[str, Any]) -> list[dict[str, Any]]:
+        window = q.window()
+        metric = q.choice("metric", qm.RUN_METRICS, "cost_usd") or "cost_usd"
+        group_by = q.choice("group_by", TIMESERIES_GROUPS, None)
+        width = q.interval(window)[1]
+        if group_by == "model" and metric not in qm.MODEL_METRICS:
+            q.problem("metric", f"with group_by=model must be one of {', '.join(qm.MODEL_METRICS)}")
+        q.raise_if_invalid()
+        points = qm.timeseries(
+            self._store, p.org, window, metric=metric, width_us=width, group_by=group_by
+        )
+        # Flat rows (time, series, value) at the root: Grafana Infinity's backend parser reads
+        # them as a long time-series frame with no root selector and no transformation.
+        return [
+            {
+                "time": js.rfc3339(pt.time_us),
+                "series": pt.series,
+                "value": round(float(pt.value), 6) if metric == "cost_usd" else int(pt.value),
+            }
+            for pt in points
+        ]
+
+
+async def _read_only(request: Request) -> Response:
+    return error_response(
+        405, "method_not_allowed", "Read API routes accept GET only", headers={"Allow": "GET"}
+    )

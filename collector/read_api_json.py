@@ -1,0 +1,188 @@
+"""JSON shapes of the read API (`dashboard-read-api.txt`): money as decimal strings, times as
+RFC 3339 UTC with a Z. Turns the query layer's records into the documented objects.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from collector.query_metrics import Bucket, Overview, ToolStats, Totals, WorkflowSummary
+from collector.query_runs import LlmCall, RunDetail, RunSummary, ToolEvent
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO_USD = Decimal("0.000001")
+
+
+def usd(value: float | None) -> str:
+    """Dollars as a decimal string with six places ("0.001234"): exact to the micro-dollar,
+    the same scale for every amount, and no float artefacts like 0.30000000000000004."""
+    amount = Decimal(repr(float(value or 0.0))).quantize(_MICRO_USD, ROUND_HALF_EVEN)
+    return f"{amount + 0:f}" if amount else "0.000000"  # never "-0.000000"
+
+
+def rfc3339(us: int | None) -> str | None:
+    """Microseconds since the epoch as e.g. "2025-01-31T09:30:00.123Z" (milliseconds, as
+    JavaScript's Date.toISOString writes them)."""
+    if us is None:
+        return None
+    t = _EPOCH + timedelta(microseconds=us)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{t.microsecond // 1000:03d}Z"
+
+
+def iso(t: datetime) -> str:
+    return rfc3339((t - _EPOCH) // timedelta(microseconds=1)) or ""
+
+
+def ms(ns_start: int, ns_end: int | None) -> float | None:
+    return None if ns_end is None else round((ns_end - ns_start) / 1e6, 3)
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 3)
+
+
+def run_summary(r: RunSummary) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "workflow_name": r.workflow_name,
+        "run_id_external": r.run_id_external,
+        "status": r.status,
+        "cost_usd": usd(r.cost_usd),
+        "total_tokens": r.total_tokens or 0,
+        "duration_ms": r.duration_ms,
+        "llm_call_count": r.llm_call_count or 0,
+        "tool_use_count": r.tool_use_count or 0,
+        "started_at": rfc3339(r.started_at_us),
+        "ended_at": rfc3339(r.ended_at_us),
+    }
+
+
+def llm_call(c: LlmCall) -> dict[str, Any]:
+    return {
+        "id": c.span_id,
+        "name": c.name,
+        "model": c.model,
+        "provider": c.provider,
+        "input_tokens": c.input_tokens or 0,
+        "output_tokens": c.output_tokens or 0,
+        "cache_read_tokens": c.cache_read_tokens or 0,
+        "cache_write_tokens": c.cache_write_tokens or 0,
+        "reasoning_tokens": c.reasoning_tokens or 0,
+        "total_tokens": (c.input_tokens or 0) + (c.output_tokens or 0),
+        # Unknown stays null (see cost_source), so it never reads as a free call.
+        "cost_usd": None if c.cost_usd is None else usd(c.cost_usd),
+        "cost_source": c.cost_source,
+        "latency_ms": ms(c.start_ns, c.end_ns),
+        "status": "error" if c.failed else "success",
+        "error": c.error if c.failed else None,
+        "started_at": rfc3339(c.start_ns // 1000),
+    }
+
+
+def tool_event(t: ToolEvent) -> dict[str, Any]:
+    return {
+        "id": t.span_id,
+        "tool_name": t.tool_name,
+        "tool_call_id": t.tool_call_id,
+        "args": t.tool_args,
+        "result": t.tool_result,
+        "success": not t.failed,
+        "latency_ms": ms(t.start_ns, t.end_ns),
+        "error": t.error if t.failed else None,
+        "started_at": rfc3339(t.start_ns // 1000),
+    }
+
+
+def run_detail(d: RunDetail) -> dict[str, Any]:
+    run = run_summary(d.summary)
+    run.update(d.extra)
+    run["llm_calls"] = [llm_call(c) for c in d.llm_calls]
+    run["tool_events"] = [tool_event(t) for t in d.tool_events]
+    return {
+        "run": run,
+        "child_runs": [run_summary(c) for c in d.child_runs],
+        "child_run_count": d.child_run_count,
+        "combined_cost_usd": usd(d.combined_cost_usd),
+        "alert_events": [],  # no alert rules fire yet; the newest five will go here
+    }
+
+
+def workflow(w: WorkflowSummary) -> dict[str, Any]:
+    return {
+        "workflow_name": w.workflow_name,
+        "run_count": w.run_count,
+        "avg_cost_usd": usd(w.avg_cost_usd),
+        "p95_cost_usd": usd(w.p95_cost_usd),
+        "total_cost_usd": usd(w.total_cost_usd),
+        "error_rate": round(float(w.error_rate), 6),
+        # The doc types it as a number: 0 when no run of the window has finished yet.
+        "avg_duration_ms": _num(w.avg_duration_ms) or 0,
+        "last_run_at": rfc3339(w.last_run_us),
+    }
+
+
+def bucket(b: Bucket) -> dict[str, Any]:
+    return {
+        "time": rfc3339(b.start_us),
+        "runs": b.runs,
+        "errors": b.errors,
+        "cost_usd": usd(b.cost_usd),
+        "tokens": int(b.tokens or 0),
+        "p50_duration_ms": _num(b.p50_duration_ms),
+        "p95_duration_ms": _num(b.p95_duration_ms),
+    }
+
+
+def tool(t: ToolStats) -> dict[str, Any]:
+    return {
+        "tool_name": t.tool_name,
+        "calls": t.calls,
+        "error_rate": round(t.error_rate, 6),
+        "p50_latency_ms": _num(t.p50_latency_ms),
+        "p95_latency_ms": _num(t.p95_latency_ms),
+        "runs_using": t.runs_using,
+        "run_share": round(t.run_share, 6),
+    }
+
+
+def _totals(t: Totals) -> dict[str, Any]:
+    return {
+        "run_count": t.runs,
+        "cost_usd": usd(t.cost_usd),
+        "total_tokens": t.tokens,
+        "error_count": t.errors,
+        "error_rate": round(t.error_rate, 6),
+        "llm_call_count": t.llm_calls,
+        "tool_use_count": t.tool_calls,
+    }
+
+
+def _change(now: float, before: float) -> float | None:
+    """Relative change against the previous window (0.25 = +25%); null when it had none."""
+    return round((now - before) / before, 6) if before else None
+
+
+def overview(o: Overview) -> dict[str, Any]:
+    cur, prev = o.totals, o.previous
+    return {
+        "totals": _totals(cur),
+        "previous": _totals(prev),
+        "change": {
+            "run_count": _change(cur.runs, prev.runs),
+            "cost_usd": _change(cur.cost_usd, prev.cost_usd),
+            "total_tokens": _change(cur.tokens, prev.tokens),
+            "error_rate": _change(cur.error_rate, prev.error_rate),
+            "llm_call_count": _change(cur.llm_calls, prev.llm_calls),
+            "tool_use_count": _change(cur.tool_calls, prev.tool_calls),
+        },
+        "top_workflows": [
+            {"workflow_name": name, "cost_usd": usd(cost), "run_count": n}
+            for name, cost, n in o.top_workflows
+        ],
+        "top_models": [
+            {"model": m, "cost_usd": usd(cost), "llm_call_count": n, "total_tokens": tokens}
+            for m, cost, n, tokens in o.top_models
+        ],
+    }

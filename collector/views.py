@@ -1,0 +1,66 @@
+"""Named views over the store: LLM calls, tool calls and cost records, each with its run.
+
+Created at start next to the derived tables; they join `spans` (normalised at ingest),
+`span_runs` (derived) and GenAI log records (`logs`), and are what queries and users read.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from collector.store import LAKE, Store
+
+# Message content sent as OTel log records (GenAI events) joined to the span they name.
+_EVENT_CONTENT = """
+SELECT org, trace_id, span_id,
+       string_agg(coalesce(event_name, attributes->>'event.name') || ': ' || CAST(body AS VARCHAR),
+                  chr(10) ORDER BY time_unix_nano) AS event_content
+FROM {lake}.logs
+WHERE span_id IS NOT NULL
+  AND coalesce(event_name, attributes->>'event.name') LIKE 'gen_ai.%'
+GROUP BY ALL
+"""
+
+VIEWS: dict[str, str] = {
+    "llm_calls": """
+SELECT s.org, r.run_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name,
+       s.model, s.request_model, s.response_model, s.provider,
+       s.input_tokens, s.output_tokens, s.cache_read_tokens, s.cache_write_tokens,
+       s.reasoning_tokens, s.usage_is_aggregate, s.cost_usd, s.cost_source, s.price_book_version,
+       (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6 AS latency_ms,
+       CASE WHEN s.is_error THEN 'error' ELSE 'success' END AS status, s.error_type,
+       s.start_time_unix_nano, s.end_time_unix_nano, s.input_text, s.output_text,
+       e.event_content
+FROM {lake}.spans s
+LEFT JOIN {lake}.span_runs r USING (org, trace_id, span_id)
+LEFT JOIN ({events}) e USING (org, trace_id, span_id)
+WHERE s.span_type = 'llm'
+""",
+    "tool_calls": """
+SELECT s.org, r.run_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name,
+       s.tool_name, s.tool_call_id, s.tool_args, s.tool_result, NOT coalesce(s.is_error, false)
+       AS success, s.error_type AS error,
+       (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6 AS latency_ms,
+       s.start_time_unix_nano, s.end_time_unix_nano, 'otlp' AS origin
+FROM {lake}.spans s
+LEFT JOIN {lake}.span_runs r USING (org, trace_id, span_id)
+WHERE s.span_type = 'tool'
+""",
+    "cost_records": """
+SELECT org, run_id, trace_id, span_id, model, provider, input_tokens, output_tokens,
+       cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, cost_source,
+       price_book_version, start_time_unix_nano
+FROM {lake}.llm_calls
+WHERE NOT coalesce(usage_is_aggregate, false)
+""",
+}
+
+
+def create_views(store: Store) -> None:
+    def create(cur: duckdb.DuckDBPyConnection) -> None:
+        events = _EVENT_CONTENT.format(lake=LAKE)
+        for name, sql in VIEWS.items():
+            body = sql.format(lake=LAKE, events=events)
+            cur.execute(f"CREATE OR REPLACE VIEW {LAKE}.{name} AS {body}")
+
+    store.call(create)

@@ -1,0 +1,262 @@
+"""Tests for `collector/derive.py`: a real DuckLake store in a temporary directory, spans
+appended in several commits and out of order, runs derived from the change feed and read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.derive import RunDeriver
+from collector.model import Rows, Signal
+from collector.schema import to_table
+from collector.store import Store, StoreSettings
+from processors.runs import RunsConfig, RunsProcessor
+
+T1, T2 = "a1" * 16, "b2" * 16
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+NOW = T0 + 120 * S
+
+
+def sid(n: int) -> str:
+    return f"{n:016x}"
+
+
+def span(trace: str, n: int, parent: int | None, kind: str = "other", **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "org": "acme",
+        "trace_id": trace,
+        "span_id": sid(n),
+        "parent_span_id": sid(parent) if parent is not None else None,
+        "name": f"span-{n}",
+        "start_time_unix_nano": T0 + n * S,
+        "end_time_unix_nano": T0 + n * S + S // 2,
+        "status_code": 0,
+        "span_type": kind,
+        "service_name": "svc",
+        "links": "[]",
+        "received_at": datetime.fromtimestamp((T0 + 60 * S) / S, UTC),
+        "usage_is_aggregate": False,
+        "is_error": False,
+    }
+    row.update(kw)
+    return row
+
+
+def agent(trace: str, n: int, parent: int | None = None, **kw: Any) -> dict[str, Any]:
+    values = {"end_time_unix_nano": T0 + 100 * S, "agent_name": "triage", **kw}
+    return span(trace, n, parent, "agent", name="invoke_agent", **values)
+
+
+def llm(trace: str, n: int, parent: int, **kw: Any) -> dict[str, Any]:
+    values = {"input_tokens": 100, "output_tokens": 10, "cost_usd": 0.01, **kw}
+    return span(trace, n, parent, "llm", **values)
+
+
+def tool(trace: str, n: int, parent: int, **kw: Any) -> dict[str, Any]:
+    return span(trace, n, parent, "tool", tool_name="search", tool_args='{"q": 1}', **kw)
+
+
+def settings(tmp: Path) -> StoreSettings:
+    return StoreSettings(
+        catalog=str(tmp / "catalog.ducklake"), data_path=str(tmp / "data") + "/",
+        commit_interval_s=0.01,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(settings(tmp_path))
+    s.open()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def append(store: Store, rows: list[dict[str, Any]], org: str = "acme") -> None:
+    columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r}}
+    table = to_table(Signal.TRACES, columns, len(rows))  # type: ignore[arg-type]
+    asyncio.run(store.append(Rows(Signal.TRACES, org, table)))
+
+
+def deriver(store: Store, **kw: Any) -> RunDeriver:
+    return RunDeriver(store, RunsProcessor(RunsConfig()), clock=lambda: NOW, **kw)
+
+
+def runs(store: Store) -> list[tuple[Any, ...]]:
+    return store.query(
+        "SELECT org, run_id, parent_run_id, status, llm_call_count, tool_use_count, total_tokens,"
+        " round(cost_usd, 6) FROM runs ORDER BY org, run_id"
+    )
+
+
+def span_runs(store: Store) -> list[tuple[Any, ...]]:
+    return store.query("SELECT org, span_id, run_id FROM span_runs ORDER BY org, span_id")
+
+
+def snapshot(store: Store) -> int:
+    return int(store.query("SELECT id FROM lake.current_snapshot()")[0][0])
+
+
+def test_children_first_root_later_then_child_runs(store: Store) -> None:
+    d = deriver(store)
+    append(store, [llm(T1, 4, 3), tool(T1, 5, 3)])
+    append(store, [llm(T1, 2, 1)])
+    assert d.step() == 1
+    # Both groups hang under missing parents: provisional runs, still running.
+    assert [(r[1], r[3]) for r in runs(store)] == [
+        (T1 + sid(1), "running"),
+        (T1 + sid(3), "running"),
+    ]
+    append(store, [agent(T1, 3, 1, agent_name="sub")])
+    append(store, [agent(T1, 1)])
+    assert d.step() == 1
+    assert runs(store) == [
+        ("acme", T1 + sid(1), None, "success", 1, 0, 110, 0.01),
+        ("acme", T1 + sid(3), T1 + sid(1), "success", 1, 1, 110, 0.01),
+    ]
+    assert [r[2] for r in span_runs(store)] == [T1 + sid(n) for n in (1, 1, 3, 3, 3)]
+    assert d.step() == 0
+
+
+def test_idle_steps_write_nothing(store: Store) -> None:
+    d = deriver(store)
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    d.step()
+    after = snapshot(store)
+    for _ in range(3):
+        assert d.step() == 0
+    # Our own commit was one snapshot; steps that find no span changes add none.
+    assert snapshot(store) == after
+
+
+def test_a_retried_span_is_not_counted_twice(store: Store) -> None:
+    d = deriver(store)
+    rows = [agent(T1, 1), llm(T1, 2, 1)]
+    append(store, rows)
+    d.step()
+    first = runs(store)
+    append(store, rows)  # an OTLP retry
+    append(store, [llm(T1, 2, 1)])
+    d.step()
+    assert runs(store) == first
+    assert len(span_runs(store)) == 2
+
+
+def test_a_step_that_fails_before_its_commit_is_redone_exactly_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = deriver(store)
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    d.step()
+    append(store, [llm(T1, 3, 1), tool(T1, 4, 1)])
+    real_call = store.call
+
+    def crash(fn: Any) -> Any:
+        raise RuntimeError("killed before the transaction")
+
+    monkeypatch.setattr(store, "call", crash)
+    with pytest.raises(RuntimeError):
+        d.step()
+    monkeypatch.setattr(store, "call", real_call)
+    assert runs(store)[0][4] == 1  # nothing of the failed step is visible
+    assert deriver(store).step() == 1
+    assert runs(store) == [("acme", T1 + sid(1), None, "success", 2, 1, 220, 0.02)]
+
+
+def test_restart_mid_way_resumes_from_the_watermark(tmp_path: Path) -> None:
+    s = Store(settings(tmp_path))
+    s.open()
+    append(s, [llm(T1, 2, 1), llm(T2, 2, 1)])
+    deriver(s).step()
+    append(s, [agent(T1, 1)])
+    s.close()  # the collector stops between the commit and the next step
+    s = Store(settings(tmp_path))
+    s.open()
+    try:
+        append(s, [agent(T2, 1), tool(T2, 3, 1)])
+        d = deriver(s)
+        assert d.step() == 2
+        assert runs(s) == [
+            ("acme", T1 + sid(1), None, "success", 1, 0, 110, 0.01),
+            ("acme", T2 + sid(1), None, "success", 1, 1, 110, 0.01),
+        ]
+        assert d.step() == 0
+    finally:
+        s.close()
+
+
+def test_overdue_runs_become_timeouts_and_a_late_root_still_wins(store: Store) -> None:
+    d = deriver(store)
+    append(store, [llm(T1, 2, 1)])
+    d.step()
+    assert runs(store)[0][3] == "running"
+    received = T0 + 60 * S
+    assert d.step(now_ns=received + 3599 * S) == 0
+    assert d.step(now_ns=received + 3600 * S) == 1
+    assert runs(store)[0][3] == "timeout"
+    assert d.step(now_ns=received + 7200 * S) == 0  # a timeout is not swept again
+    append(store, [agent(T1, 1)])
+    d.step(now_ns=received + 7200 * S)
+    assert runs(store)[0][3] == "success"
+
+
+def test_orgs_are_kept_apart(store: Store) -> None:
+    d = deriver(store)
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    append(store, [{**agent(T1, 1), "org": "globex"}], org="globex")
+    d.step()
+    assert [(r[0], r[4]) for r in runs(store)] == [("acme", 1), ("globex", 0)]
+
+
+def test_a_linked_trace_arriving_later_updates_the_child_run(store: Store) -> None:
+    d = deriver(store)
+    link = f'[{{"trace_id": "{T1}", "span_id": "{sid(2)}"}}]'
+    append(store, [agent(T2, 7, links=link, start_time_unix_nano=T0 + 50 * S)])
+    d.step()
+    assert runs(store)[0][2] is None
+    append(store, [agent(T1, 1), tool(T1, 2, 1)])
+    d.step()
+    by_id = {r[1]: r for r in runs(store)}
+    assert by_id[T2 + sid(7)][2] == T1 + sid(1)
+
+
+def test_a_backlog_is_worked_off_in_bounded_steps(store: Store) -> None:
+    d = deriver(store, max_snapshots=2)
+    for n in range(2, 8):
+        append(store, [llm(T1, n, 1)])
+    append(store, [agent(T1, 1)])
+    steps = 0
+    while True:
+        steps += 1
+        d.step()
+        if not d.behind:
+            break
+    assert steps > 2
+    assert runs(store) == [("acme", T1 + sid(1), None, "success", 6, 0, 660, 0.06)]
+
+
+def test_run_forever_steps_until_stopped(store: Store) -> None:
+    d = RunDeriver(store, RunsProcessor(RunsConfig(interval_ms=10)))
+    d.create_tables()  # as the service does after `store.open()`, before anyone reads
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(d.run_forever(stop))
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if await asyncio.to_thread(runs, store):
+                break
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(go())
+    assert [r[3] for r in runs(store)] == ["success"]
