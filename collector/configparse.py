@@ -13,7 +13,7 @@ import re
 import types
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -256,7 +256,18 @@ def parse_dataclass(cls: type[T], raw: object, path: str, errors: list[ConfigIss
         elif required:
             kwargs[f.name] = _placeholder(hints[f.name])
             complete = False
-    obj = cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except ValueError as e:
+        # A component that checks itself on construction: report it like validate() would,
+        # and go on with the defaults so the rest of the file is still checked.
+        message = str(e)
+        prefix = f"{path.rsplit('.', 1)[-1].split('/', maxsplit=1)[0]}."
+        for part in (prefix, f"{path}: ", f"{path}."):
+            message = message.removeprefix(part)
+        errors.append(ConfigIssue(path, message))
+        own = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return cls() if all(_has_default(f) for f in own) else cast(T, None)
     validate = getattr(obj, "validate", None)
     if complete and callable(validate):
         for item in validate():
@@ -384,6 +395,10 @@ def _check_bounds(
         errors.append(ConfigIssue(path, f"must be {rule}, got {value}"))
         return INVALID
     return value
+
+
+def _has_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 def _placeholder(tp: Any) -> object:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -34,6 +35,7 @@ from collector.schema import to_table
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ProcessorFactory = Callable[[], dict[Signal, list[Processor]]]
 """Builds each signal's processor chain; picklable, so worker processes build their own."""
@@ -132,6 +134,16 @@ class DecodePool:
             raise StoreUnavailable("decode worker restarted") from e
         table = pa.ipc.open_stream(data).read_all()
         return Rows(signal, org, table, rejected)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a picklable `fn(*args)` in a worker process and wait (from any thread)."""
+        executor = self._executor
+        if executor is None or isinstance(executor, ThreadPoolExecutor):
+            return fn(*args)
+        try:
+            return executor.submit(fn, *args).result()
+        except BrokenProcessPool as e:
+            raise StoreUnavailable("decode worker restarted") from e
 
     def shutdown(self) -> None:
         if self._executor is not None:

@@ -169,13 +169,18 @@ def _build_chains(spec: dict[Signal, tuple[tuple[str, Any], ...]]) -> dict[Signa
     }
 
 
-def build_deriver(parts: Components, store: Store) -> RunDeriver:
-    """The run deriver, with the declared `runs:` settings or the defaults."""
+def build_deriver(
+    parts: Components, store: Store, offload: Callable[..., Any] | None = None
+) -> RunDeriver:
+    """The run deriver, with the declared `runs:` settings or the defaults; `offload` runs its
+    assembly elsewhere (the decode pool's processes)."""
     config = next(
         (cfg for cid, cfg in parts.processors.items() if component_type(cid) == "runs"),
         RunsConfig(),
     )
-    return RunDeriver(store, RunsProcessor(config))
+    if offload is None:
+        return RunDeriver(store, RunsProcessor(config))
+    return RunDeriver(store, RunsProcessor(config), offload=offload)
 
 
 def build_processor(parts: Components, kind: str) -> Processor | None:

@@ -92,15 +92,16 @@ class Service:
         parts = registry.components(self.config)
         await asyncio.to_thread(self.store.open)
         await asyncio.to_thread(self._provision_keys)
-        self._deriver = registry.build_deriver(parts, self.store)
-        await asyncio.to_thread(self._deriver.create_tables)
-        await asyncio.to_thread(create_views, self.store)
+
         self._exporters, by_signal = registry.build_exporters(parts, self.store)
         for exporter in self._exporters.values():
             await exporter.start()
         limits = self.config.limits
         self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
         await asyncio.to_thread(self._pool.start)
+        self._deriver = registry.build_deriver(parts, self.store, self._pool.call)
+        await asyncio.to_thread(self._deriver.create_tables)
+        await asyncio.to_thread(create_views, self.store)
         self._pipeline = Pipeline(
             self._pool,
             by_signal,
