@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from tests.otlp_factory import request_of  # noqa: E402
 
 KEY = "al_live_0badc0de_" + "0" * 40
+READ = "al_read_0badc0df_" + "0" * 40
 CONFIG = """
 receivers:
   otlp:
@@ -42,7 +43,7 @@ storage: {{path: "{data}"}}
 limits: {{decode_workers: {workers}, max_queue_items: {queue}}}
 auth:
   bootstrap: false
-  orgs: [{{name: bench, keys: [{{scope: ingest, key: "{key}"}}]}}]
+  orgs: [{{name: bench, keys: [{{scope: ingest, key: "{key}"}}, {{scope: read, key: "{read}"}}]}}]
 processors: {processors}
 service:
   pipelines:
@@ -155,6 +156,22 @@ async def drive(transport: str, target: str, data: list[bytes], clients: int, se
 SPANS = 512
 
 
+def derivation_lag(http_ep: str, runs: int, limit_s: float = 600) -> float:
+    """Seconds until /api/runs counts every run of the load (8-span traces)."""
+    start = time.perf_counter()
+    with httpx.Client(timeout=30) as client:
+        while time.perf_counter() - start < limit_s:
+            r = client.get(
+                f"http://{http_ep}/api/runs",
+                params={"from": "2000-01-01T00:00:00Z", "limit": 1},
+                headers={"authorization": f"Bearer {READ}"},
+            )
+            if r.status_code == 200 and r.json()["total_count"] >= runs:
+                return time.perf_counter() - start
+            time.sleep(0.5)
+    return float("nan")
+
+
 def count_rows(data_dir: str) -> int:
     from collector.store import StoreSettings, connect
 
@@ -171,6 +188,7 @@ def main() -> None:
     ap.add_argument("--transport", choices=["grpc", "http"], default="grpc")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-normalise", action="store_true", help="store only, no processors")
+    ap.add_argument("--no-derive", action="store_true", help="no run derivation on this node")
     ap.add_argument("--requests", type=int, default=0, help="payloads to prepare (default: enough)")
     args = ap.parse_args()
 
@@ -185,13 +203,15 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="al-bench-")
     chain = "[]" if args.no_normalise else "[normalise, cost]"
-    procs = "{}" if args.no_normalise else "{normalise: {}, cost: {}}"
+    runs = f"runs: {{enabled: {str(not args.no_derive).lower()}}}"
+    procs = f"{{{runs}}}" if args.no_normalise else f"{{normalise: {{}}, cost: {{}}, {runs}}}"
     cfg = Path(tmp) / "bench.yaml"
     cfg.write_text(
         CONFIG.format(
             data=f"{tmp}/data",
             workers=args.workers,
             key=KEY,
+            read=READ,
             queue=200_000,
             processors=procs,
             chain=chain,
@@ -219,6 +239,7 @@ def main() -> None:
             drive(args.transport, target, data[8:], args.clients, args.seconds)
         )
         rss = tree_peak_rss_mib(server.pid)
+        lag = None if args.no_derive else derivation_lag(http_ep, (acked + 8 * SPANS) // 8)
     finally:
         server.terminate()
         server.wait(60)
@@ -243,6 +264,11 @@ def main() -> None:
     )
     print(f"request latency p50 {pct(0.5):.0f} ms, p99 {pct(0.99):.0f} ms")
     print(f"peak RSS (server + workers): {rss:,.0f} MiB")
+    if lag is not None:
+        print(
+            f"run derivation caught up {lag:.1f}s after the load ended "
+            f"(all {(acked + 8 * SPANS) // 8:,} runs visible in /api/runs)"
+        )
     print(
         f"ceiling, bare protobuf parse on one core: {ceiling:,.0f} spans/s "
         f"→ ingest is {rate / ceiling:.1%} of it"

@@ -42,6 +42,9 @@ class RunsSettings(Protocol):
     @property
     def max_trace_duration_s(self) -> int: ...
 
+    @property
+    def enabled(self) -> bool: ...
+
 
 class Assembler(Protocol):
     """`processors.runs.RunsProcessor`, passed in by the registry (the collector does not import
@@ -137,6 +140,10 @@ class RunDeriver:
         self._tables_ready = True
 
     # -- one step ----------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._config.enabled
 
     def step(self, now_ns: int | None = None) -> int:
         """Re-derive traces changed since the watermark and runs overdue for a root; returns how
@@ -323,7 +330,7 @@ class RunDeriver:
         """Step every `interval_ms` (at once while behind) until `stop` is set; a failing step
         is logged and retried next interval, since it committed nothing."""
         interval = self._config.interval_ms / 1000
-        while not stop.is_set():
+        while self._config.enabled and not stop.is_set():
             try:
                 await asyncio.to_thread(self.step)
             except StoreUnavailable:

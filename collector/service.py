@@ -261,8 +261,9 @@ class Service:
         if self._deriving is not None:
             await self._deriving  # a step in progress commits or leaves the watermark as it was
             # One last bounded step, so what was just committed is also derived before exit.
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._deriver.step)  # type: ignore[union-attr]
+            if self._deriver is not None and self._deriver.enabled:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self._deriver.step)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
         await asyncio.to_thread(self.store.close)

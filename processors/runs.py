@@ -35,13 +35,15 @@ _TOKEN_FIELDS = (
 class RunsConfig:
     """`loop_threshold` repeats make a loop; a run whose root has not arrived `root_timeout_s`
     after its last span is a timeout; a trace lasts at most `max_trace_duration_s` (bounds the
-    scan); derivation runs every `interval_ms`. `excerpt_chars` is normalise's excerpt limit."""
+    scan); derivation runs every `interval_ms`. `excerpt_chars` is normalise's excerpt limit.
+    `enabled: false` makes a node that only ingests (another node, or a later start, derives)."""
 
     loop_threshold: int = 5
     root_timeout_s: int = 3600
     max_trace_duration_s: int = 86400
     interval_ms: int = 1000
     excerpt_chars: int = 2000
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.loop_threshold < 2:
