@@ -276,19 +276,17 @@ def test_rate_limit_is_per_token_with_retry_after(store: Store, auth: Authentica
 # -- the real server --------------------------------------------------------------------------
 
 
-def wait_for_runs(server: Server, key: str = READ, timeout: float = 20.0) -> dict[str, Any]:
+def wait_for_runs(server: Server, key: str = READ, timeout: float = 60.0) -> dict[str, Any]:
+    """The first page of runs once the deriver (every ~1 s) has derived the spans sent."""
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=server.api_url, timeout=30) as c:
         while True:
             r = c.get("/api/runs", headers=bearer(key))
-            if r.status_code == 404:
-                pytest.skip("the read API is not mounted in collector/service.py yet")
             assert r.status_code == 200, r.text
             if r.json()["runs"]:
                 return dict(r.json())
-            if time.monotonic() > deadline:
-                pytest.skip("no run appeared in 20 s: the run deriver is not wired in yet")
-            time.sleep(0.5)
+            assert time.monotonic() < deadline, "no run was derived in time"
+            time.sleep(0.25)
 
 
 @pytest.fixture
