@@ -78,12 +78,22 @@ class Batch:
 
 @dataclass(frozen=True)
 class Rows:
-    """Processed items as an Arrow table in the store's schema for `signal`."""
+    """Processed items as an Arrow table in the store's schema for `signal`, or, for records of
+    the native JSON APIs (signal None), for the store table named `target`."""
 
-    signal: Signal
+    signal: Signal | None
     org: str
     table: pa.Table
     rejected: int = 0
+    target: str | None = None
+
+    @property
+    def table_name(self) -> str:
+        if self.target:
+            return self.target
+        if self.signal is None:
+            raise ValueError("rows need a signal or a target table")
+        return self.signal.value
 
     @property
     def count(self) -> int:

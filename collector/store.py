@@ -318,13 +318,15 @@ class Store:
                 keep_per_item.append(k)
                 dup_per_item.append(t.num_rows - k)
                 offset += t.num_rows
-        for signal in (Signal.LOGS, Signal.METRICS):
-            tables = [g.rows.table for g in group if g.rows.signal is signal]
-            if tables:
-                merged = pa.concat_tables(tables)
-                cur.register("_rows_in", merged)
-                cur.execute(f"INSERT INTO {signal.value} SELECT * FROM _rows_in")
-                cur.unregister("_rows_in")
+        others: dict[str, list[pa.Table]] = {}
+        for g in group:
+            if g.rows.signal is not Signal.TRACES:
+                others.setdefault(g.rows.table_name, []).append(g.rows.table)
+        for name, tables in others.items():
+            # `name` is a table of ours (a Signal or a native API's target), never user input.
+            cur.register("_rows_in", pa.concat_tables(tables))
+            cur.execute(f"INSERT INTO {name} SELECT * FROM _rows_in")
+            cur.unregister("_rows_in")
         cur.execute("COMMIT")
         if self.settings.fsync:
             self._fsync_new_files(cur)

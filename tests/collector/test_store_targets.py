@@ -1,0 +1,52 @@
+"""Rows of the native JSON APIs share the OTLP group commit, into their own tables."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from collector.model import Rows, Signal
+from collector.store import Store, StoreSettings
+from tests.collector.test_reprice import _llm
+from tests.otlp_factory import export_request
+
+
+def test_target_rows_commit_with_spans_in_one_group(tmp_path: Path) -> None:
+    store = Store(StoreSettings(str(tmp_path / "c.ducklake"), str(tmp_path / "data")))
+    store.open()
+    try:
+        store.call(lambda cur: cur.execute("CREATE TABLE events (org VARCHAR, n BIGINT)"))
+        from collector.pipeline import process_payload
+
+        spans, _ = process_payload(
+            Signal.TRACES,
+            "acme",
+            export_request([_llm(1, "gpt-4o")]).SerializeToString(),
+            "protobuf",
+            {},
+        )
+
+        async def both() -> list[int]:
+            results = await asyncio.gather(
+                store.append(
+                    Rows(
+                        None,
+                        "acme",
+                        pa.table({"org": ["acme"] * 3, "n": [1, 2, 3]}),
+                        target="events",
+                    )
+                ),
+                store.append(Rows(Signal.TRACES, "acme", spans)),
+            )
+            return [r.accepted for r in results]
+
+        assert asyncio.run(both()) == [3, 1]
+        assert store.query("SELECT sum(n) FROM events") == [(6,)]
+        assert store.query("SELECT count(*) FROM spans") == [(1,)]
+        with pytest.raises(ValueError, match="signal or a target"):
+            _ = Rows(None, "acme", spans).table_name
+    finally:
+        store.close()
