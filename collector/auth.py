@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from collector.model import SCOPES, Principal, Scope
+from collector.model import KEY_PATTERN, KIND_OF_SCOPE, SCOPE_OF_KIND, SCOPES, Principal, Scope
 from collector.store import Store
 
-PREFIX_OF_SCOPE: dict[Scope, str] = {"ingest": "al_live_", "read": "al_read_", "admin": "al_admin_"}
-SCOPE_OF_PREFIX: dict[str, Scope] = {v[3:-1]: k for k, v in PREFIX_OF_SCOPE.items()}
-KEY_RE = re.compile(r"^al_(live|read|admin)_([0-9a-f]{8})_([0-9a-f]{40})$")
+PREFIX_OF_SCOPE: dict[Scope, str] = {scope: f"al_{kind}_" for scope, kind in KIND_OF_SCOPE.items()}
 
 
 class AuthError(Exception):
@@ -77,10 +74,10 @@ def mint_key(scope: Scope) -> tuple[str, str, str]:
 
 
 def parse_key(key: str) -> tuple[Scope, str, str] | None:
-    m = KEY_RE.fullmatch(key)  # not match: `$` also matches before a trailing newline
+    m = KEY_PATTERN.fullmatch(key)  # not match: `$` also matches before a trailing newline
     if not m:
         return None
-    return SCOPE_OF_PREFIX[m.group(1)], m.group(2), m.group(3)
+    return SCOPE_OF_KIND[m.group(1)], m.group(2), m.group(3)
 
 
 def display_prefix(key_or_id: str, scope: Scope) -> str:

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from collector.config_auth import AuthConfig, KeyConfig, OrgConfig
+from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
     ConfigError,
     ConfigIssue,
     bounds,
     describe,
-    expand_env,
     join,
-    load_yaml,
     parse_dataclass,
     suggest,
 )
@@ -41,10 +41,6 @@ __all__ = [
 _ENDPOINT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})")
 _COMPONENT_ID = re.compile(r"[a-z][a-z0-9_]*(?:/[A-Za-z0-9_.\-]+)?")
 _PIPELINE = re.compile(r"(?:traces|logs|metrics)(?:/[A-Za-z0-9_.\-]+)?")
-_ORG = re.compile(r"[a-z0-9_-]{1,64}")
-_KEY = re.compile(r"al_(live|read|admin)_([0-9a-f]{8})_[0-9a-f]{40}")
-_PREFIX_SCOPE = {"live": "ingest", "read": "read", "admin": "admin"}
-_SCOPE_PREFIX = {scope: prefix for prefix, scope in _PREFIX_SCOPE.items()}
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -232,77 +228,6 @@ class ApiConfig:
 
     def validate(self) -> list[ConfigIssue]:
         return [] if self.endpoint is None else _endpoint_issues("endpoint", self.endpoint)
-
-
-@dataclass(frozen=True, kw_only=True)
-class KeyConfig:
-    """An API key given in the config. Messages and repr never show the secret."""
-
-    scope: Literal["ingest", "read", "admin"]
-    key: str = field(repr=False)
-    name: str = ""
-
-    @property
-    def key_id(self) -> str:
-        """The 8 hex after the prefix: public, unique, how keys are listed; "" if malformed."""
-        m = _KEY.fullmatch(self.key)
-        return m[2] if m else ""
-
-    def validate(self) -> list[ConfigIssue]:
-        m = _KEY.fullmatch(self.key)
-        if m is None:
-            return [
-                ConfigIssue(
-                    "key",
-                    "not a valid agentledger key (expected al_<live|read|admin>_<8 hex id>_"
-                    "<40 hex secret>, lowercase hex; the value is not shown)",
-                )
-            ]
-        if _PREFIX_SCOPE[m[1]] != self.scope:
-            article = "an" if self.scope[0] in "aeiou" else "a"
-            message = (
-                f"an al_{m[1]}_ key has scope {_PREFIX_SCOPE[m[1]]!r}, not {self.scope!r} "
-                f"({article} {self.scope} key starts with al_{_SCOPE_PREFIX[self.scope]}_)"
-            )
-            return [ConfigIssue("key", message)]
-        return []
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrgConfig:
-    name: str
-    keys: list[KeyConfig] = field(default_factory=list)
-
-    def validate(self) -> list[ConfigIssue]:
-        if _ORG.fullmatch(self.name):
-            return []
-        message = "an org name is 1-64 of lowercase letters, digits, '-', '_'"
-        return [ConfigIssue("name", f"{message}, got {describe(self.name)}")]
-
-
-@dataclass(frozen=True, kw_only=True)
-class AuthConfig:
-    bootstrap: bool = True  # create org "default" and print its keys on first start
-    orgs: list[OrgConfig] = field(default_factory=list)
-
-    def validate(self) -> list[ConfigIssue]:
-        issues: list[ConfigIssue] = []
-        org_at: dict[str, str] = {}
-        key_at: dict[str, str] = {}
-        for i, org in enumerate(self.orgs):
-            if org.name in org_at:
-                issues.append(
-                    ConfigIssue(f"orgs[{i}].name", f"duplicate org (also {org_at[org.name]})")
-                )
-            org_at.setdefault(org.name, f"auth.orgs[{i}]")
-            for j, key in enumerate(org.keys):
-                here, key_id = f"orgs[{i}].keys[{j}]", key.key_id
-                if key_id in key_at:
-                    message = f"key id {key_id} is used twice (also {key_at[key_id]})"
-                    issues.append(ConfigIssue(f"{here}.key", message))
-                if key_id:
-                    key_at.setdefault(key_id, f"auth.{here}")
-        return issues
 
 
 def _parse_components(raw: object, path: str, errors: list[ConfigIssue]) -> object:

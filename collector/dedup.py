@@ -1,13 +1,17 @@
 """Recently stored span identities, so an OTLP retry is recognised without scanning the store.
 
-The store writer asks which of a group's span hashes it may have stored already and confirms
-those few exactly against the store; hashes come from DuckDB's `hash(trace_id, span_id)`.
+The store writer asks `SpanDedup` which spans of a group are new; it checks 64-bit hashes
+(DuckDB's `hash(org, trace_id, span_id)`) in memory and confirms the few matches in the store.
 """
 
 from __future__ import annotations
 
+import time
+
+import duckdb
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 U64 = npt.NDArray[np.uint64]
 
@@ -51,3 +55,83 @@ class RecentKeys:
         self._generations = [(t, g) for t, g in self._generations if t >= cutoff]
         while self._generations and len(self) > self._max_keys:
             self._generations.pop(0)
+
+
+class SpanDedup:
+    """Which spans of a commit group are not stored yet, by (org, trace_id, span_id)."""
+
+    def __init__(self, window_s: float) -> None:
+        self._window_s = window_s
+        self._recent = RecentKeys(window_s)
+        self.last_dropped = 0
+        """Spans the last `new_spans` call found already stored."""
+
+    def new_spans(
+        self, cur: duckdb.DuckDBPyConnection, spans: pa.Table, table: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of spans not stored yet (first of equals within the group), and their hashes.
+
+        A span's identity is (org, trace_id, span_id): one org's ids never hide another's spans.
+        """
+        self.last_dropped = 0
+        ids = spans.select(["org", "trace_id", "span_id"])
+        cur.register("_ids", ids)
+        hashes: np.ndarray = cur.execute(
+            "SELECT hash(org, trace_id, span_id) AS h FROM _ids"
+        ).fetchnumpy()["h"]
+        cur.unregister("_ids")
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        _, first = np.unique(hashes, return_index=True)
+        first.sort()
+        keys: list[tuple[str, str, str]] | None = None
+        if len(first) < len(hashes):
+            # Equal hashes within the group: keep a later one only if its ids really differ.
+            keys = _id_keys(ids)
+            seen: set[tuple[str, str, str]] = set()
+            keep_list = []
+            for i, key in enumerate(keys):
+                if key not in seen:
+                    seen.add(key)
+                    keep_list.append(i)
+            first = np.asarray(keep_list, dtype=np.int64)
+        maybe = self._recent.may_contain(hashes[first])
+        if maybe.any():
+            cand = first[maybe]
+            stored = self._stored_keys(cur, hashes[cand], table)
+            if stored:
+                keys = keys or _id_keys(ids)
+                drop = {int(i) for i in cand if keys[int(i)] in stored}
+                self.last_dropped = len(drop)
+                first = np.asarray([i for i in first if int(i) not in drop], dtype=np.int64)
+        return first, hashes[first]
+
+    def _stored_keys(
+        self, cur: duckdb.DuckDBPyConnection, hashes: np.ndarray, table: str
+    ) -> set[tuple[str, str, str]]:
+        # Generations merge, so a hash can outlive the window by up to one window: look that far.
+        window_start = time.time() - 2 * self._window_s
+        rows = cur.execute(
+            f"SELECT org, trace_id, span_id FROM {table} "
+            "WHERE received_at >= to_timestamp(?) AND hash(org, trace_id, span_id) IN "
+            "(SELECT unnest(?::UBIGINT[]))",
+            [window_start, [int(h) for h in hashes]],
+        ).fetchall()
+        return {(r[0], r[1], r[2]) for r in rows}
+
+    def load(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        """Rebuild the recent hashes from the spans received within the window (at start)."""
+        window_start = time.time() - self._window_s
+        hashes = con.execute(
+            f"SELECT hash(org, trace_id, span_id) AS h FROM {table} "
+            "WHERE received_at >= to_timestamp(?)",
+            [window_start],
+        ).fetchnumpy()["h"]
+        self._recent.add(np.asarray(hashes, dtype=np.uint64), time.time())
+
+    def remember(self, hashes: np.ndarray) -> None:
+        """Hashes of spans just committed."""
+        self._recent.add(hashes, time.time())
+
+
+def _id_keys(ids: pa.Table) -> list[tuple[str, str, str]]:
+    return list(zip(*(ids.column(i).to_pylist() for i in range(3)), strict=True))

@@ -6,6 +6,7 @@ Receivers decode requests into `Batch`es, processors transform them, the pipelin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +16,11 @@ import pyarrow as pa
 
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
+
+# API keys: al_<kind>_<8 hex key id>_<40 hex secret>; the kind names the scope.
+KEY_PATTERN = re.compile(r"al_(live|read|admin)_([0-9a-f]{8})_([0-9a-f]{40})")
+SCOPE_OF_KIND: dict[str, Scope] = {"live": "ingest", "read": "read", "admin": "admin"}
+KIND_OF_SCOPE: dict[Scope, str] = {scope: kind for kind, scope in SCOPE_OF_KIND.items()}
 
 
 class Signal(StrEnum):

@@ -23,9 +23,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from collector.dedup import RecentKeys
+from collector.dedup import SpanDedup
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
 from collector.schema import create_table_sql
+from collector.telemetry import StoreStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,7 +113,7 @@ class Store:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._queue: queue.Queue[_Append | _Call | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._recent = RecentKeys(settings.dedup_window_s)
+        self._dedup = SpanDedup(settings.dedup_window_s)
         self._last_file_id = -1
         self.stats = StoreStats()
 
@@ -129,7 +130,7 @@ class Store:
         for ddl in META_DDL:
             con.execute(ddl.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
         self._con = con
-        self._load_recent_keys()
+        self._dedup.load(con, f"{LAKE}.{Signal.TRACES.value}")
         self._new_data_files(con)  # start the fsync watermark at the files already there
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
@@ -285,7 +286,7 @@ class Store:
             for item in group:
                 item.done(err)
             return
-        self._recent.add(new_hashes, time.time())
+        self._dedup.remember(new_hashes)
         elapsed = time.perf_counter() - started
         self.stats.record_commit(elapsed, sum(r.accepted for r in results))
         for item, result in zip(group, results, strict=True):
@@ -301,7 +302,8 @@ class Store:
         cur.execute("BEGIN")
         if span_tables:
             spans = pa.concat_tables(span_tables)
-            keep, new_hashes = self._dedup(cur, spans)
+            keep, new_hashes = self._dedup.new_spans(cur, spans, Signal.TRACES.value)
+            self.stats.deduplicated += self._dedup.last_dropped
             kept = (
                 spans.take(pa.array(keep, type=pa.int64())) if len(keep) < spans.num_rows else spans
             )
@@ -342,67 +344,6 @@ class Store:
                 results.append(Accepted(g.rows.count, 0, g.rows.rejected))
         return results, new_hashes
 
-    def _dedup(
-        self, cur: duckdb.DuckDBPyConnection, spans: pa.Table
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of spans not stored yet (first of equals within the group), and their hashes.
-
-        A span's identity is (org, trace_id, span_id): one org's ids never hide another's spans.
-        """
-        ids = spans.select(["org", "trace_id", "span_id"])
-        cur.register("_ids", ids)
-        hashes: np.ndarray = cur.execute(
-            "SELECT hash(org, trace_id, span_id) AS h FROM _ids"
-        ).fetchnumpy()["h"]
-        cur.unregister("_ids")
-        hashes = np.asarray(hashes, dtype=np.uint64)
-        _, first = np.unique(hashes, return_index=True)
-        first.sort()
-        keys: list[tuple[str, str, str]] | None = None
-        if len(first) < len(hashes):
-            # Equal hashes within the group: keep a later one only if its ids really differ.
-            keys = _id_keys(ids)
-            seen: set[tuple[str, str, str]] = set()
-            keep_list = []
-            for i, key in enumerate(keys):
-                if key not in seen:
-                    seen.add(key)
-                    keep_list.append(i)
-            first = np.asarray(keep_list, dtype=np.int64)
-        maybe = self._recent.may_contain(hashes[first])
-        if maybe.any():
-            cand = first[maybe]
-            stored = self._stored_keys(cur, hashes[cand])
-            if stored:
-                keys = keys or _id_keys(ids)
-                drop = {int(i) for i in cand if keys[int(i)] in stored}
-                self.stats.deduplicated += len(drop)
-                first = np.asarray([i for i in first if int(i) not in drop], dtype=np.int64)
-        return first, hashes[first]
-
-    def _stored_keys(
-        self, cur: duckdb.DuckDBPyConnection, hashes: np.ndarray
-    ) -> set[tuple[str, str, str]]:
-        # Generations merge, so a hash can outlive the window by up to one window: look that far.
-        window_start = time.time() - 2 * self.settings.dedup_window_s
-        rows = cur.execute(
-            f"SELECT org, trace_id, span_id FROM {Signal.TRACES.value} "
-            "WHERE received_at >= to_timestamp(?) AND hash(org, trace_id, span_id) IN "
-            "(SELECT unnest(?::UBIGINT[]))",
-            [window_start, [int(h) for h in hashes]],
-        ).fetchall()
-        return {(r[0], r[1], r[2]) for r in rows}
-
-    def _load_recent_keys(self) -> None:
-        assert self._con is not None
-        window_start = time.time() - self.settings.dedup_window_s
-        hashes = self._con.execute(
-            f"SELECT hash(org, trace_id, span_id) AS h FROM {LAKE}.{Signal.TRACES.value} "
-            "WHERE received_at >= to_timestamp(?)",
-            [window_start],
-        ).fetchnumpy()["h"]
-        self._recent.add(np.asarray(hashes, dtype=np.uint64), time.time())
-
     def _new_data_files(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
         """Parquet files the catalog gained since the last call (read from DuckLake's metadata)."""
         meta = f"__ducklake_metadata_{LAKE}"
@@ -442,10 +383,6 @@ class Store:
                 os.close(fd)
 
 
-def _id_keys(ids: pa.Table) -> list[tuple[str, str, str]]:
-    return list(zip(*(ids.column(i).to_pylist() for i in range(3)), strict=True))
-
-
 def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) -> None:
     if fut.done():
         return
@@ -458,27 +395,3 @@ def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) ->
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):
         cur.execute("ROLLBACK")
-
-
-@dataclass
-class StoreStats:
-    """Counters for /metrics, written by the writer thread only."""
-
-    commits: int = 0
-    commit_failures: int = 0
-    rows_committed: int = 0
-    deduplicated: int = 0
-    commit_seconds_total: float = 0.0
-    commit_seconds_max: float = 0.0
-    commit_latency_buckets: dict[float, int] = field(
-        default_factory=lambda: dict.fromkeys((0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), 0)
-    )
-
-    def record_commit(self, seconds: float, rows: int) -> None:
-        self.commits += 1
-        self.rows_committed += rows
-        self.commit_seconds_total += seconds
-        self.commit_seconds_max = max(self.commit_seconds_max, seconds)
-        for bound in self.commit_latency_buckets:
-            if seconds <= bound:
-                self.commit_latency_buckets[bound] += 1

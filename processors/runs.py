@@ -9,18 +9,23 @@ last), so its id is already the final one; once a root has arrived, they join th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 from processors.loops import detect_loop
+from processors.runrows import (
+    SPAN_FACT_FIELDS,
+    RunRow,
+    SpanRun,
+    TraceRuns,
+    from_epoch_ns,
+    span_facts,
+)
 from processors.runtree import RunTree, SpanFacts, group_traces, order
 from processors.semconv import GENERIC_RUN_NAMES
 
 _STATUS_OK, _STATUS_ERROR = 1, 2
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIMEOUT_WORDS = ("timeout", "timed out", "deadline exceeded", "deadline_exceeded")
 _TOKEN_FIELDS = (
     "input_tokens",
@@ -53,68 +58,6 @@ class RunsConfig:
                 raise ValueError(f"runs.{name}: must be positive, got {getattr(self, name)}")
 
 
-SPAN_FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SpanFacts))
-_FIELD_SET = frozenset(SPAN_FACT_FIELDS) - {"links", "received_ns"}
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One row of the `runs` table (`collector.schema.RUN_COLUMNS`)."""
-
-    org: str
-    run_id: str
-    trace_id: str
-    span_id: str
-    parent_run_id: str | None
-    workflow_name: str | None
-    run_id_external: str | None
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    duration_ms: int | None
-    cost_usd: float
-    cost_unknown_calls: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    total_tokens: int
-    llm_call_count: int
-    tool_use_count: int
-    error_count: int
-    session_id: str | None
-    user_id: str | None
-    input_excerpt: str | None
-    output_excerpt: str | None
-    error_type: str | None
-    service_name: str | None
-    loop_detail: str | None
-    link_trace_id: str | None
-    last_span_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class SpanRun:
-    """One row of the `span_runs` table: the run a span belongs to."""
-
-    org: str
-    trace_id: str
-    span_id: str
-    run_id: str
-    span_type: str | None
-    start_time_unix_nano: int
-
-
-@dataclass(frozen=True)
-class TraceRuns:
-    """A trace's runs (sorted by run id) and span assignments (sorted by span id)."""
-
-    runs: tuple[RunRow, ...] = ()
-    span_runs: tuple[SpanRun, ...] = ()
-
-
 class RunsProcessor:
     """The run assembler as `collector/derive.py` sees it: stored span rows in, table rows out.
 
@@ -144,32 +87,6 @@ class RunsProcessor:
             "runs": [dict(vars(r)) for r in result.runs],
             "span_runs": [dict(vars(r)) for r in result.span_runs],
         }
-
-
-def span_facts(row: Mapping[str, Any]) -> SpanFacts:
-    """A `SpanFacts` from a `spans` row: links JSON parsed, `received_at` in ns, NULLs defaulted."""
-    values = {k: v for k, v in row.items() if v is not None and k in _FIELD_SET}
-    received = row.get("received_at")
-    if isinstance(received, datetime):
-        values["received_ns"] = _ns(received)
-    values["links"] = _links(row.get("links"))
-    return SpanFacts(**values)
-
-
-def _links(raw: Any) -> tuple[tuple[str, str], ...]:
-    if isinstance(raw, tuple):
-        return raw
-    if not raw or raw == "[]":
-        return ()
-    try:
-        parsed = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        return ()
-    return tuple(
-        (str(link["trace_id"]), str(link["span_id"]))
-        for link in parsed
-        if isinstance(link, dict) and link.get("trace_id") and link.get("span_id")
-    )
 
 
 def assemble(
@@ -448,8 +365,8 @@ class _Builder:
                 [run_span, *members] if run_span else members, "run_id_external"
             ),
             status=status,
-            started_at=_dt(started),
-            ended_at=_dt(ended) if ended is not None else None,
+            started_at=from_epoch_ns(started),
+            ended_at=from_epoch_ns(ended) if ended is not None else None,
             duration_ms=(ended - started) // 1_000_000 if ended is not None else None,
             cost_usd=usage.cost_usd,
             cost_unknown_calls=usage.cost_unknown_calls,
@@ -470,8 +387,8 @@ class _Builder:
             service_name=head.service_name,
             loop_detail=self._loop(key),
             link_trace_id=link_trace_id,
-            last_span_at=_dt(max(s.last_seen_ns for s in members)),
-            updated_at=_dt(self.now_ns),
+            last_span_at=from_epoch_ns(max(s.last_seen_ns for s in members)),
+            updated_at=from_epoch_ns(self.now_ns),
         )
 
 
@@ -500,14 +417,3 @@ def _workflow_name(run_span: SpanFacts | None, members: list[SpanFacts]) -> str 
     if name and name not in GENERIC_RUN_NAMES:
         return name
     return run_span.service_name or name or None
-
-
-def _ns(t: datetime) -> int:
-    delta = t - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-
-
-def _dt(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(
-        microsecond=(ns // 1000) % 1_000_000
-    )

@@ -30,7 +30,8 @@ from collector.config import (
     parse_config,
     split_endpoint,
 )
-from collector.configparse import bounds, expand_env, parse_dataclass
+from collector.configenv import expand_env
+from collector.configparse import bounds, parse_dataclass
 
 REPO = Path(__file__).resolve().parents[2]
 INGEST = "al_live_0123abcd_" + "a" * 40

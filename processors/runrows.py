@@ -1,0 +1,113 @@
+"""Rows of the derived tables (`runs`, `span_runs`) and the span facts read from `spans`:
+the data types run assembly (`runs.py`) takes in and gives out. Pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from processors.runtree import SpanFacts
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+SPAN_FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SpanFacts))
+_FIELD_SET = frozenset(SPAN_FACT_FIELDS) - {"links", "received_ns"}
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of the `runs` table (`collector.schema.RUN_COLUMNS`)."""
+
+    org: str
+    run_id: str
+    trace_id: str
+    span_id: str
+    parent_run_id: str | None
+    workflow_name: str | None
+    run_id_external: str | None
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_ms: int | None
+    cost_usd: float
+    cost_unknown_calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    llm_call_count: int
+    tool_use_count: int
+    error_count: int
+    session_id: str | None
+    user_id: str | None
+    input_excerpt: str | None
+    output_excerpt: str | None
+    error_type: str | None
+    service_name: str | None
+    loop_detail: str | None
+    link_trace_id: str | None
+    last_span_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SpanRun:
+    """One row of the `span_runs` table: the run a span belongs to."""
+
+    org: str
+    trace_id: str
+    span_id: str
+    run_id: str
+    span_type: str | None
+    start_time_unix_nano: int
+
+
+@dataclass(frozen=True)
+class TraceRuns:
+    """A trace's runs (sorted by run id) and span assignments (sorted by span id)."""
+
+    runs: tuple[RunRow, ...] = ()
+    span_runs: tuple[SpanRun, ...] = ()
+
+
+def span_facts(row: Mapping[str, Any]) -> SpanFacts:
+    """A `SpanFacts` from a `spans` row: links JSON parsed, `received_at` in ns, NULLs defaulted."""
+    values = {k: v for k, v in row.items() if v is not None and k in _FIELD_SET}
+    received = row.get("received_at")
+    if isinstance(received, datetime):
+        values["received_ns"] = to_epoch_ns(received)
+    values["links"] = _links(row.get("links"))
+    return SpanFacts(**values)
+
+
+def _links(raw: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(raw, tuple):
+        return raw
+    if not raw or raw == "[]":
+        return ()
+    try:
+        parsed = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return ()
+    return tuple(
+        (str(link["trace_id"]), str(link["span_id"]))
+        for link in parsed
+        if isinstance(link, dict) and link.get("trace_id") and link.get("span_id")
+    )
+
+
+def to_epoch_ns(t: datetime) -> int:
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def from_epoch_ns(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(
+        microsecond=(ns // 1000) % 1_000_000
+    )
