@@ -140,7 +140,7 @@ def _summary(r: tuple[Any, ...]) -> RunSummary:
 _RUN_SQL = f"""SELECT {_SUMMARY_COLS}, session_id, user_id, input_excerpt, output_excerpt,
     error_type, trace_id, parent_run_id, input_tokens, output_tokens, cache_read_tokens,
     cache_write_tokens, reasoning_tokens, error_count, cost_unknown_calls, loop_detail,
-    service_name
+    service_name, epoch_ns(started_at), epoch_ns(coalesce(ended_at, last_span_at))
     FROM runs WHERE org = $org AND run_id = $run_id
     LIMIT 1"""
 
@@ -154,6 +154,9 @@ _SPANS_SQL = """SELECT sr.span_type, s.span_id, s.name, s.model, s.provider, s.i
     JOIN spans s ON s.org = sr.org AND s.trace_id = sr.trace_id AND s.span_id = sr.span_id
     WHERE sr.org = $org AND sr.trace_id = $trace_id AND sr.run_id = $run_id
       AND sr.span_type IN ('llm', 'tool') AND s.org = $org AND s.trace_id = $trace_id
+      -- The run's time window lets Parquet min/max statistics skip every other file.
+      AND sr.start_time_unix_nano BETWEEN $lo AND $hi
+      AND s.start_time_unix_nano BETWEEN $lo AND $hi
     ORDER BY s.start_time_unix_nano, s.span_id
     LIMIT $limit"""
 
@@ -161,6 +164,8 @@ _CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
     WHERE org = $org AND parent_run_id = $run_id
     ORDER BY started_at, run_id
     LIMIT $limit"""
+
+_SKEW_NS = 3600 * 1_000_000_000
 
 # UNION (not UNION ALL) and the depth bound keep a corrupt parent cycle from recursing forever.
 _COMBINED_COST_SQL = """WITH RECURSIVE tree(run_id, depth) AS (
@@ -244,11 +249,15 @@ def get_run(store: Store, org: str, run_id: str) -> RunDetail | None:
     if not found:
         return None
     row = found[0]
-    extra = dict(zip(_EXTRA, row[11:], strict=True))
+    extra = dict(zip(_EXTRA, row[11:-2], strict=True))
+    # Spans of a run start within it; an hour either side absorbs clock skew between services.
+    lo, hi = int(row[-2]) - _SKEW_NS, int(row[-1] or row[-2]) + _SKEW_NS
     llm_calls: list[LlmCall] = []
     tool_events: list[ToolEvent] = []
     spans = fetch(
-        store, _SPANS_SQL, {**key, "trace_id": extra["trace_id"], "limit": 2 * MAX_DETAIL_SPANS}
+        store,
+        _SPANS_SQL,
+        {**key, "trace_id": extra["trace_id"], "limit": 2 * MAX_DETAIL_SPANS, "lo": lo, "hi": hi},
     )
     for s in spans:
         if s[0] == "llm" and len(llm_calls) < MAX_DETAIL_SPANS:
@@ -256,7 +265,8 @@ def get_run(store: Store, org: str, run_id: str) -> RunDetail | None:
         elif s[0] == "tool" and len(tool_events) < MAX_DETAIL_SPANS:
             tool_events.append(ToolEvent(s[1], *s[12:20]))
     children = fetch(store, _CHILDREN_SQL, {**key, "limit": MAX_CHILD_RUNS})
-    combined = fetch(store, _COMBINED_COST_SQL, key)
+    # Without children the combined cost is the run's own: skip the recursive walk.
+    combined = fetch(store, _COMBINED_COST_SQL, key) if children else [(row[4],)]
     return RunDetail(
         summary=_summary(row),
         extra=extra,

@@ -25,6 +25,7 @@ from collector.errors import ApiError, error_response, from_api_error
 from collector.model import Principal, StoreUnavailable
 from collector.query import RUN_STATUSES
 from collector.ratelimit import SlidingWindowLimiter
+from collector.read_api_compare import CompareApi
 from collector.read_api_params import Params, decode_cursor, encode_cursor
 from collector.store import Store
 
@@ -52,6 +53,8 @@ class ReadApi:
     def routes(self) -> list[Route]:
         table: list[tuple[str, Handler]] = [
             ("/api/runs", self._runs),
+            # Before `{run_id}`, which would otherwise take "compare" for a run id.
+            *CompareApi(self._store).handlers(),
             ("/api/runs/{run_id}", self._run),
             ("/api/workflows", self._workflows),
             ("/api/workflows/{name:path}/stats", self._workflow_stats),
