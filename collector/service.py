@@ -30,7 +30,9 @@ from collector.pipeline import DecodePool, Limits, Pipeline
 from collector.read_api import ReadApi
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
+from collector.roi_api import RoiApi
 from collector.store import Store, StoreSettings
+from collector.tasktypes import load_catalogue
 from collector.telemetry import Metrics, histogram_lines
 from collector.views import create_views
 
@@ -83,6 +85,7 @@ class Service:
         self._flusher: asyncio.Task[None] | None = None
         self._first_keys: Mapping[Scope, str] | None = None
         self._deriver: RunDeriver | None = None
+        self._roi: RoiApi | None = None
         self._stop_deriving = asyncio.Event()
         self._deriving: asyncio.Task[None] | None = None
 
@@ -102,6 +105,10 @@ class Service:
         self._deriver = registry.build_deriver(parts, self.store, self._pool.call)
         await asyncio.to_thread(self._deriver.create_tables)
         await asyncio.to_thread(create_views, self.store)
+        self._roi = RoiApi(
+            self.store, self.auth, load_catalogue(), registry.build_processor(parts, "cost")
+        )
+        await asyncio.to_thread(self._roi.create_tables)
         self._pipeline = Pipeline(
             self._pool,
             by_signal,
@@ -159,8 +166,13 @@ class Service:
             )
 
     def _api_routes(self) -> list[BaseRoute]:
+        assert self._roi is not None
         # ReadApi last: it answers other methods on its GET paths with a JSON 405.
-        return [*AdminApi(self.auth).routes(), *ReadApi(self.store, self.auth).routes()]
+        return [
+            *AdminApi(self.auth).routes(),
+            *self._roi.routes(),
+            *ReadApi(self.store, self.auth).routes(),
+        ]
 
     def _ops_routes(self) -> list[BaseRoute]:
         return [Route("/health", self._health), Route("/metrics", self._metrics_page)]

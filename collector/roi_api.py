@@ -1,0 +1,366 @@
+"""The ROI API (`track-api.txt`): POST /v1/track, task types, org settings, events and reports.
+
+Ingest keys track events (written through the store's group commit, answered once durable);
+admin keys read and patch `orgs.settings`; read tokens list events and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import read_api_json as js
+from collector import roi_reports, roi_store
+from collector.auth import Authenticator, AuthError, parse_key
+from collector.errors import ApiError, error_response, from_api_error
+from collector.model import Principal, Processor, Scope, StoreUnavailable
+from collector.ratelimit import SlidingWindowLimiter
+from collector.read_api_params import Params, decode_cursor, encode_cursor
+from collector.receivers.native import authenticate_ingest, read_json_object
+from collector.roi_guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
+from collector.roi_json import event_json, event_record, response_body, task_types_body
+from collector.roi_math import Pricer, UnknownTaskType, compute, processor_pricer
+from collector.roi_request import OUTCOMES, TrackRequest, parse_track
+from collector.roi_settings import KEYS, OrgSettings, merge_patch, parse_settings
+from collector.store import Store
+from collector.tasktypes import Catalogue
+
+log = logging.getLogger(__name__)
+PAST, FUTURE = timedelta(days=90), timedelta(hours=24)
+SETTINGS_TTL_S = 30.0  # another node's PATCH shows up here within this long
+SORT = "occurred_at_desc"
+
+
+def _no_price(org: str, model: str, tin: int | None, tout: int | None) -> tuple[None, None]:
+    return None, None
+
+
+class RoiApi:
+    def __init__(
+        self,
+        store: Store,
+        auth: Authenticator,
+        catalogue: Catalogue,
+        cost: Processor | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._auth = auth
+        self._catalogue = catalogue
+        self._price: Pricer = processor_pricer(cost) if cost is not None else _no_price
+        self._clock = clock
+        self._settings: dict[str, tuple[float, OrgSettings]] = {}
+        self._ingest_limiters: dict[int, SlidingWindowLimiter] = {}
+        self._read_limiter = SlidingWindowLimiter(300, 60.0)
+        self._ids = EventIds()
+        self._locks = KeyLocks()
+        self._recent = RecentKeys()
+        self._quota = MonthlyQuota(lambda org, t: roi_store.count_since(store, org, t))
+
+    def create_tables(self) -> None:
+        """Create `roi_events` and the `idempotency_keys` view; load the last 24 h of keys."""
+        roi_store.create_tables(self._store)
+        now = self._clock()
+        self._recent.load(roi_store.recent_keys(self._store, now, 200_000), now)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/track", self._track, methods=["POST"]),
+            Route("/v1/task-types", self._task_types, methods=["GET"]),
+            Route("/v1/settings", self._get_settings, methods=["GET"]),
+            Route("/v1/settings", self._patch_settings, methods=["PATCH"]),
+            Route("/v1/events", self._read(self._events), methods=["GET"]),
+            Route("/v1/events/{event_id}", self._read(self._event), methods=["GET"]),
+            Route("/v1/reports", self._read(self._reports), methods=["GET"]),
+        ]
+
+    # -- track -----------------------------------------------------------------------------
+
+    async def _track(self, request: Request) -> Response:
+        try:
+            principal = authenticate_ingest(self._auth, request)
+            settings = await self._settings_for(principal.org)
+            self._rate_check(principal.key_id, settings.rate_limit)
+            req = parse_track(await read_json_object(request), request.headers.get("traceparent"))
+            key = request.headers.get("idempotency-key")
+            if key is not None and not 1 <= len(key) <= 255:
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    "Invalid Idempotency-Key",
+                    [{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}],
+                )
+            now = self._clock()
+            if req.occurred_at is not None and not now - PAST <= req.occurred_at <= now + FUTURE:
+                raise ApiError(
+                    422,
+                    "occurred_at_out_of_range",
+                    "occurred_at is more than 90 days old or more than 24 h in the future",
+                    [{"field": "occurred_at", "message": "must be within [now-90d, now+24h]"}],
+                )
+            if key is None:
+                return await self._record(principal, settings, req, None, now)
+            async with self._locks.hold((principal.org, key)):
+                replay = await self._replay(principal.org, key, self._clock())
+                if replay is not None:
+                    return Response(
+                        replay,
+                        201,
+                        media_type="application/json",
+                        headers={"Idempotent-Replayed": "true"},
+                    )
+                return await self._record(principal, settings, req, key, self._clock())
+        except ApiError as e:
+            return from_api_error(e)
+        except StoreUnavailable:
+            return error_response(
+                503, "unavailable", "The store is unavailable", headers={"Retry-After": "1"}
+            )
+
+    def _rate_check(self, key_id: str, limit: int) -> None:
+        limiter = self._ingest_limiters.get(limit)
+        if limiter is None:
+            limiter = self._ingest_limiters[limit] = SlidingWindowLimiter(limit, 1.0)
+        if limiter.check(key_id) is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"More than {limit} requests a second for this API key",
+                headers={"Retry-After": "1"},
+            )
+
+    async def _replay(self, org: str, key: str, now: datetime) -> bytes | None:
+        may_exist, response = self._recent.get((org, key), now)
+        if response is None and may_exist:
+            response = await asyncio.to_thread(
+                roi_store.stored_response, self._store, org, key, now
+            )
+        return None if response is None else response.encode()
+
+    async def _record(
+        self,
+        principal: Principal,
+        settings: OrgSettings,
+        req: TrackRequest,
+        key: str | None,
+        now: datetime,
+    ) -> Response:
+        org = principal.org
+        try:
+            s = compute(req, settings, self._catalogue, org, self._price)
+        except UnknownTaskType as e:
+            raise ApiError(
+                422,
+                "unknown_task_type",
+                f"task_type {req.task_type!r} is not in the catalogue and no "
+                "human_baseline_minutes was given",
+                [{"field": "task_type", "message": "unknown task type"}],
+            ) from e
+        occurred = req.occurred_at or now
+        event_id = self._ids.new()
+        text = json.dumps(response_body(event_id, req, s, occurred))
+        if not await self._quota.reserve(org, settings.monthly_cap, now):
+            raise ApiError(
+                429,
+                "quota_exceeded",
+                f"The {settings.plan} plan's {settings.monthly_cap} events this month are used",
+                headers={"Retry-After": str(_seconds_to_next_month(now))},
+            )
+        record = event_record(
+            event_id,
+            req,
+            s,
+            occurred=occurred,
+            now=now,
+            key_id=principal.key_id,
+            key=key,
+            response=text,
+        )
+        try:
+            await self._store.append(roi_store.event_rows(org, record))
+        except BaseException:
+            self._quota.release(org, now)
+            raise
+        if key is not None:
+            self._recent.add((org, key), text, now)
+        return Response(text, 201, media_type="application/json")
+
+    # -- task types and settings -----------------------------------------------------------
+
+    async def _task_types(self, request: Request) -> Response:
+        try:
+            principal = self._any_scope(request)
+            settings = await self._settings_for(principal.org)
+        except ApiError as e:
+            return from_api_error(e)
+        return JSONResponse(task_types_body(self._catalogue, settings))
+
+    async def _get_settings(self, request: Request) -> Response:
+        try:
+            principal = self._authenticate(request, "admin")
+            settings = await self._settings_for(principal.org, fresh=True)
+        except ApiError as e:
+            return from_api_error(e)
+        return JSONResponse(settings.public())
+
+    async def _patch_settings(self, request: Request) -> Response:
+        try:
+            principal = self._authenticate(request, "admin")
+            patch = await read_json_object(request)
+            unknown = sorted(set(patch) - set(KEYS))
+            if unknown:
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    "Unknown settings",
+                    [{"field": k, "message": "is not a setting"} for k in unknown],
+                )
+            settings = await self._store.acall(
+                lambda cur: _write_settings(cur, principal.org, patch, self._catalogue)
+            )
+        except ApiError as e:
+            return from_api_error(e)
+        self._settings[principal.org] = (time.monotonic(), settings)
+        return JSONResponse(settings.public())
+
+    async def _settings_for(self, org: str, fresh: bool = False) -> OrgSettings:
+        cached = self._settings.get(org)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < SETTINGS_TTL_S:
+            return cached[1]
+        rows = await asyncio.to_thread(
+            self._store.query, "SELECT settings FROM orgs WHERE name = ?", [org]
+        )
+        raw = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+        settings, problems = parse_settings(raw, self._catalogue)
+        if problems:  # written by hand or by an older version: say so, keep serving
+            log.warning("org %s has invalid ROI settings: %s", org, problems)
+        self._settings[org] = (time.monotonic(), settings)
+        return settings
+
+    def _authenticate(self, request: Request, scope: Scope) -> Principal:
+        try:
+            return self._auth.authenticate(request.headers.get("authorization"), scope)
+        except AuthError as e:
+            raise ApiError(e.status, e.code, str(e)) from e
+
+    def _any_scope(self, request: Request) -> Principal:
+        """The task types are no secret within the org: any of its keys may list them."""
+        header = request.headers.get("authorization") or ""
+        parsed = parse_key(header.partition(" ")[2].strip())
+        return self._authenticate(request, parsed[0] if parsed else "read")
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _read(
+        self, handler: Callable[[Principal, Params, dict[str, Any]], Any]
+    ) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                principal = self._authenticate(request, "read")
+                wait = self._read_limiter.check(principal.key_id)
+                if wait is not None:
+                    raise ApiError(
+                        429,
+                        "rate_limited",
+                        "More than 300 requests a minute",
+                        headers={"Retry-After": str(wait)},
+                    )
+                params = Params(request.query_params, self._clock())
+                body = await asyncio.to_thread(handler, principal, params, request.path_params)
+            except ApiError as e:
+                return from_api_error(e)
+            except duckdb.InterruptException:
+                return error_response(
+                    503, "query_timeout", "The query ran too long", headers={"Retry-After": "5"}
+                )
+            return JSONResponse(body)
+
+        return endpoint
+
+    def _filter(self, p: Principal, q: Params) -> roi_store.EventFilter:
+        window = q.window()
+        metadata = []
+        for name, value in q.query.multi_items():
+            if name.startswith("metadata."):
+                group = roi_reports.GroupBy.parse(name)
+                if group is None or group.metadata_key is None:
+                    q.problem(name, "metadata keys are letters, digits, _ and -")
+                else:
+                    metadata.append((roi_reports.metadata_path(group.metadata_key), value))
+        return roi_store.EventFilter(
+            org=p.org,
+            start=window.start,
+            end=window.end,
+            agent_ids=q.strings("agent_id"),
+            task_types=q.strings("task_type"),
+            outcomes=q.strings("outcome", OUTCOMES),
+            models=q.strings("model"),
+            trace_id=q.query.get("trace_id") or None,
+            run_id=q.query.get("run_id") or None,
+            metadata=tuple(metadata),
+        )
+
+    def _events(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        f = self._filter(p, q)
+        limit = q.limit(default=50, maximum=500)
+        after = decode_cursor(q, SORT, "BIGINT")
+        q.raise_if_invalid()
+        position = None if after is None else (int(after[0]), after[1])
+        page, nxt = roi_store.list_events(self._store, f, position, limit)
+        return {
+            "events": [event_json(e) for e in page],
+            "next_cursor": None if nxt is None else encode_cursor(SORT, nxt[0], nxt[1]),
+        }
+
+    def _event(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+        found = roi_store.get_event(self._store, p.org, str(path["event_id"]))
+        if found is None:
+            raise ApiError(404, "not_found", "Event not found")
+        return event_json(found)
+
+    def _reports(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        f = self._filter(p, q)
+        raw_group = q.query.get("group_by") or None
+        group = roi_reports.GroupBy.parse(raw_group) if raw_group else None
+        if raw_group and group is None:
+            allowed = ", ".join(roi_reports.GROUP_COLUMNS)
+            q.problem("group_by", f"must be one of {allowed} or metadata.<key>")
+        window = q.window()
+        label, width = q.interval(window)
+        q.raise_if_invalid()
+        body = roi_reports.report(self._store, f, group, width)
+        head = {"from": js.iso(f.start), "to": js.iso(f.end), "interval": label}
+        return {**head, "group_by": raw_group, **body}
+
+
+def _write_settings(
+    cur: duckdb.DuckDBPyConnection, org: str, patch: dict[str, Any], catalogue: Catalogue
+) -> OrgSettings:
+    """Read-modify-write of the org's settings in one transaction; others' keys are kept."""
+    row = cur.execute("SELECT settings FROM orgs WHERE name = ?", [org]).fetchone()
+    current = json.loads(row[0]) if row and row[0] else {}
+    merged = merge_patch(current, patch)
+    settings, problems = parse_settings(merged, catalogue)
+    if problems:
+        raise ApiError(422, "validation_error", "Invalid settings", problems)
+    stored = json.dumps({**merged, **settings.stored()})
+    if row is None:
+        cur.execute("INSERT INTO orgs VALUES (?, ?, ?)", [org, datetime.now(UTC), stored])
+    else:
+        cur.execute("UPDATE orgs SET settings = ? WHERE name = ?", [stored, org])
+    return settings
+
+
+def _seconds_to_next_month(now: datetime) -> int:
+    nxt = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)
+    return max(1, int((nxt.replace(day=1) - now).total_seconds()))

@@ -1,0 +1,166 @@
+"""ROI arithmetic, the baseline stack, run cost and body validation, without a store or HTTP."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from collector.errors import ApiError
+from collector.pricebook import load_price_book
+from collector.roi_math import (
+    UnknownTaskType,
+    compute,
+    hours_saved,
+    processor_pricer,
+    resolve_baseline,
+)
+from collector.roi_request import parse_track
+from collector.roi_settings import CustomType, OrgSettings, merge_patch, parse_settings
+from collector.tasktypes import load_catalogue, parse_catalogue
+from processors.cost import CostConfig, CostProcessor
+
+CATALOGUE = load_catalogue()
+PRICE = processor_pricer(CostProcessor(CostConfig(), load_price_book()))
+EUR = OrgSettings(hourly_rate=45, currency="EUR", fx_rates={"EUR": 0.92})
+
+
+def track(**fields: Any) -> Any:
+    body = {"agent_id": "a", "task_type": "email_classification", "outcome": "success"}
+    return parse_track({**body, **fields})
+
+
+def test_the_docs_example_numbers() -> None:
+    s = compute(track(agent_duration_seconds=4), EUR, CATALOGUE, "acme", PRICE)
+    assert (s.baseline.minutes, s.baseline.source) == (4.0, "builtin")
+    assert s.hours_saved == Decimal("0.066")  # (240 - 4) / 3600 = 0.06555… → 0.066
+    assert s.cost_saved == Decimal("2.97")  # 0.066 x 45, from the rounded hours (not 2.95)
+    assert (s.cost.amount, s.cost.source, s.net_saved) == (None, "none", Decimal("2.97"))
+
+
+def test_hours_round_half_up_and_never_go_negative() -> None:
+    assert hours_saved(1.0, 1.8, "success") == Decimal("0.016")  # 58.2 s = 0.01616…
+    assert hours_saved(0.09, 0, "success") == Decimal("0.002")  # 5.4 s = 0.0015 → up
+    assert hours_saved(1.0, 120, "success") == Decimal("0.000")
+    assert hours_saved(60.0, None, "needs_review") == Decimal("1.000")
+    assert hours_saved(60.0, 0, "failure") == Decimal("0.000")
+
+
+def test_failure_saves_nothing_but_still_costs() -> None:
+    s = compute(track(outcome="failure", agent_cost=0.5), EUR, CATALOGUE, "acme", PRICE)
+    assert (s.hours_saved, s.cost_saved, s.net_saved) == (0, 0, Decimal("-0.5"))
+    assert s.cost.source == "provided"
+
+
+def test_baseline_stack_in_order() -> None:
+    settings = OrgSettings(
+        task_type_overrides={"ticket_triage": 7.5},
+        custom_task_types={"po_approval": CustomType(12.0)},
+        fallback_baseline_minutes=3.0,
+    )
+
+    def source(**fields: Any) -> tuple[float, str]:
+        b = resolve_baseline(track(**fields), settings, CATALOGUE)
+        return b.minutes, b.source
+
+    assert source(task_type="ticket_triage", human_baseline_minutes=9) == (9.0, "request")
+    assert source(task_type="ticket_triage") == (7.5, "override")
+    assert source(task_type="meeting_summary") == (15.0, "builtin")
+    assert source(task_type="po_approval") == (12.0, "custom")
+    assert source(task_type="whatever") == (3.0, "fallback")
+    with pytest.raises(UnknownTaskType):
+        resolve_baseline(track(task_type="whatever"), OrgSettings(), CATALOGUE)
+
+
+def test_computed_cost_is_converted_into_the_org_currency() -> None:
+    req = track(model="openai/gpt-4o-mini", tokens_in=1_000_000, tokens_out=1_000_000)
+    s = compute(req, EUR, CATALOGUE, "acme", PRICE)
+    # 0.15 + 0.60 USD at 0.92 EUR per USD.
+    assert (s.cost.source, s.cost.amount, s.cost.usd) == ("computed", Decimal("0.69"), 0.75)
+    assert s.net_saved == s.cost_saved - Decimal("0.69")
+    no_fx = compute(req, OrgSettings(currency="GBP"), CATALOGUE, "acme", PRICE)
+    assert no_fx.cost.source == "none" and no_fx.cost.amount is None
+    unknown = compute(track(model="nope-1", tokens_in=5), EUR, CATALOGUE, "acme", PRICE)
+    assert unknown.cost.source == "none"
+    # The older doc put model and tokens in audit_sample: still priced.
+    old = track(audit_sample={"model": "gpt-4o-mini", "tokens_in": 1_000_000})
+    assert compute(old, OrgSettings(), CATALOGUE, "acme", PRICE).cost.amount == Decimal("0.15")
+
+
+def test_validation_lists_every_failing_field() -> None:
+    with pytest.raises(ApiError) as e:
+        parse_track(
+            {
+                "task_type": 3,
+                "outcome": "ok",
+                "agent_duration_seconds": -1,
+                "tokens_in": 1.5,
+                "metadata": [],
+                "audit_sample": {"input_excerpt": "x" * 2001, "extra": 1},
+                "occurred_at": "yesterday",
+                "human_baseline_minutes": True,
+                "colour": "red",
+            }
+        )
+    assert e.value.code == "validation_error" and e.value.details is not None
+    fields = {d["field"] for d in e.value.details}
+    assert fields == {
+        "agent_id", "task_type", "outcome", "agent_duration_seconds", "tokens_in", "metadata",
+        "audit_sample.input_excerpt", "audit_sample.extra", "occurred_at",
+        "human_baseline_minutes", "colour",
+    }  # fmt: skip
+    assert parse_track(
+        {
+            "agent_id": "a",
+            "task_type": "t",
+            "outcome": "success",
+            "audit_sample": {"input_excerpt": "x" * 2000},
+        }
+    ).audit_sample == {"input_excerpt": "x" * 2000}
+
+
+def test_traceparent_links_the_run() -> None:
+    tp = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    req = parse_track({"agent_id": "a", "task_type": "t", "outcome": "success"}, tp)
+    assert (req.trace_id, req.span_id) == ("ab" * 16, "cd" * 8)
+
+
+def test_catalogue_is_complete_and_validated() -> None:
+    assert len(CATALOGUE.types) >= 40
+    for name in ("email_classification", "ticket_triage", "support_reply_draft",
+                 "invoice_data_extraction", "meeting_summary", "lead_enrichment",
+                 "code_review_comment"):  # fmt: skip
+        assert name in CATALOGUE
+    assert CATALOGUE.get("email_classification").baseline_minutes == 4.0  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="listed twice"):
+        entry = {"name": "a", "baseline_minutes": 1, "description": "d"}
+        parse_catalogue({"version": "1", "task_types": [entry, entry]})
+    with pytest.raises(ValueError, match="baseline_minutes"):
+        parse_catalogue(
+            {
+                "version": "1",
+                "task_types": [{"name": "a", "baseline_minutes": 0, "description": "d"}],
+            }
+        )
+
+
+def test_settings_merge_patch_and_validation() -> None:
+    merged = merge_patch({"currency": "EUR", "fx_rates": {"EUR": 0.9, "GBP": 0.8}, "x": 1},
+                         {"fx_rates": {"GBP": None}, "hourly_rate": 45})  # fmt: skip
+    assert merged == {"currency": "EUR", "fx_rates": {"EUR": 0.9}, "x": 1, "hourly_rate": 45}
+    settings, problems = parse_settings(merged, CATALOGUE)
+    # Self-hosted orgs default to the unlimited plan: 1000 a second per key, no monthly cap.
+    assert problems == [] and settings.usd_to_org() == 0.9 and settings.rate_limit == 1000
+    _, problems = parse_settings(
+        {
+            "currency": "euro",
+            "plan": "gold",
+            "custom_task_types": {"ticket_triage": {"baseline_minutes": 3}},
+            "limits": {"monthly_events": 0},
+        },
+        CATALOGUE,
+    )
+    assert {p["field"] for p in problems} == {
+        "currency", "plan", "custom_task_types.ticket_triage", "limits.monthly_events"
+    }  # fmt: skip
