@@ -28,6 +28,7 @@ from collector.configparse import (
     parse_dataclass,
     suggest,
 )
+from collector.mcp_store import McpConfig
 
 # ConfigError and ConfigIssue are re-exported: callers of load_config catch them from here.
 __all__ = [
@@ -273,6 +274,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
 
     def validate(self) -> list[ConfigIssue]:
         return self._pipeline_issues() + self._listener_issues()

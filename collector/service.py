@@ -25,8 +25,11 @@ from collector.admin_api import AdminApi
 from collector.auth import Authenticator, bootstrap_default_org, ensure_org
 from collector.config import Config, split_endpoint
 from collector.derive import RunDeriver
+from collector.mcp_api import McpApi
+from collector.mcp_read_api import McpReadApi
 from collector.model import Exporter, Scope
 from collector.pipeline import DecodePool, Limits, Pipeline
+from collector.ratelimit import SlidingWindowLimiter
 from collector.read_api import ReadApi
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
@@ -75,6 +78,7 @@ class Service:
         self.metrics = Metrics()
         self.store = Store(store_settings(config))
         self.auth = Authenticator(self.store)
+        self.mcp = McpApi(self.store, self.auth, config.mcp)
         self.endpoints = Endpoints()
         self._state = "starting"
         self._exporters: dict[str, Exporter] = {}
@@ -95,6 +99,7 @@ class Service:
         parts = registry.components(self.config)
         await asyncio.to_thread(self.store.open)
         await asyncio.to_thread(self._provision_keys)
+        await asyncio.to_thread(self.mcp.create_tables)
 
         self._exporters, by_signal = registry.build_exporters(parts, self.store)
         for exporter in self._exporters.values():
@@ -168,10 +173,14 @@ class Service:
     def _api_routes(self) -> list[BaseRoute]:
         assert self._roi is not None
         # ReadApi last: it answers other methods on its GET paths with a JSON 405.
+        # One budget of 300 read requests a minute per token, across the read APIs.
+        limiter = SlidingWindowLimiter(300, 60.0)
         return [
             *AdminApi(self.auth).routes(),
             *self._roi.routes(),
-            *ReadApi(self.store, self.auth).routes(),
+            *self.mcp.routes(),
+            *McpReadApi(self.store, self.auth, limiter=limiter).routes(),
+            *ReadApi(self.store, self.auth, limiter=limiter).routes(),
         ]
 
     def _ops_routes(self) -> list[BaseRoute]:

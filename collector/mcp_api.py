@@ -1,0 +1,290 @@
+"""MCP capture ingest (`capture-event-api.txt`): POST /api/v1/capture-session and
+/api/v1/capture-event, validated into `mcp_sessions` / `mcp_events` rows and group-committed.
+
+An MCP server (or its SDK) sends one call per request with its ingest key in `X-Org-Id` (or
+`Authorization: Bearer`); the answer, `{"event_id"}`, comes only once the row is durable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import mcp_store
+from collector.auth import Authenticator
+from collector.errors import ApiError, error_response, from_api_error
+from collector.mcp_store import PRIMITIVE_TYPES, McpConfig, Sequencer
+from collector.model import Rows, StoreUnavailable
+from collector.receivers.native import authenticate_ingest, read_json_object
+from collector.store import Store
+
+log = logging.getLogger(__name__)
+
+SESSION_FIELDS = (
+    "client_name",
+    "client_version",
+    "server_name",
+    "server_version",
+    "protocol_version",
+    "user_id",
+    "agent_id",
+)
+MAX_ID_CHARS = 256
+MAX_LATENCY_MS = 2**31 - 1  # about 25 days: anything longer is a unit mistake
+MAX_CHECKPOINTS = 100
+MAX_METADATA_KEYS = 100
+MAX_ERROR_CHARS = 1000
+MAX_INFLIGHT = 20_000  # requests waiting for their commit; past it we answer 503 at once
+
+
+class _Fields:
+    """One body being validated: each problem is a `{"field", "message"}` of the 422."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.problems: list[dict[str, str]] = []
+
+    def problem(self, field: str, message: str) -> None:
+        self.problems.append({"field": field, "message": message})
+
+    def raise_if_invalid(self, what: str) -> None:
+        if self.problems:
+            raise ApiError(422, "validation_error", f"Invalid {what}", self.problems)
+
+    def text(self, name: str, *, required: bool = False, limit: int = MAX_ID_CHARS) -> str | None:
+        value = self.body.get(name)
+        if value is None:
+            if required:
+                self.problem(name, "is required")
+            return None
+        if not isinstance(value, str) or (required and not value):
+            self.problem(name, "must be a non-empty string" if required else "must be a string")
+            return None
+        if len(value) > limit:
+            self.problem(name, f"must be at most {limit} characters")
+            return None
+        return value
+
+    def json_text(self, name: str) -> str | None:
+        """An optional string holding JSON text (the doc's "JSON-encoded string")."""
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem(name, "must be a JSON-encoded string (encode the value with JSON)")
+            return None
+        try:
+            json.loads(value)
+        except (ValueError, RecursionError):
+            self.problem(name, "is not valid JSON text")
+            return None
+        return value
+
+
+def _integer(value: Any) -> int | None:
+    """A JSON integer (342, or 342.0, which JSON Schema also counts as one); bools are not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def string_map(f: _Fields, field: str, value: Any) -> dict[str, str]:
+    """A metadata object with every value as a string ("All values stored as strings"):
+    strings as sent, anything else as its JSON text (5 → "5", true → "true")."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        f.problem(field, "must be an object")
+        return {}
+    if len(value) > MAX_METADATA_KEYS:
+        f.problem(field, f"must have at most {MAX_METADATA_KEYS} keys")
+        return {}
+    return {
+        str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        for k, v in value.items()
+    }
+
+
+def _checkpoints(f: _Fields) -> list[dict[str, Any]]:
+    value = f.body.get("checkpoints")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        f.problem("checkpoints", "must be an array")
+        return []
+    if len(value) > MAX_CHECKPOINTS:
+        f.problem("checkpoints", f"must have at most {MAX_CHECKPOINTS} entries")
+        return []
+    out: list[dict[str, Any]] = []
+    for i, cp in enumerate(value):
+        where = f"checkpoints[{i}]"
+        if not isinstance(cp, dict):
+            f.problem(where, "must be an object")
+            continue
+        name, at = cp.get("name"), _integer(cp.get("timestamp"))
+        if not isinstance(name, str) or not name or len(name) > MAX_ID_CHARS:
+            f.problem(f"{where}.name", f"must be a string of 1 to {MAX_ID_CHARS} characters")
+        if at is None or not 0 <= at <= MAX_LATENCY_MS:
+            f.problem(f"{where}.timestamp", "must be an integer of milliseconds >= 0")
+        meta = string_map(f, f"{where}.metadata", cp.get("metadata"))
+        out.append({"name": name, "timestamp_ms": at, "metadata": json.dumps(meta)})
+    if f.problems:
+        return []
+    # A checkpoint marks when a step ended, so its duration runs from the one before it.
+    out.sort(key=lambda c: c["timestamp_ms"])
+    previous = 0
+    for step in out:
+        step["duration_ms"] = step["timestamp_ms"] - previous
+        previous = step["timestamp_ms"]
+    return out
+
+
+def keep_payload(text: str | None, config: McpConfig) -> tuple[str | None, bool]:
+    """What the privacy switch keeps of `args`/`result`, and whether it cut the text."""
+    if text is None or config.payloads == "none":
+        return None, False
+    if config.payloads == "truncate" and len(text) > config.max_payload_chars:
+        return text[: config.max_payload_chars], True
+    return text, False
+
+
+def parse_event(body: dict[str, Any], config: McpConfig) -> dict[str, Any]:
+    """The `mcp_events` columns a capture-event body gives (all but org, ids and times);
+    raises a 422 `ApiError` listing every problem."""
+    f = _Fields(body)
+    session_id = f.text("session_id", required=True)
+    name = f.text("primitive_name", required=True)
+    kind = body.get("primitive_type")
+    if kind is None:
+        f.problem("primitive_type", "is required")
+    elif kind not in PRIMITIVE_TYPES:
+        f.problem("primitive_type", f"must be one of {', '.join(PRIMITIVE_TYPES)}")
+    success = body.get("success")
+    if not isinstance(success, bool):
+        f.problem("success", "is required" if success is None else "must be true or false")
+    latency = _integer(body.get("latency"))
+    if "latency" not in body or body["latency"] is None:
+        f.problem("latency", "is required")
+    elif latency is None or not 0 <= latency <= MAX_LATENCY_MS:
+        f.problem("latency", f"must be an integer of milliseconds from 0 to {MAX_LATENCY_MS}")
+    args, result = f.json_text("args"), f.json_text("result")
+    checkpoints = _checkpoints(f)
+    metadata = string_map(f, "metadata", body.get("metadata"))
+    f.raise_if_invalid("capture event")
+    stored_args, args_cut = keep_payload(args, config)
+    stored_result, result_cut = keep_payload(result, config)
+    error = metadata.get("error") or metadata.get("error_message")
+    if error is None and success is False:
+        error = stored_result  # the doc has no error field: a failed call's output says why
+    return {
+        "session_id": session_id,
+        "primitive_name": name,
+        "primitive_type": kind,
+        "success": success,
+        "latency_ms": latency,
+        "args": stored_args,
+        "args_truncated": args_cut,
+        "result": stored_result,
+        "result_truncated": result_cut,
+        "error": error[:MAX_ERROR_CHARS] if error else None,
+        "checkpoints": checkpoints,
+        "metadata": json.dumps(metadata),
+        "trace_id": metadata.get("trace_id"),
+    }
+
+
+def parse_session(body: dict[str, Any]) -> dict[str, Any]:
+    """The `mcp_sessions` columns of a capture-session body; 422 on any problem."""
+    f = _Fields(body)
+    row: dict[str, Any] = {"session_id": f.text("session_id", required=True)}
+    for name in SESSION_FIELDS:
+        row[name] = f.text(name)
+    row["metadata"] = json.dumps(string_map(f, "metadata", body.get("metadata")))
+    f.raise_if_invalid("capture session")
+    return row
+
+
+class McpApi:
+    """The two capture routes; every write is one row through the store's group commit."""
+
+    def __init__(self, store: Store, auth: Authenticator, config: McpConfig) -> None:
+        self._store = store
+        self._auth = auth
+        self._config = config
+        self._seq = Sequencer()
+        self._inflight = 0
+
+    def create_tables(self) -> None:
+        self._store.call(mcp_store.create_tables)
+
+    def routes(self) -> list[Route]:
+        paths = {
+            "/api/v1/capture-session": self._capture_session,
+            "/api/v1/capture-event": self._capture_event,
+        }
+        routes = [Route(p, h, methods=["POST"]) for p, h in paths.items()]
+        routes += [Route(p, _post_only, methods=["GET", "PUT", "PATCH", "DELETE"]) for p in paths]
+        return routes
+
+    async def _capture_session(self, request: Request) -> Response:
+        return await self._capture(request, "mcp_sessions", parse_session, "session_id")
+
+    async def _capture_event(self, request: Request) -> Response:
+        return await self._capture(
+            request, "mcp_events", lambda b: parse_event(b, self._config), "event_id"
+        )
+
+    async def _capture(
+        self,
+        request: Request,
+        table: str,
+        parse: Callable[[dict[str, Any]], dict[str, Any]],
+        answer: str,
+    ) -> Response:
+        try:
+            principal = authenticate_ingest(self._auth, request, key_header="x-org-id")
+            row = parse(await read_json_object(request, self._config.max_body_bytes))
+        except ApiError as e:
+            return from_api_error(e)
+        if self._inflight >= MAX_INFLIGHT:
+            return _unavailable("Too many capture requests waiting for a commit")
+        seq, at = self._seq.next()
+        row.update(org=principal.org, seq=seq, received_at=at)
+        if table == "mcp_events":
+            row["event_id"] = str(uuid.uuid4())
+            # The doc sends no timestamp: the call ended about when it was reported.
+            row["started_at"] = at - timedelta(milliseconds=row["latency_ms"])
+        rows = Rows(None, principal.org, mcp_store.to_table(table, [row]), target=table)
+        self._inflight += 1
+        try:
+            await self._store.append(rows)
+        except StoreUnavailable:
+            return _unavailable("The store is unavailable; nothing was recorded")
+        except Exception:
+            log.exception("capture commit failed")
+            return _unavailable("The commit failed; nothing was recorded")
+        finally:
+            self._inflight -= 1
+        return JSONResponse({answer: row[answer]})
+
+
+def _unavailable(message: str) -> Response:
+    return error_response(503, "unavailable", message, headers={"Retry-After": "1"})
+
+
+async def _post_only(request: Request) -> Response:
+    return error_response(
+        405, "method_not_allowed", "Capture routes accept POST only", headers={"Allow": "POST"}
+    )

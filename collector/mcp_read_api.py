@@ -1,0 +1,233 @@
+"""MCP read routes: GET /api/mcp/sessions, /api/mcp/sessions/{id}, /api/mcp/tools.
+
+Read tokens only, org-scoped, rate-limited like the dashboard read API; parameters go through
+`read_api_params`, queries through `mcp_query`, and times/rounding through `read_api_json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import mcp_query as mq
+from collector.auth import Authenticator, AuthError
+from collector.errors import ApiError, error_response, from_api_error
+from collector.mcp_store import PRIMITIVE_TYPES
+from collector.model import Principal, StoreUnavailable
+from collector.ratelimit import SlidingWindowLimiter
+from collector.read_api_json import iso, rfc3339
+from collector.read_api_params import Params, decode_cursor, encode_cursor
+from collector.store import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Principal, Params, dict[str, Any]], Any]
+SESSION_SORT = "first_seen_desc"  # the one order; the cursor records it like the runs cursor
+
+
+class McpReadApi:
+    """Pass the dashboard read API's limiter to share one 300/minute budget per token."""
+
+    def __init__(
+        self,
+        store: Store,
+        auth: Authenticator,
+        limiter: SlidingWindowLimiter | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._auth = auth
+        self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
+        self._clock = clock
+
+    def routes(self) -> list[Route]:
+        table: list[tuple[str, Handler]] = [
+            ("/api/mcp/sessions", self._sessions),
+            ("/api/mcp/sessions/{session_id:path}", self._session),
+            ("/api/mcp/tools", self._tools),
+        ]
+        routes = [Route(path, self._endpoint(h), methods=["GET"]) for path, h in table]
+        routes += [
+            Route(path, _read_only, methods=["POST", "PUT", "PATCH", "DELETE"]) for path, _ in table
+        ]
+        return routes
+
+    def _endpoint(self, handler: Handler) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                principal = self._principal(request)
+                params = Params(request.query_params, self._clock())
+                body = await asyncio.to_thread(handler, principal, params, request.path_params)
+            except ApiError as e:
+                return from_api_error(e)
+            except duckdb.InterruptException:
+                return error_response(
+                    503, "query_timeout", "The query ran too long", headers={"Retry-After": "5"}
+                )
+            except StoreUnavailable:
+                return error_response(
+                    503, "unavailable", "The store is unavailable", headers={"Retry-After": "5"}
+                )
+            except Exception:
+                log.exception("MCP read request failed: %s", request.url.path)
+                return error_response(500, "internal_error", "Internal error")
+            return JSONResponse(body)
+
+        return endpoint
+
+    def _principal(self, request: Request) -> Principal:
+        try:
+            principal = self._auth.authenticate(request.headers.get("authorization"), "read")
+        except AuthError as e:
+            raise ApiError(e.status, e.code, str(e)) from e
+        wait = self._limiter.check(principal.key_id)
+        if wait is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"More than {self._limiter.limit} requests a minute; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        return principal
+
+    def _sessions(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        where = mq.SessionFilter(
+            org=p.org,
+            window=q.window(),
+            servers=q.strings("server_name"),
+            clients=q.strings("client_name"),
+            users=q.strings("user_id"),
+            agents=q.strings("agent_id"),
+        )
+        limit = q.limit()
+        after = decode_cursor(q, SESSION_SORT, "BIGINT")
+        q.raise_if_invalid()
+        page = mq.list_sessions(self._store, where, after, limit)
+        nxt = page.next_position
+        return {
+            "sessions": [session(s) for s in page.sessions],
+            "next_cursor": None if nxt is None else encode_cursor(SESSION_SORT, nxt[0], nxt[1]),
+            "total_count": page.total_count,
+        }
+
+    def _session(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+        found = mq.get_session(self._store, p.org, str(path["session_id"]))
+        if found is None:
+            raise ApiError(404, "not_found", "Session not found")
+        s, calls = found
+        return {"session": session(s), "calls": [call(c) for c in calls]}
+
+    def _tools(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+        window = q.window()
+        where = mq.ToolFilter(
+            org=p.org,
+            window=window,
+            types=q.strings("primitive_type", PRIMITIVE_TYPES),
+            names=q.strings("primitive_name"),
+            servers=q.strings("server_name"),
+        )
+        q.raise_if_invalid()
+        return {
+            "from": iso(window.start),
+            "to": iso(window.end),
+            "tools": [primitive(t) for t in mq.primitive_stats(self._store, where)],
+        }
+
+
+# -- JSON shapes ----------------------------------------------------------------------------
+
+
+def _map(text: str | None) -> dict[str, str]:
+    value = json.loads(text) if text else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _ms(x: float) -> float:
+    return round(float(x), 3)
+
+
+def session(s: mq.Session) -> dict[str, Any]:
+    return {
+        "session_id": s.session_id,
+        "implicit": s.implicit,  # true when only events named it (no capture-session yet)
+        "client_name": s.client_name,
+        "client_version": s.client_version,
+        "server_name": s.server_name,
+        "server_version": s.server_version,
+        "protocol_version": s.protocol_version,
+        "user_id": s.user_id,
+        "agent_id": s.agent_id,
+        "metadata": _map(s.metadata),
+        "started_at": rfc3339(s.started_us),
+        "last_call_at": rfc3339(s.last_call_us),
+        "call_count": s.calls,
+        "error_count": s.errors,
+        "success_rate": round((s.calls - s.errors) / s.calls, 6) if s.calls else None,
+        "total_latency_ms": s.total_latency_ms,
+    }
+
+
+def call(c: mq.Call) -> dict[str, Any]:
+    return {
+        "event_id": c.event_id,
+        "primitive_name": c.primitive_name,
+        "primitive_type": c.primitive_type,
+        "success": c.success,
+        "latency_ms": c.latency_ms,
+        "args": c.args,
+        "args_truncated": c.args_truncated,
+        "result": c.result,
+        "result_truncated": c.result_truncated,
+        "error": c.error,
+        "checkpoints": [
+            {
+                "name": cp["name"],
+                "timestamp": cp["timestamp_ms"],
+                "duration_ms": cp["duration_ms"],
+                "metadata": _map(cp["metadata"]),
+            }
+            for cp in c.checkpoints
+        ],
+        "metadata": _map(c.metadata),
+        "started_at": rfc3339(c.started_us),
+        "received_at": rfc3339(c.received_us),
+    }
+
+
+def primitive(t: mq.PrimitiveStats) -> dict[str, Any]:
+    return {
+        "primitive_name": t.primitive_name,
+        "primitive_type": t.primitive_type,
+        "calls": t.calls,
+        "errors": t.errors,
+        "success_rate": round(t.success_rate, 6),
+        "avg_latency_ms": _ms(t.avg_latency_ms),
+        "p50_latency_ms": _ms(t.p50_latency_ms),
+        "p95_latency_ms": _ms(t.p95_latency_ms),
+        "p99_latency_ms": _ms(t.p99_latency_ms),
+        "max_latency_ms": t.max_latency_ms,
+        "sessions": t.sessions,
+        "slowest_checkpoints": [
+            {"name": n, "avg_duration_ms": _ms(avg), "max_duration_ms": mx, "count": k}
+            for n, avg, mx, k in t.slowest_checkpoints
+        ],
+        "error_examples": [
+            {"event_id": e, "session_id": s, "error": err, "received_at": rfc3339(at)}
+            for e, s, err, at in t.error_examples
+        ],
+    }
+
+
+async def _read_only(request: Request) -> Response:
+    return error_response(
+        405, "method_not_allowed", "Read API routes accept GET only", headers={"Allow": "GET"}
+    )
