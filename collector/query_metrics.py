@@ -96,6 +96,11 @@ _TOOLS_SQL = """WITH wr AS (
         JOIN wr ON wr.run_id = sr.run_id AND wr.trace_id = sr.trace_id
         JOIN spans s ON s.org = sr.org AND s.trace_id = sr.trace_id AND s.span_id = sr.span_id
         WHERE sr.org = $org AND sr.span_type = 'tool' AND s.org = $org
+        UNION ALL
+        -- MCP calls captured with a trace id of one of these runs (see collector/views.py)
+        SELECT t.tool_name, t.run_id, NOT t.success, t.latency_ms
+        FROM tool_calls t JOIN wr ON wr.run_id = t.run_id
+        WHERE t.org = $org AND t.origin = 'mcp'
     )
     SELECT tool, count(*), avg(CASE WHEN failed THEN 1.0 ELSE 0.0 END),
         quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95),
