@@ -1,12 +1,13 @@
 """Recently stored span identities, so an OTLP retry is recognised without scanning the store.
 
 The store writer asks `SpanDedup` which spans of a group are new; it checks 64-bit hashes
-(DuckDB's `hash(org, trace_id, span_id)`) in memory and confirms the few matches in the store.
+(the `span_key` column the decoder fills) in memory and confirms the few matches in the store.
 """
 
 from __future__ import annotations
 
 import time
+from hashlib import blake2b
 
 import duckdb
 import numpy as np
@@ -57,6 +58,12 @@ class RecentKeys:
             self._generations.pop(0)
 
 
+def span_key(org: str, trace_id: bytes, span_id: bytes) -> int:
+    """A span's 64-bit identity hash (signed, as stored in `spans.span_key`)."""
+    digest = blake2b(trace_id + span_id, digest_size=8, key=org.encode()[:64]).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 class SpanDedup:
     """Which spans of a commit group are not stored yet, by (org, trace_id, span_id)."""
 
@@ -65,6 +72,8 @@ class SpanDedup:
         self._recent = RecentKeys(window_s)
         self.last_dropped = 0
         """Spans the last `new_spans` call found already stored."""
+        self.keyed: pa.Table | None = None
+        """The last `new_spans` table with keys filled in, when it came without some."""
 
     def new_spans(
         self, cur: duckdb.DuckDBPyConnection, spans: pa.Table, table: str
@@ -74,13 +83,26 @@ class SpanDedup:
         A span's identity is (org, trace_id, span_id): one org's ids never hide another's spans.
         """
         self.last_dropped = 0
+        self.keyed = None
         ids = spans.select(["org", "trace_id", "span_id"])
-        cur.register("_ids", ids)
-        hashes: np.ndarray = cur.execute(
-            "SELECT hash(org, trace_id, span_id) AS h FROM _ids"
-        ).fetchnumpy()["h"]
-        cur.unregister("_ids")
-        hashes = np.asarray(hashes, dtype=np.uint64)
+        column = spans.column("span_key")
+        if column.null_count:
+            # Rows built without the decoder (tests, tools): key them the same way here.
+            column = pa.array(
+                [
+                    k if k is not None else span_key(o, bytes.fromhex(t), bytes.fromhex(sp))
+                    for k, o, t, sp in zip(
+                        column.to_pylist(),
+                        *(ids.column(i).to_pylist() for i in range(3)),
+                        strict=True,
+                    )
+                ],
+                pa.int64(),
+            )
+            spans = spans.set_column(spans.schema.get_field_index("span_key"), "span_key", column)
+            self.keyed = spans
+        # int64 → uint64 is a view, not a copy.
+        hashes = np.asarray(column.to_numpy()).view(np.uint64)
         _, first = np.unique(hashes, return_index=True)
         first.sort()
         keys: list[tuple[str, str, str]] | None = None
@@ -112,9 +134,9 @@ class SpanDedup:
         window_start = time.time() - 2 * self._window_s
         rows = cur.execute(
             f"SELECT org, trace_id, span_id FROM {table} "
-            "WHERE received_at >= to_timestamp(?) AND hash(org, trace_id, span_id) IN "
-            "(SELECT unnest(?::UBIGINT[]))",
-            [window_start, [int(h) for h in hashes]],
+            "WHERE received_at >= to_timestamp(?) AND span_key IN "
+            "(SELECT unnest(?::BIGINT[]))",
+            [window_start, [int(h) for h in hashes.view(np.int64)]],
         ).fetchall()
         return {(r[0], r[1], r[2]) for r in rows}
 
@@ -122,11 +144,10 @@ class SpanDedup:
         """Rebuild the recent hashes from the spans received within the window (at start)."""
         window_start = time.time() - self._window_s
         hashes = con.execute(
-            f"SELECT hash(org, trace_id, span_id) AS h FROM {table} "
-            "WHERE received_at >= to_timestamp(?)",
+            f"SELECT span_key AS h FROM {table} WHERE received_at >= to_timestamp(?)",
             [window_start],
         ).fetchnumpy()["h"]
-        self._recent.add(np.asarray(hashes, dtype=np.uint64), time.time())
+        self._recent.add(np.asarray(hashes, dtype=np.int64).view(np.uint64), time.time())
 
     def remember(self, hashes: np.ndarray) -> None:
         """Hashes of spans just committed."""

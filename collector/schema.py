@@ -56,6 +56,7 @@ SPAN_CORE: tuple[Column, ...] = (
     _c("dropped_events_count", _I64, "BIGINT"),
     _c("dropped_links_count", _I64, "BIGINT"),
     _c("received_at", _TS, "TIMESTAMPTZ", "when the collector received it"),
+    _c("span_key", _I64, "BIGINT", "64-bit hash of (org, trace_id, span_id), for deduplication"),
 )
 
 # Filled by processors/normalise.py and processors/cost.py; NULL when a span says nothing.

@@ -205,7 +205,7 @@ class Service:
             lifespan="off",
             timeout_graceful_shutdown=30,
             limit_concurrency=4096,
-            http="h11",
+            http="httptools",  # the C HTTP parser (h11 is pure Python)
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -304,6 +304,7 @@ class Store:
             spans = pa.concat_tables(span_tables)
             keep, new_hashes = self._dedup.new_spans(cur, spans, Signal.TRACES.value)
             self.stats.deduplicated += self._dedup.last_dropped
+            spans = self._dedup.keyed if self._dedup.keyed is not None else spans
             kept = (
                 spans.take(pa.array(keep, type=pa.int64())) if len(keep) < spans.num_rows else spans
             )

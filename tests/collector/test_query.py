@@ -19,6 +19,7 @@ from collector.model import Signal
 from collector.query import Window, derived_tables_ready
 from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema, to_table
 from collector.store import Store, StoreSettings
+from collector.views import create_views
 
 T0 = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 S = 1_000_000_000
@@ -46,6 +47,7 @@ def store(bare_store: Store) -> Store:
             cur.execute(create_derived_sql(name))
 
     bare_store.call(create)
+    create_views(bare_store)  # as the service does at start
     return bare_store
 
 
