@@ -12,20 +12,15 @@ from typing import Any
 import pytest
 
 from collector import query_compare as qc
-from collector.schema import DERIVED_TABLES, create_derived_sql
-from collector.store import Store, StoreSettings
+from collector.store import Store
 from tests.collector.test_query import S, insert, rid, run_row, span, span_run
+from tests.stores import service_store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(StoreSettings(catalog=str(tmp_path / "cat.ducklake"), data_path=str(tmp_path / "d")))
-    s.open()
-    s.call(lambda cur: [cur.execute(create_derived_sql(name)) for name in DERIVED_TABLES])
-    try:
+    with service_store(tmp_path) as s:
         yield s
-    finally:
-        s.close()
 
 
 def set_org(store: Store, org: str, settings: str | None) -> None:

@@ -30,11 +30,11 @@ with warnings.catch_warnings():
 from collector.auth import Authenticator
 from collector.ratelimit import SlidingWindowLimiter
 from collector.read_api import ReadApi
-from collector.schema import DERIVED_TABLES, create_derived_sql
-from collector.store import Store, StoreSettings
+from collector.store import Store
 from tests.collector.test_query import T0, insert, rid, run_row, span, span_run
 from tests.e2e.server import KEYS, Server
 from tests.otlp_factory import agent_trace, export_request
+from tests.stores import service_store
 
 READ, OTHER_READ = KEYS[("acme", "read")], KEYS[("globex", "read")]
 SUMMARY_KEYS = {
@@ -59,13 +59,8 @@ def bearer(key: str) -> dict[str, str]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(StoreSettings(catalog=str(tmp_path / "cat.ducklake"), data_path=str(tmp_path / "d")))
-    s.open()
-    s.call(lambda cur: [cur.execute(create_derived_sql(name)) for name in DERIVED_TABLES])
-    try:
+    with service_store(tmp_path) as s:
         yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture

@@ -1,0 +1,29 @@
+"""A store laid out as the service lays it out at start, for tests that read it in process.
+
+Opens a Store in a temp dir with the derived tables and the views (`collector/views.py`), so
+query tests see the same tables the running server has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from collector.schema import DERIVED_TABLES, create_derived_sql
+from collector.store import Store, StoreSettings
+from collector.views import create_views
+
+
+@contextmanager
+def service_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(
+        StoreSettings(catalog=str(tmp_path / "cat.ducklake"), data_path=str(tmp_path / "d"))
+    )
+    store.open()
+    store.call(lambda cur: [cur.execute(create_derived_sql(name)) for name in DERIVED_TABLES])
+    create_views(store)
+    try:
+        yield store
+    finally:
+        store.close()
