@@ -280,11 +280,18 @@ class Store:
             results, new_hashes = self._write(cur, group)
         except Exception as e:
             _rollback(cur)
-            log.exception("commit of %d requests failed", len(group))
             self.stats.commit_failures += 1
-            err = StoreUnavailable(f"commit failed: {e}")
-            for item in group:
-                item.done(err)
+            if len(group) > 1:
+                # One bad request must not fail everyone it shared a commit with: commit each
+                # alone, so only the one that really fails is refused (and retried by its client).
+                log.warning(
+                    "commit of %d requests failed (%s); committing each alone", len(group), e
+                )
+                for item in group:
+                    self._commit_group(cur, [item])
+                return
+            log.exception("commit failed")
+            group[0].done(StoreUnavailable(f"commit failed: {e}"))
             return
         self._dedup.remember(new_hashes)
         elapsed = time.perf_counter() - started

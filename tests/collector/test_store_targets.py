@@ -50,3 +50,30 @@ def test_target_rows_commit_with_spans_in_one_group(tmp_path: Path) -> None:
             _ = Rows(None, "acme", spans).table_name
     finally:
         store.close()
+
+
+def test_a_bad_request_fails_alone_not_the_group_it_shared(tmp_path: Path) -> None:
+    from collector.model import StoreUnavailable
+
+    store = Store(StoreSettings(str(tmp_path / "c.ducklake"), str(tmp_path / "data")))
+    store.open()
+    try:
+        store.call(lambda cur: cur.execute("CREATE TABLE events (org VARCHAR, n BIGINT)"))
+        good = pa.table({"org": ["acme"], "n": [1]})
+        bad = pa.table({"org": ["acme"], "n": ["not a number"]})  # does not fit the table
+
+        async def together() -> list[object]:
+            return await asyncio.gather(
+                store.append(Rows(None, "acme", good, target="events")),
+                store.append(Rows(None, "acme", bad, target="events")),
+                store.append(Rows(None, "acme", good, target="events")),
+                return_exceptions=True,
+            )
+
+        results = asyncio.run(together())
+        assert [type(r).__name__ for r in results] == ["Accepted", "StoreUnavailable", "Accepted"]
+        assert isinstance(results[1], StoreUnavailable)
+        assert store.query("SELECT count(*) FROM events") == [(2,)]
+        assert store.stats.commit_failures == 2  # the shared commit, then the bad one alone
+    finally:
+        store.close()
