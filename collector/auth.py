@@ -61,6 +61,10 @@ def _iso(t: datetime | None) -> str | None:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def hash_secret(secret: str) -> str:
     # The secret is 160 random bits: a fast hash is enough, no password stretching needed.
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -149,7 +153,8 @@ class Authenticator:
         if key_scope != record.scope or record.scope != scope:
             raise AuthError(
                 "invalid_api_key",
-                f"a {record.scope} key cannot be used here; this route needs a {scope} key",
+                f"{_article(record.scope)} {record.scope} key cannot be used here; "
+                f"this route needs {_article(scope)} {scope} key",
             )
         self._used[key_id] = datetime.now(UTC)
         return Principal(record.org, key_id, record.scope)
