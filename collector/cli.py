@@ -1,4 +1,4 @@
-"""The `agentledger` command: serve, validate, and --version.
+"""The `agentledger` command: serve, validate, prices (recompute, update) and --version.
 
 Reads the config file (or the embedded default) and the environment, then runs the service
 until SIGTERM/SIGINT; `validate` prints every config error with its YAML path.
@@ -37,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     recompute.add_argument("--config", type=Path)
     recompute.add_argument("--data-dir", type=Path)
     recompute.add_argument("--org", help="only this org")
+    update = jobs.add_parser(
+        "update", help="merge an OpenRouter or LiteLLM price list into the price book file"
+    )
+    update.add_argument(
+        "--from", dest="source", required=True, help="URL (http, https, file) or path"
+    )
+    update.add_argument(
+        "--out", type=Path, help="book to update (default: the shipped config/prices.json)"
+    )
     return p
 
 
@@ -77,6 +86,8 @@ def _setup_logging(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "prices" and args.job == "update":
+        return _update_prices(args.source, args.out)
     try:
         config = _load(args.config, getattr(args, "data_dir", None))
     except ConfigError as e:
@@ -114,6 +125,64 @@ def _recompute(config: Config, org: str | None) -> int:
     con.close()
     print(f"re-priced {result.examined} LLM calls; {result.changed} changed")
     return 0
+
+
+def _update_prices(source: str, out: Path | None) -> int:
+    """Fetch, convert, merge and validate everything before the book file is replaced."""
+    from datetime import UTC, datetime
+
+    from collector import priceimport
+    from collector.pricebook import SHIPPED_PATH
+
+    out = out or SHIPPED_PATH
+    current = out if out.exists() else SHIPPED_PATH
+    try:
+        converted = priceimport.convert(json.loads(_fetch(source)))
+        book = json.loads(current.read_text(encoding="utf-8"))
+        merged = priceimport.merge(book, converted.entries, datetime.now(UTC).date())
+        _write_atomically(out, priceimport.dumps_book(merged.book))
+    except (OSError, ValueError) as e:  # URLError is an OSError, JSONDecodeError a ValueError
+        print(f"error: price book not updated: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{out}: version {merged.book['version']}; {merged.updated} updated, "
+        f"{merged.added} added, {len(converted.skipped)} source entries skipped"
+    )
+    return 0
+
+
+_FETCH_LIMIT = 50 * 1024 * 1024
+
+
+def _fetch(source: str, timeout: float = 30.0) -> bytes:
+    import urllib.request
+
+    if "://" not in source:
+        source = Path(source).resolve().as_uri()
+    if not source.startswith(("http://", "https://", "file://")):
+        raise ValueError(f"{source}: only http, https and file URLs are supported")
+    with urllib.request.urlopen(source, timeout=timeout) as response:
+        body: bytes = response.read(_FETCH_LIMIT + 1)
+    if len(body) > _FETCH_LIMIT:
+        raise ValueError(f"{source}: larger than {_FETCH_LIMIT // (1024 * 1024)} MiB")
+    return body
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 async def _serve(config: Config) -> int:
