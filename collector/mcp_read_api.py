@@ -6,31 +6,27 @@ Read tokens only, org-scoped, rate-limited like the dashboard read API; paramete
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collector import mcp_query as mq
-from collector.auth import Authenticator, AuthError
-from collector.errors import ApiError, error_response, from_api_error
+from collector.auth import Authenticator
+from collector.errors import ApiError
 from collector.mcp_store import PRIMITIVE_TYPES
-from collector.model import Principal, StoreUnavailable
+from collector.model import Principal
 from collector.ratelimit import SlidingWindowLimiter
 from collector.read_api_json import iso, rfc3339
 from collector.read_api_params import Params, decode_cursor, encode_cursor
+from collector.read_routes import Handler, read_routes
 from collector.store import Store
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Principal, Params, dict[str, Any]], Any]
 SESSION_SORT = "first_seen_desc"  # the one order; the cursor records it like the runs cursor
 
 
@@ -55,49 +51,7 @@ class McpReadApi:
             ("/api/mcp/sessions/{session_id:path}", self._session),
             ("/api/mcp/tools", self._tools),
         ]
-        routes = [Route(path, self._endpoint(h), methods=["GET"]) for path, h in table]
-        routes += [
-            Route(path, _read_only, methods=["POST", "PUT", "PATCH", "DELETE"]) for path, _ in table
-        ]
-        return routes
-
-    def _endpoint(self, handler: Handler) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                principal = self._principal(request)
-                params = Params(request.query_params, self._clock())
-                body = await asyncio.to_thread(handler, principal, params, request.path_params)
-            except ApiError as e:
-                return from_api_error(e)
-            except duckdb.InterruptException:
-                return error_response(
-                    503, "query_timeout", "The query ran too long", headers={"Retry-After": "5"}
-                )
-            except StoreUnavailable:
-                return error_response(
-                    503, "unavailable", "The store is unavailable", headers={"Retry-After": "5"}
-                )
-            except Exception:
-                log.exception("MCP read request failed: %s", request.url.path)
-                return error_response(500, "internal_error", "Internal error")
-            return JSONResponse(body)
-
-        return endpoint
-
-    def _principal(self, request: Request) -> Principal:
-        try:
-            principal = self._auth.authenticate(request.headers.get("authorization"), "read")
-        except AuthError as e:
-            raise ApiError(e.status, e.code, str(e)) from e
-        wait = self._limiter.check(principal.key_id)
-        if wait is not None:
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"More than {self._limiter.limit} requests a minute; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        return principal
+        return read_routes(table, self._auth, self._limiter, self._clock)
 
     def _sessions(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
         where = mq.SessionFilter(
@@ -225,9 +179,3 @@ def primitive(t: mq.PrimitiveStats) -> dict[str, Any]:
             for e, s, err, at in t.error_examples
         ],
     }
-
-
-async def _read_only(request: Request) -> Response:
-    return error_response(
-        405, "method_not_allowed", "Read API routes accept GET only", headers={"Allow": "GET"}
-    )

@@ -6,33 +6,28 @@ string (`read_api_params`), calls one query function, and serialises it (`read_a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collector import query_metrics as qm
 from collector import query_runs as qr
 from collector import read_api_json as js
-from collector.auth import Authenticator, AuthError
-from collector.errors import ApiError, error_response, from_api_error
-from collector.model import Principal, StoreUnavailable
+from collector.auth import Authenticator
+from collector.errors import ApiError
+from collector.model import Principal
 from collector.query import RUN_STATUSES
 from collector.ratelimit import SlidingWindowLimiter
 from collector.read_api_compare import CompareApi
 from collector.read_api_params import Params, decode_cursor, encode_cursor
+from collector.read_routes import Handler, read_routes
 from collector.store import Store
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Principal, Params, dict[str, Any]], Any]
-_WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
 TIMESERIES_GROUPS = ("workflow", "model", "status")
 ALERT_EVENTS_MAX_LIMIT = 100
 
@@ -63,48 +58,7 @@ class ReadApi:
             ("/api/metrics/overview", self._overview),
             ("/api/metrics/timeseries", self._timeseries),
         ]
-        routes = [Route(path, self._endpoint(h), methods=["GET"]) for path, h in table]
-        # Writes answer a JSON 405 (the API's error shape) rather than Starlette's plain text.
-        routes += [Route(path, _read_only, methods=_WRITE_METHODS) for path, _ in table]
-        return routes
-
-    def _endpoint(self, handler: Handler) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                principal = self._principal(request)
-                params = Params(request.query_params, self._clock())
-                body = await asyncio.to_thread(handler, principal, params, request.path_params)
-            except ApiError as e:
-                return from_api_error(e)
-            except duckdb.InterruptException:
-                return error_response(
-                    503, "query_timeout", "The query ran too long", headers={"Retry-After": "5"}
-                )
-            except StoreUnavailable:
-                return error_response(
-                    503, "unavailable", "The store is unavailable", headers={"Retry-After": "5"}
-                )
-            except Exception:
-                log.exception("read API request failed: %s", request.url.path)
-                return error_response(500, "internal_error", "Internal error")
-            return JSONResponse(body)
-
-        return endpoint
-
-    def _principal(self, request: Request) -> Principal:
-        try:
-            principal = self._auth.authenticate(request.headers.get("authorization"), "read")
-        except AuthError as e:
-            raise ApiError(e.status, e.code, str(e)) from e
-        wait = self._limiter.check(principal.key_id)
-        if wait is not None:
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"More than {self._limiter.limit} requests a minute; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        return principal
+        return read_routes(table, self._auth, self._limiter, self._clock)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -218,9 +172,3 @@ class ReadApi:
             }
             for pt in points
         ]
-
-
-async def _read_only(request: Request) -> Response:
-    return error_response(
-        405, "method_not_allowed", "Read API routes accept GET only", headers={"Allow": "GET"}
-    )
