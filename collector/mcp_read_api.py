@@ -7,7 +7,6 @@ Read tokens only, org-scoped, rate-limited like the dashboard read API; paramete
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +23,6 @@ from collector.read_api_json import iso, rfc3339
 from collector.read_api_params import Params, decode_cursor, encode_cursor
 from collector.read_routes import Handler, read_routes
 from collector.store import Store
-
-log = logging.getLogger(__name__)
 
 SESSION_SORT = "first_seen_desc"  # the one order; the cursor records it like the runs cursor
 

@@ -6,7 +6,6 @@ string (`read_api_params`), calls one query function, and serialises it (`read_a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +24,6 @@ from collector.read_api_compare import CompareApi
 from collector.read_api_params import Params, decode_cursor, encode_cursor
 from collector.read_routes import Handler, read_routes
 from collector.store import Store
-
-log = logging.getLogger(__name__)
 
 TIMESERIES_GROUPS = ("workflow", "model", "status")
 ALERT_EVENTS_MAX_LIMIT = 100
