@@ -24,14 +24,17 @@ import numpy as np
 import pyarrow as pa
 
 from collector.dedup import SpanDedup
+from collector.lake import LAKE, StoreSettings, connect
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
 from collector.schema import create_table_sql
 from collector.telemetry import StoreStats
 
+# Opening the lake lives in collector/lake.py; callers may keep importing it from here.
+__all__ = ["LAKE", "Store", "StoreSettings", "connect"]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LAKE = "lake"
 
 # Tables of our own records (orgs, keys, derived-processing watermarks); small and updated.
 META_DDL = (
@@ -44,52 +47,6 @@ META_DDL = (
     """CREATE TABLE IF NOT EXISTS watermarks (
   name VARCHAR, snapshot_id BIGINT, updated_at TIMESTAMPTZ)""",
 )
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """Where the store lives and how it commits (built from `storage:` in the config)."""
-
-    catalog: str
-    data_path: str
-    commit_interval_s: float = 0.1
-    commit_max_rows: int = 50_000
-    dedup_window_s: float = 900.0
-    fsync: bool = True
-    query_timeout_s: float = 30.0
-
-
-def ducklake_extension_path() -> str:
-    """The signed DuckLake extension shipped by the `duckdb-extension-ducklake` wheel."""
-    import duckdb_extension_ducklake as pkg
-
-    root = Path(pkg.__file__).parent / "extensions" / f"v{duckdb.__version__}"
-    path = root / "ducklake.duckdb_extension"
-    if not path.exists():
-        raise RuntimeError(f"DuckLake extension not found at {path}; pin duckdb == its version")
-    return str(path)
-
-
-def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB instance with the lake attached as `lake`; extensions come only from wheels."""
-    con = duckdb.connect(
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-        }
-    )
-    con.execute(f"LOAD '{ducklake_extension_path()}'")
-    Path(settings.data_path).mkdir(parents=True, exist_ok=True)
-    opts = f"DATA_PATH '{_sql_str(settings.data_path)}'"
-    if read_only:
-        opts += ", READ_ONLY"
-    con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {LAKE} ({opts})")
-    return con
-
-
-def _sql_str(s: str) -> str:
-    return s.replace("'", "''")
 
 
 @dataclass

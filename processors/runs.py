@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.loops import detect_loop
+from processors.runfacts import STATUS_ERROR as _STATUS_ERROR
+from processors.runfacts import STATUS_OK as _STATUS_OK
+from processors.runfacts import first_value, says_timeout, workflow_name
 from processors.runrows import (
     SPAN_FACT_FIELDS,
     RunRow,
@@ -23,10 +26,7 @@ from processors.runrows import (
     span_facts,
 )
 from processors.runtree import RunTree, SpanFacts, group_traces, order
-from processors.semconv import GENERIC_RUN_NAMES
 
-_STATUS_OK, _STATUS_ERROR = 1, 2
-_TIMEOUT_WORDS = ("timeout", "timed out", "deadline exceeded", "deadline_exceeded")
 _TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -148,12 +148,15 @@ class _Builder:
             members = self._by_start(key)
             run_span = t.spans.get(key) if key in t.arrived else None
             first = [run_span, *members] if run_span else members
-            session = _first(first, "session_id")
-            user = _first(first, "user_id")
+            session = first_value(first, "session_id")
+            user = first_value(first, "user_id")
             if up is not None:
                 session, user = session or inherited[up][0], user or inherited[up][1]
             every = sorted(t.spans.values(), key=order)
-            session, user = session or _first(every, "session_id"), user or _first(every, "user_id")
+            session, user = (
+                session or first_value(every, "session_id"),
+                user or first_value(every, "user_id"),
+            )
             inherited[key] = (session, user)
             rows.append(self._row(key, run_span, members, session, user))
         span_runs = tuple(
@@ -265,8 +268,8 @@ class _Builder:
             return ("timeout", None) if waited else ("running", None)
         root = t.spans[key]
         if root.is_error or root.status_code == _STATUS_ERROR:
-            return ("timeout" if _says_timeout(root) else "error"), root.error_type
-        if _says_timeout(root):
+            return ("timeout" if says_timeout(root) else "error"), root.error_type
+        if says_timeout(root):
             return "timeout", root.error_type
         if root.status_code != _STATUS_OK:
             # A child error the run did not survive: nothing of the run started after it ended.
@@ -282,7 +285,7 @@ class _Builder:
         t = self.t
         others = [s for s in t.members[key] if s is not root]
         failures: list[tuple[SpanFacts, str, str | None]] = [
-            (s, "timeout" if _says_timeout(s) else "error", s.error_type)
+            (s, "timeout" if says_timeout(s) else "error", s.error_type)
             for s in others
             if s.is_error
         ]
@@ -349,8 +352,10 @@ class _Builder:
             ended = max(s.end_time_unix_nano for s in members)
         parent_run_id, link_trace_id = self._parent_run_id(key, run_span)
         head = run_span or members[0]
-        input_excerpt = (run_span.input_text if run_span else None) or _first(calls, "input_text")
-        output_excerpt = (run_span.output_text if run_span else None) or _first(
+        input_excerpt = (run_span.input_text if run_span else None) or first_value(
+            calls, "input_text"
+        )
+        output_excerpt = (run_span.output_text if run_span else None) or first_value(
             sorted(calls, key=lambda s: (s.end_time_unix_nano, s.span_id), reverse=True),
             "output_text",
         )
@@ -360,8 +365,8 @@ class _Builder:
             trace_id=t.trace_id,
             span_id=key,
             parent_run_id=parent_run_id,
-            workflow_name=_workflow_name(run_span, members),
-            run_id_external=_first(
+            workflow_name=workflow_name(run_span, members),
+            run_id_external=first_value(
                 [run_span, *members] if run_span else members, "run_id_external"
             ),
             status=status,
@@ -390,30 +395,3 @@ class _Builder:
             last_span_at=from_epoch_ns(max(s.last_seen_ns for s in members)),
             updated_at=from_epoch_ns(self.now_ns),
         )
-
-
-def _says_timeout(s: SpanFacts) -> bool:
-    text = (s.error_type or "").lower()
-    if s.status_code == _STATUS_ERROR or s.is_error:
-        text += " " + (s.status_message or "").lower()
-    return any(word in text for word in _TIMEOUT_WORDS)
-
-
-def _first(spans: Iterable[SpanFacts], field: str) -> str | None:
-    for s in spans:
-        value = getattr(s, field)
-        if value:
-            return str(value)
-    return None
-
-
-def _workflow_name(run_span: SpanFacts | None, members: list[SpanFacts]) -> str | None:
-    """Agent name, else the run span's own name unless generic, else the service."""
-    if run_span is None:  # provisional: the root, and so the name, has not arrived
-        return _first(members, "service_name")
-    if run_span.agent_name:
-        return run_span.agent_name
-    name = run_span.name.strip()
-    if name and name not in GENERIC_RUN_NAMES:
-        return name
-    return run_span.service_name or name or None

@@ -1,0 +1,61 @@
+"""Opening the DuckLake store: where it lives and how it commits (`StoreSettings`), and a
+DuckDB connection with the lake attached, extensions loaded only from their wheels.
+
+`collector/store.py` opens the service's one instance with it; tools and tests open the same
+store with it while the server is stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+LAKE = "lake"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the store lives and how it commits (built from `storage:` in the config)."""
+
+    catalog: str
+    data_path: str
+    commit_interval_s: float = 0.1
+    commit_max_rows: int = 50_000
+    dedup_window_s: float = 900.0
+    fsync: bool = True
+    query_timeout_s: float = 30.0
+
+
+def ducklake_extension_path() -> str:
+    """The signed DuckLake extension shipped by the `duckdb-extension-ducklake` wheel."""
+    import duckdb_extension_ducklake as pkg
+
+    root = Path(pkg.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    path = root / "ducklake.duckdb_extension"
+    if not path.exists():
+        raise RuntimeError(f"DuckLake extension not found at {path}; pin duckdb == its version")
+    return str(path)
+
+
+def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB instance with the lake attached as `lake`; extensions come only from wheels."""
+    con = duckdb.connect(
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+        }
+    )
+    con.execute(f"LOAD '{ducklake_extension_path()}'")
+    Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+    opts = f"DATA_PATH '{_sql_str(settings.data_path)}'"
+    if read_only:
+        opts += ", READ_ONLY"
+    con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {LAKE} ({opts})")
+    return con
+
+
+def _sql_str(s: str) -> str:
+    return s.replace("'", "''")
