@@ -14,6 +14,7 @@ from typing import Any
 from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.derive import RunDeriver
+from collector.follow import RunConsumer
 from collector.model import Exporter, Processor, Signal
 from collector.pipeline import ProcessorFactory
 from collector.pricebook import PriceBook, load_price_book
@@ -181,6 +182,13 @@ def build_deriver(
     if offload is None:
         return RunDeriver(store, RunsProcessor(config))
     return RunDeriver(store, RunsProcessor(config), offload=offload)
+
+
+def build_run_consumers(config: Config, parts: Components, store: Store) -> list[RunConsumer]:
+    """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
+    each behind its own watermark; see `collector/follow.py`."""
+    consumers: list[RunConsumer] = []
+    return consumers
 
 
 def build_processor(parts: Components, kind: str) -> Processor | None:

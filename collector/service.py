@@ -25,6 +25,7 @@ from collector.admin_api import AdminApi
 from collector.auth import Authenticator, bootstrap_default_org, ensure_org
 from collector.config import Config, split_endpoint
 from collector.derive import RunDeriver
+from collector.follow import RunFollower
 from collector.mcp_api import McpApi
 from collector.mcp_read_api import McpReadApi
 from collector.model import Exporter, Scope
@@ -92,6 +93,8 @@ class Service:
         self._roi: RoiApi | None = None
         self._stop_deriving = asyncio.Event()
         self._deriving: asyncio.Task[None] | None = None
+        self._follower: RunFollower | None = None
+        self._following: asyncio.Task[None] | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -109,6 +112,10 @@ class Service:
         await asyncio.to_thread(self._pool.start)
         self._deriver = registry.build_deriver(parts, self.store, self._pool.call)
         await asyncio.to_thread(self._deriver.create_tables)
+        self._follower = RunFollower(
+            self.store, registry.build_run_consumers(self.config, parts, self.store)
+        )
+        await asyncio.to_thread(self._follower.create_tables)
         await asyncio.to_thread(create_views, self.store)
         self._roi = RoiApi(
             self.store, self.auth, load_catalogue(), registry.build_processor(parts, "cost")
@@ -124,6 +131,7 @@ class Service:
         await self._start_receivers()
         self._flusher = asyncio.create_task(self._flush_key_usage())
         self._deriving = asyncio.create_task(self._deriver.run_forever(self._stop_deriving))
+        self._following = asyncio.create_task(self._follower.run_forever(self._stop_deriving))
         self._state = "ok"
         if self._grpc is not None:
             await self._grpc.set_serving(True)
@@ -288,6 +296,12 @@ class Service:
             if self._deriver is not None and self._deriver.enabled:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self._deriver.step)
+        if self._following is not None:
+            await self._following
+            if self._follower is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self._follower.step)
+                await self._follower.after_commit()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
         await asyncio.to_thread(self.store.close)

@@ -1,0 +1,222 @@
+"""Consumers of finished runs: alert rules, ROI from traced runs, output rules on run outputs.
+
+Reads DuckLake's change feed of the derived `runs` table from each consumer's own watermark and
+hands the consumer the finished runs; its writes and the watermark move commit in one
+transaction, so each committed fact is handled exactly once, and resumably after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import duckdb
+
+from collector.model import StoreUnavailable
+from collector.schema import RUN_COLUMNS
+from collector.store import LAKE, Store
+
+log = logging.getLogger(__name__)
+
+_RUN_COLS = ", ".join(c.name for c in RUN_COLUMNS)
+
+
+class RunConsumer(Protocol):
+    """One feature fed by finished runs (see `docs/` of alerts, ROI and output rules)."""
+
+    @property
+    def name(self) -> str:
+        """Its watermark's name in `watermarks`; unique among consumers."""
+        ...
+
+    def create_tables(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Idempotent DDL, run once at start on the writer thread."""
+        ...
+
+    def consume(
+        self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
+    ) -> None:
+        """Handle `runs` (finished, latest version of each, ordered by `ended_at`) inside the
+        transaction that moves the watermark; called with `[]` on idle ticks. A run re-derived
+        later comes again, so this must be idempotent per (org, run_id)."""
+        ...
+
+    async def after_commit(self) -> None:
+        """After each step, on the event loop: network work (notifications, evaluation)."""
+        ...
+
+
+class WatermarkMoved(Exception):
+    """Another follower moved this consumer's watermark first; the step is dropped."""
+
+
+@dataclass
+class _Batch:
+    since: int
+    until: int
+    runs: list[dict[str, Any]]
+
+
+class RunFollower:
+    """Feeds `consumers` from the runs change feed. `step()` blocks; `run_forever` loops it.
+
+    A step reads at most `max_snapshots` snapshots per consumer, so a backlog is worked off in
+    bounded transactions. A consumer seen for the first time starts at the current snapshot:
+    enabling alerts on a year of history must not fire a year of alerts.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        consumers: Sequence[RunConsumer],
+        *,
+        interval_s: float = 1.0,
+        max_snapshots: int = 500,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        names = [c.name for c in consumers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"run consumers need unique names, got {names}")
+        self._store = store
+        self._consumers = list(consumers)
+        self._interval_s = interval_s
+        self._max_snapshots = max_snapshots
+        self._clock = clock
+        self._ready = False
+        self.behind = False
+        """True when the last step stopped at the snapshot bound and more changes wait."""
+
+    @property
+    def consumers(self) -> list[RunConsumer]:
+        return list(self._consumers)
+
+    def create_tables(self) -> None:
+        def create(cur: duckdb.DuckDBPyConnection) -> None:
+            current = int(_one(cur, f"SELECT id FROM {LAKE}.current_snapshot()"))
+            for consumer in self._consumers:
+                consumer.create_tables(cur)
+                if _watermark(cur, consumer.name) is None:
+                    cur.execute(
+                        "INSERT INTO watermarks VALUES (?, ?, now())", [consumer.name, current]
+                    )
+
+        if self._consumers:
+            self._store.call(create)
+        self._ready = True
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def step(self, now_ns: int | None = None) -> int:
+        """Hand each consumer the runs finished since its watermark (or `[]`); returns how many
+        runs were handed out in all. A failing consumer is logged and retried next step; the
+        others go on."""
+        if not self._ready:
+            self.create_tables()
+        now = self._clock() if now_ns is None else now_ns
+        current = int(self._store.query(f"SELECT id FROM {LAKE}.current_snapshot()")[0][0])
+        handed = 0
+        behind = False
+        batches: dict[int, _Batch] = {}  # consumers at the same watermark share one read
+        for consumer in self._consumers:
+            since = _stored_watermark(self._store, consumer.name)
+            batch = batches.get(since)
+            if batch is None:
+                batch = batches[since] = self._read(since, current)
+            behind = behind or batch.until < current
+            try:
+                self._store.call(
+                    functools.partial(self._commit, consumer=consumer, batch=batch, now=now)
+                )
+            except StoreUnavailable:
+                raise
+            except Exception:
+                log.exception("run consumer %s failed; retrying next step", consumer.name)
+                continue
+            handed += len(batch.runs)
+        self.behind = behind
+        return handed
+
+    def _read(self, since: int, current: int) -> _Batch:
+        if current <= since:
+            return _Batch(since, since, [])
+        until = min(current, since + self._max_snapshots)
+        cur = self._store.cursor()
+        try:
+            rows = cur.execute(
+                f"""SELECT {_RUN_COLS} FROM (
+                        SELECT *, row_number() OVER (
+                            PARTITION BY org, run_id ORDER BY snapshot_id DESC, rowid DESC) AS n
+                        FROM ducklake_table_changes('{LAKE}', 'main', 'runs', ?, ?)
+                        WHERE change_type IN ('insert', 'update_postimage')
+                    ) WHERE n = 1 AND status <> 'running'
+                    ORDER BY ended_at, org, run_id""",
+                [since + 1, until],
+            ).to_arrow_table()
+        finally:
+            cur.close()
+        return _Batch(since, until, table_rows(rows))
+
+    def _commit(
+        self, cur: duckdb.DuckDBPyConnection, consumer: RunConsumer, batch: _Batch, now: int
+    ) -> None:
+        stored = _watermark(cur, consumer.name)
+        if stored != batch.since:
+            raise WatermarkMoved(f"{consumer.name} watermark is {stored}, read {batch.since}")
+        consumer.consume(cur, batch.runs, now)
+        if batch.until != batch.since:
+            cur.execute("DELETE FROM watermarks WHERE name = ?", [consumer.name])
+            cur.execute("INSERT INTO watermarks VALUES (?, ?, now())", [consumer.name, batch.until])
+
+    async def after_commit(self) -> None:
+        for consumer in self._consumers:
+            try:
+                await consumer.after_commit()
+            except Exception:
+                log.exception("run consumer %s: after-commit work failed", consumer.name)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Step every `interval_s` (at once while behind) until `stop` is set."""
+        while self._consumers and not stop.is_set():
+            try:
+                await asyncio.to_thread(self.step)
+            except StoreUnavailable:
+                log.warning("run consumers paused: the store is unavailable")
+                self.behind = False
+            except Exception:
+                log.exception("run consumer step failed; retrying")
+                self.behind = False
+            await self.after_commit()
+            if self.behind:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval_s)
+
+
+def table_rows(table: Any) -> list[dict[str, Any]]:
+    """An Arrow table as a list of row dicts."""
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+def _one(cur: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    found = cur.execute(sql).fetchone()
+    return None if found is None else found[0]
+
+
+def _watermark(cur: duckdb.DuckDBPyConnection, name: str) -> int | None:
+    found = cur.execute("SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [name]).fetchone()
+    return None if found is None or found[0] is None else int(found[0])
+
+
+def _stored_watermark(store: Store, name: str) -> int:
+    rows = store.query("SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [name])
+    return -1 if not rows or rows[0][0] is None else int(rows[0][0])

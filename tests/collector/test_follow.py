@@ -1,0 +1,181 @@
+"""Tests for `collector/follow.py`: spans appended to a real DuckLake store, runs derived by the
+real deriver, and consumers fed from the runs change feed exactly once, across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from collector.follow import RunFollower
+from collector.store import Store
+from tests.collector.test_derive import T1, T2, agent, append, deriver, llm, settings, sid
+
+
+class Recorder:
+    """A consumer that stores the run ids it is handed in a table of its own, so what it saw
+    is committed (or rolled back) with the watermark."""
+
+    def __init__(self, name: str = "recorder", fail: bool = False) -> None:
+        self._name = name
+        self.fail = fail
+        self.ticks = 0
+        self.after = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def create_tables(self, cur: duckdb.DuckDBPyConnection) -> None:
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS seen_{self._name} (run_id VARCHAR, status VARCHAR)"
+        )
+
+    def consume(self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now: int) -> None:
+        self.ticks += 1
+        for run in runs:
+            cur.execute(
+                f"INSERT INTO seen_{self._name} VALUES (?, ?)", [run["run_id"], run["status"]]
+            )
+        if self.fail and runs:
+            raise RuntimeError("consumer broke")
+
+    async def after_commit(self) -> None:
+        self.after += 1
+
+
+def seen(store: Store, name: str = "recorder") -> list[tuple[Any, ...]]:
+    return store.query(f"SELECT run_id, status FROM seen_{name} ORDER BY run_id, status")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    s = Store(settings(tmp_path))
+    s.open()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_finished_runs_are_handed_once_and_again_after_rederivation(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    rec = Recorder()
+    follower = RunFollower(store, [rec])
+    follower.create_tables()
+
+    append(store, [llm(T1, 2, 1)])  # the root has not arrived: a running run
+    d.step()
+    assert follower.step() == 0
+    assert seen(store) == []
+
+    append(store, [agent(T1, 1)])
+    d.step()
+    assert follower.step() == 1
+    assert seen(store) == [(T1 + sid(1), "success")]
+    assert follower.step() == 0  # nothing new: nothing handed twice
+    assert rec.ticks == 3  # but every step ticks
+
+    append(store, [llm(T1, 3, 1)])  # a late span re-derives the finished run
+    d.step()
+    assert follower.step() == 1
+    assert seen(store) == [(T1 + sid(1), "success")] * 2
+
+
+def test_a_new_consumer_starts_at_the_current_snapshot(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+    late = Recorder("late")
+    follower = RunFollower(store, [late])
+    follower.create_tables()
+    assert follower.step() == 0  # history is not replayed
+    append(store, [agent(T2, 1)])
+    d.step()
+    follower.step()
+    assert seen(store, "late") == [(T2 + sid(1), "success")]
+
+
+def test_watermark_survives_a_restart_of_the_follower(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    RunFollower(store, [Recorder()]).create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+    RunFollower(store, [Recorder()]).step()
+    append(store, [agent(T2, 1)])
+    d.step()
+    again = RunFollower(store, [Recorder()])  # a new process: same watermark in the store
+    again.create_tables()
+    assert again.step() == 1
+    assert seen(store) == [(T1 + sid(1), "success"), (T2 + sid(1), "success")]
+
+
+def test_a_failing_consumer_commits_nothing_and_does_not_block_the_others(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    broken, fine = Recorder("broken", fail=True), Recorder("fine")
+    follower = RunFollower(store, [broken, fine])
+    follower.create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+    assert follower.step() == 1  # only `fine` took them
+    assert seen(store, "broken") == []  # its insert rolled back with the step
+    assert seen(store, "fine") == [(T1 + sid(1), "success")]
+    broken.fail = False
+    assert follower.step() == 1  # the same runs come again
+    assert seen(store, "broken") == [(T1 + sid(1), "success")]
+
+
+def test_a_backlog_is_worked_off_in_bounded_steps(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    rec = Recorder()
+    follower = RunFollower(store, [rec], max_snapshots=1)
+    follower.create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+    append(store, [agent(T2, 1)])
+    d.step()
+    handed = 0
+    for _ in range(10):
+        handed += follower.step()
+        if not follower.behind:
+            break
+    assert handed == 2
+    assert len(seen(store)) == 2
+
+
+def test_run_forever_steps_and_calls_after_commit(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    rec = Recorder()
+    follower = RunFollower(store, [rec], interval_s=0.01)
+    follower.create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(follower.run_forever(stop))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if rec.after >= 2:
+                break
+        stop.set()
+        await task
+
+    asyncio.run(go())
+    assert rec.after >= 2
+    assert seen(store) == [(T1 + sid(1), "success")]
+
+
+def test_consumer_names_must_be_unique(store: Store) -> None:
+    with pytest.raises(ValueError, match="unique"):
+        RunFollower(store, [Recorder("x"), Recorder("x")])
