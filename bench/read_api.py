@@ -11,6 +11,7 @@ data in this process (before the server starts), and EXPLAIN ANALYZE of a route 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import random
@@ -28,6 +29,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 from collector import query_metrics as qm  # noqa: E402
 from collector import query_runs as qr  # noqa: E402
 from collector.config import ConfigOverrides, load_config  # noqa: E402
+from collector.dedup import run_key  # noqa: E402
+from collector.derive import add_run_keys  # noqa: E402
 from collector.model import Signal  # noqa: E402
 from collector.query import Window  # noqa: E402
 from collector.schema import DERIVED_TABLES, create_derived_sql, create_table_sql  # noqa: E402
@@ -77,7 +81,7 @@ _RUNS_INSERT = f"""INSERT INTO runs (org, run_id, trace_id, span_id, workflow_na
     started_at, ended_at, duration_ms, cost_usd, cost_unknown_calls, input_tokens,
     output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, total_tokens,
     llm_call_count, tool_use_count, error_count, session_id, user_id, input_excerpt,
-    output_excerpt, error_type, service_name, last_span_at, updated_at)
+    output_excerpt, error_type, service_name, last_span_at, updated_at, run_key)
 SELECT '{ORG}', trace_id || sid, trace_id, sid,
     -- 40 workflows, a few much busier than the rest (as real fleets are)
     'workflow-' || lpad(((h % 1000) * (h % 1000) // 25000)::VARCHAR, 2, '0'),
@@ -89,8 +93,8 @@ SELECT '{ORG}', trace_id || sid, trace_id, sid,
     CASE WHEN h % 100 BETWEEN 93 AND 97 THEN 1 ELSE 0 END,
     'session-' || (h % 100000), 'user-' || (h % 5000), 'Summarise ticket #' || i,
     'Done: ' || i, CASE WHEN h % 100 BETWEEN 93 AND 97 THEN 'RateLimitError' END,
-    'agent-service', started + to_milliseconds(dur_ms), now()
-FROM ({_RUN_BASE})"""
+    'agent-service', started + to_milliseconds(dur_ms), now(), k.run_key
+FROM ({_RUN_BASE}) JOIN _keys k USING (i)"""
 
 # Ten spans a run: the run (agent) span, then LLM calls (odd j) and tool calls (even j).
 _SPANS_INSERT = f"""INSERT INTO spans (org, trace_id, span_id, parent_span_id, name, kind,
@@ -128,6 +132,17 @@ SELECT org, trace_id, span_id, trace_id || coalesce(parent_span_id, span_id), sp
 FROM spans"""
 
 
+def run_keys(n: int) -> pa.Table:
+    """The integer lookup key the deriver gives each run (`collector.dedup.run_key`), for the
+    run ids `_RUN_BASE` makes: md5(i) then 16 hex of md5('s' || i)."""
+    keys = []
+    for i in range(n):
+        run_id = hashlib.md5(str(i).encode()).hexdigest()  # noqa: S324 - ids, not security
+        run_id += hashlib.md5(f"s{i}".encode()).hexdigest()[:16]  # noqa: S324
+        keys.append(run_key(ORG, run_id))
+    return pa.table({"i": pa.array(range(n), pa.int64()), "run_key": pa.array(keys, pa.int64())})
+
+
 def build(settings: StoreSettings, n: int, per_run: int, end: datetime) -> dict[str, float]:
     """Creates and fills the tables; returns seconds per INSERT."""
     con = connect(settings)
@@ -138,6 +153,9 @@ def build(settings: StoreSettings, n: int, per_run: int, end: datetime) -> dict[
         con.execute(create_derived_sql(name))
     params = {"n": n, "end_s": end.timestamp(), "span_s": DAYS * 86400.0}
     took: dict[str, float] = {}
+    t = time.perf_counter()
+    con.register("_keys", run_keys(n))
+    print(f"  run keys: {time.perf_counter() - t:.1f} s", flush=True)
     for name, sql, p in (
         ("runs", _RUNS_INSERT, params),
         ("spans", _SPANS_INSERT, {**params, "per_run": per_run}),
@@ -147,6 +165,7 @@ def build(settings: StoreSettings, n: int, per_run: int, end: datetime) -> dict[
         con.execute(sql, p)
         took[name] = time.perf_counter() - t
         print(f"  INSERT {name}: {took[name]:.1f} s", flush=True)
+    assert add_run_keys(con) == 0  # every run has the key the deriver would have given it
     # Mark every span as derived already: the server's run deriver must not redo 10M spans
     # while the benchmark times it (the rows above are what it would have written).
     snapshot = con.execute("SELECT id FROM current_snapshot()").fetchone()

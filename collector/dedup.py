@@ -64,6 +64,17 @@ def span_key(org: str, trace_id: bytes, span_id: bytes) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+def run_key(org: str, run_id: str | None) -> int | None:
+    """A run's 64-bit lookup key (`runs.run_key`): the span key of its run span, whose ids the
+    48-hex run id joins. None for anything that is not such an id."""
+    if run_id is None or len(run_id) != 48:
+        return None
+    try:
+        return span_key(org, bytes.fromhex(run_id[:32]), bytes.fromhex(run_id[32:]))
+    except ValueError:
+        return None
+
+
 class SpanDedup:
     """Which spans of a commit group are not stored yet, by (org, trace_id, span_id)."""
 

@@ -198,6 +198,10 @@ RUN_COLUMNS: tuple[Column, ...] = (
     _c("link_trace_id", _STR, "VARCHAR", "trace the run span's first link points into"),
     _c("last_span_at", _TS, "TIMESTAMPTZ", "latest arrival of a span of the run"),
     _c("updated_at", _TS, "TIMESTAMPTZ", "when this row was derived"),
+    # Integer twins of the ids, so a lookup by id compares 8-byte integers instead of 48-char
+    # strings over every run; added after the first release, so kept last (ALTER TABLE order).
+    _c("run_key", _I64, "BIGINT", "collector.dedup.run_key of run_id"),
+    _c("parent_run_key", _I64, "BIGINT", "collector.dedup.run_key of parent_run_id"),
 )
 
 SPAN_RUN_COLUMNS: tuple[Column, ...] = (

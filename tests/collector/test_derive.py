@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from collector.dedup import run_key
 from collector.derive import RunDeriver
 from collector.model import Rows, Signal
 from collector.schema import to_table
@@ -260,3 +261,20 @@ def test_run_forever_steps_until_stopped(store: Store) -> None:
 
     asyncio.run(go())
     assert [r[3] for r in runs(store)] == ["success"]
+
+
+def test_runs_carry_integer_lookup_keys_and_old_tables_gain_them(store: Store) -> None:
+    d = deriver(store)
+    append(store, [agent(T1, 1), agent(T1, 3, 1, agent_name="sub"), llm(T1, 4, 3)])
+    d.step()
+    keyed = store.query("SELECT run_id, run_key, parent_run_key FROM runs ORDER BY run_id")
+    assert keyed == [
+        (T1 + sid(1), run_key("acme", T1 + sid(1)), None),
+        (T1 + sid(3), run_key("acme", T1 + sid(3)), run_key("acme", T1 + sid(1))),
+    ]
+    # A store from before the key columns: drop them, and the next start adds and fills them.
+    store.call(lambda cur: cur.execute("ALTER TABLE runs DROP COLUMN parent_run_key"))
+    store.call(lambda cur: cur.execute("ALTER TABLE runs DROP COLUMN run_key"))
+    deriver(store).create_tables()
+    again = store.query("SELECT run_id, run_key, parent_run_key FROM runs ORDER BY run_id")
+    assert again == keyed

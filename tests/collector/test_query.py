@@ -15,6 +15,7 @@ import pytest
 
 from collector import query_metrics as qm
 from collector import query_runs as qr
+from collector.dedup import run_key
 from collector.model import Signal
 from collector.query import Window, derived_tables_ready
 from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema, to_table
@@ -83,6 +84,15 @@ def insert(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
         cols = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r}}
         data = to_table(Signal.TRACES, cols, len(rows))
     else:
+        if table == "runs":  # as the deriver writes them, with the integer lookup keys
+            rows = [
+                {
+                    **r,
+                    "run_key": run_key(r["org"], r["run_id"]),
+                    "parent_run_key": run_key(r["org"], r.get("parent_run_id")),
+                }
+                for r in rows
+            ]
         data = pa.Table.from_pylist(rows, derived_arrow_schema(table))
 
     def write(cur: Any) -> None:
