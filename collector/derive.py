@@ -218,6 +218,9 @@ class RunDeriver:
             f"""SELECT snapshot_id, org, trace_id,
                        min(start_time_unix_nano), max(start_time_unix_nano)
                 FROM ducklake_table_changes('{LAKE}', 'main', '{Signal.TRACES.value}', ?, ?)
+                -- Spans are deleted only by retention and the disk cap; runs keep their own
+                -- TTL, so an expired span must not re-derive (and shrink) its run.
+                WHERE change_type <> 'delete'
                 GROUP BY ALL ORDER BY snapshot_id""",
             [since + 1, until],
         )

@@ -1,0 +1,229 @@
+"""Store maintenance: merge the small Parquet files of frequent commits, flush inlined rows, and
+reclaim the disk of expired snapshots without ever expiring one a change-feed consumer still needs.
+
+Runs from `collector/maintenance.py` on a schedule against the service's store: merges on a cursor
+of its own (commits go on meanwhile), falling back to the writer thread when deletes conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+
+from collector.configparse import bounds
+from collector.store import LAKE, Store
+
+log = logging.getLogger(__name__)
+_META = f"__ducklake_metadata_{LAKE}"
+MIB = 1024 * 1024
+_NO_CONSUMER = 1 << 62  # no consumer at all: every snapshot but the current may go
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompactionConfig:
+    """`compaction:` — how often and how long small files are merged, and their layout."""
+
+    enabled: bool = True
+    interval_s: int = field(default=300, metadata=bounds(ge=1))
+    max_seconds: float = field(default=60.0, metadata=bounds(ge=0.1))
+    """Time budget of one run; a backlog is worked off over several runs."""
+    target_file_mib: int = field(default=64, metadata=bounds(ge=1, le=4096))
+    """Merged files grow to about this size: it bounds a merge's memory and time."""
+    spans_row_group_rows: int = field(default=16384, metadata=bounds(ge=1024))
+    """Smaller row groups of trace-sorted files let a trace lookup read less."""
+    flush_inlined_rows: int = field(default=1, metadata=bounds(ge=1))
+    """Rows kept inline in the catalog (small commits) are written out from this many."""
+
+
+@dataclass
+class CompactionResult:
+    merged: dict[str, int] = field(default_factory=dict)  # table → merge operations
+    flushed: int = 0
+    conflicts: int = 0
+    on_writer: int = 0
+    seconds: float = 0.0
+    longest_writer_slice_s: float = 0.0
+
+
+def prepare(store: Store, config: CompactionConfig) -> None:
+    """Table layout options, set once (each is a catalog write): spans sorted by trace at
+    compaction time (not at insert, which would cost ingest), smaller row groups for spans."""
+
+    def setup(cur: duckdb.DuckDBPyConnection) -> None:
+        opts = {
+            (str(r[0]), str(r[2])): str(r[1])
+            for r in cur.execute(
+                f"SELECT option_name, value, scope_entry FROM {LAKE}.options()"
+            ).fetchall()
+        }
+        wanted = {
+            ("target_file_size", "None"): f"{config.target_file_mib}MB",
+            ("sort_on_insert", "main.spans"): "false",
+            ("parquet_row_group_size", "main.spans"): str(config.spans_row_group_rows),
+        }
+        for (name, scope), value in wanted.items():
+            if opts.get((name, scope)) == value:
+                continue
+            if scope == "None":
+                cur.execute(f"CALL {LAKE}.set_option(?, ?)", [name, value])
+            else:
+                table = scope.split(".", 1)[1]
+                cur.execute(f"CALL {LAKE}.set_option(?, ?, table_name => ?)", [name, value, table])
+        sorted_already = cur.execute(
+            f"""SELECT count(*) FROM {_META}.ducklake_sort_info i
+                JOIN {_META}.ducklake_table t USING (table_id)
+                WHERE t.table_name = 'spans' AND t.end_snapshot IS NULL
+                  AND i.end_snapshot IS NULL"""
+        ).fetchone()
+        if not sorted_already or not sorted_already[0]:
+            cur.execute(f"ALTER TABLE {LAKE}.spans SET SORTED BY (org, trace_id)")
+
+    store.call(setup)
+
+
+def _small_file_tables(store: Store, target_bytes: int) -> list[str]:
+    rows = store.query(
+        f"""SELECT t.table_name, count(*) FROM {_META}.ducklake_data_file f
+            JOIN {_META}.ducklake_table t ON f.table_id = t.table_id AND t.end_snapshot IS NULL
+            WHERE f.end_snapshot IS NULL AND f.file_size_bytes < ?
+            GROUP BY ALL HAVING count(*) > 1 ORDER BY 2 DESC""",
+        [target_bytes // 2],
+    )
+    return [str(r[0]) for r in rows]
+
+
+def _inlined_tables(store: Store, at_least: int) -> list[str]:
+    tables = []
+    for table_name, inlined in store.query(
+        f"""SELECT t.table_name, i.table_name FROM {_META}.ducklake_inlined_data_tables i
+            JOIN {_META}.ducklake_table t ON i.table_id = t.table_id AND t.end_snapshot IS NULL"""
+    ):
+        rows = store.query(f'SELECT count(*) FROM {_META}."{inlined}" WHERE end_snapshot IS NULL')
+        if rows and int(rows[0][0]) >= at_least:
+            tables.append(str(table_name))
+    return sorted(set(tables))
+
+
+def _run_sql(
+    sql: str, params: list[object]
+) -> Callable[[duckdb.DuckDBPyConnection], list[tuple[object, ...]]]:
+    def run(cur: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
+        return cur.execute(sql, params).fetchall()
+
+    return run
+
+
+def _is_conflict(e: duckdb.Error) -> bool:
+    return "conflict" in str(e).lower()
+
+
+def compact(
+    store: Store, config: CompactionConfig, stop: Callable[[], bool] = lambda: False
+) -> CompactionResult:
+    """Flush inlined rows, then merge small files one output file at a time until nothing is
+    left to merge or the time budget is spent. Merges run on a cursor of their own; a table whose
+    merge keeps losing to concurrent deletes gets one slice on the writer thread."""
+    started = time.perf_counter()
+    deadline = started + config.max_seconds
+    result = CompactionResult()
+    flush = f"CALL ducklake_flush_inlined_data('{LAKE}', table_name => ?)"
+    for table in _inlined_tables(store, config.flush_inlined_rows):
+        store.call(_run_sql(flush, [table]))
+        result.flushed += 1
+    for table in _small_file_tables(store, config.target_file_mib * MIB):
+        conflicts = 0
+        while time.perf_counter() < deadline and not stop():
+            sql = f"CALL ducklake_merge_adjacent_files('{LAKE}', ?, max_compacted_files => 1)"
+            cur = store.cursor()
+            try:
+                done = cur.execute(sql, [table]).fetchall()
+            except duckdb.Error as e:
+                if not _is_conflict(e):
+                    raise
+                result.conflicts += 1
+                conflicts += 1
+                if conflicts < 3:
+                    continue
+                slice_started = time.perf_counter()
+                done = store.call(_run_sql(sql, [table]))
+                took = time.perf_counter() - slice_started
+                result.on_writer += 1
+                result.longest_writer_slice_s = max(result.longest_writer_slice_s, took)
+                conflicts = 0
+            finally:
+                cur.close()
+            if not done:
+                break
+            result.merged[table] = result.merged.get(table, 0) + len(done)
+    result.seconds = time.perf_counter() - started
+    if result.merged or result.flushed:
+        log.info(
+            "compaction: %s merge(s), %d inlined table(s) flushed in %.2fs (%d conflicts)",
+            dict(result.merged),
+            result.flushed,
+            result.seconds,
+            result.conflicts,
+        )
+    return result
+
+
+@dataclass
+class ReclaimResult:
+    expired: int = 0
+    removed_files: int = 0
+    safe_snapshot: int = -1
+
+
+def safe_snapshot(store: Store, required: Sequence[str]) -> int:
+    """The newest snapshot that may be expired: every change-feed consumer reads from its
+    watermark + 1, so snapshots up to the smallest watermark are no longer needed. A required
+    consumer with no watermark yet reads from the start: nothing may go."""
+    marks = {
+        str(name): int(mark)
+        for name, mark in store.query("SELECT name, max(snapshot_id) FROM watermarks GROUP BY name")
+    }
+    if any(name not in marks for name in required):
+        return -1
+    return min(marks.values()) if marks else _NO_CONSUMER
+
+
+def reclaim(
+    store: Store, required: Sequence[str], grace_s: float, now: datetime | None = None
+) -> ReclaimResult:
+    """Expire snapshots no consumer needs, then delete the files only they referenced (those
+    scheduled more than `grace_s` ago, so a query that planned on them still finds them)."""
+    result = ReclaimResult(safe_snapshot=safe_snapshot(store, required))
+    current = int(store.query(f"SELECT id FROM {LAKE}.current_snapshot()")[0][0])
+    bound = min(result.safe_snapshot + 1, current)
+    found = store.query(
+        f"SELECT min(snapshot_time) FROM {LAKE}.snapshots() WHERE snapshot_id >= ?", [bound]
+    )
+    if bound > 0 and found and found[0][0] is not None:
+        # Every snapshot older than `bound`'s, i.e. with an id up to the safe one, goes.
+        expired = store.call(
+            lambda cur: cur.execute(
+                f"CALL ducklake_expire_snapshots('{LAKE}', older_than => ?)", [found[0][0]]
+            ).fetchall()
+        )
+        result.expired = len(expired)
+    if grace_s <= 0:
+        sql, params = f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)", []
+    else:
+        sql = f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => now() - to_seconds(?))"
+        params = [float(grace_s)]
+    removed = store.call(lambda cur: cur.execute(sql, params).fetchall())
+    result.removed_files = len(removed)
+    # Files no snapshot knows (a write that failed before its commit): only old ones, since a
+    # commit in progress has written its files and not yet recorded them.
+    orphaned = store.call(
+        lambda cur: cur.execute(
+            f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => now() - INTERVAL 1 HOUR)"
+        ).fetchall()
+    )
+    result.removed_files += len(orphaned)
+    return result

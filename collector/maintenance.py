@@ -1,0 +1,149 @@
+"""The scheduled store jobs of a running service: retention, compaction, reclaiming expired
+snapshots' files, and the disk cap; plus their admin routes (`/api/retention`, `/api/export`).
+
+`collector/service.py` builds one `Maintenance` from the config and the store, calls `prepare()`
+once the tables exist, and runs `run_forever` until shutdown; each job runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute
+
+from collector import compaction, retention
+from collector.auth import Authenticator
+from collector.compaction import CompactionConfig
+from collector.config import Config
+from collector.diskcap import DiskCap
+from collector.export import ExportApi
+from collector.model import StoreUnavailable
+from collector.retention import RetentionConfig
+from collector.retention_api import RetentionApi
+from collector.store import Store
+from collector.telemetry import Metrics
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+class Maintenance:
+    def __init__(
+        self, config: Config, store: Store, metrics: Metrics, required: Sequence[str] = ()
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self.retention: RetentionConfig = config.retention
+        self.compaction: CompactionConfig = config.compaction
+        self._required = tuple(required)
+        self._stopping = threading.Event()  # seen by a job's thread: stop at the next slice
+        s = config.storage
+        self._cap_interval_s = float(s.size_check_interval_s)
+        self.cap = DiskCap(
+            store,
+            s.max_size_mib * MIB if s.max_size_mib is not None else None,
+            s.on_full,
+            metrics,
+            required=self._required,
+            grace_s=float(self.retention.cleanup_grace_s),
+        )
+        for name, text in (
+            ("agentledger_retention_deleted_rows_total", "rows deleted past their TTL"),
+            ("agentledger_compaction_merges_total", "merged output files written"),
+            ("agentledger_compaction_conflicts_total", "merges retried after a concurrent delete"),
+            ("agentledger_snapshots_expired_total", "store snapshots expired"),
+            ("agentledger_files_removed_total", "data files removed from disk"),
+        ):
+            metrics.describe(name, "counter", text)
+
+    def prepare(self) -> None:
+        """Create the settings table, set the table layout, and gate appends on the cap."""
+        retention.create_tables(self._store)
+        if self.compaction.enabled:
+            compaction.prepare(self._store, self.compaction)
+        self._store.admit = self.cap.admit
+        log.info(
+            "disk cap: %s",
+            f"{self.cap.max_bytes} bytes, on full: {self.cap.mode}"
+            if self.cap.max_bytes is not None
+            else "none",
+        )
+
+    def routes(self, auth: Authenticator) -> list[BaseRoute]:
+        return [
+            *RetentionApi(self._store, auth, self.retention).routes(),
+            *ExportApi(self._store, auth).routes(),
+        ]
+
+    # -- the jobs ----------------------------------------------------------------------------
+
+    def run_retention(self) -> None:
+        result = retention.apply(self._store, self.retention)
+        for kind, n in result.deleted.items():
+            if n:
+                self._metrics.inc("agentledger_retention_deleted_rows_total", n, kind=kind)
+        self.reclaim()
+
+    def run_compaction(self) -> None:
+        result = compaction.compact(self._store, self.compaction, self._stopping.is_set)
+        self._metrics.inc("agentledger_compaction_merges_total", sum(result.merged.values()))
+        self._metrics.inc("agentledger_compaction_conflicts_total", result.conflicts)
+        self.reclaim()
+
+    def reclaim(self) -> None:
+        result = compaction.reclaim(self._store, self._required, self.retention.cleanup_grace_s)
+        self._metrics.inc("agentledger_snapshots_expired_total", result.expired)
+        self._metrics.inc("agentledger_files_removed_total", result.removed_files)
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Run each job when it is due until `stop` is set. A failing job is logged and tried
+        again at its next turn: every job commits in small transactions, so it can stop anywhere."""
+        jobs: list[tuple[str, float, Callable[[], Any]]] = [
+            ("retention", float(self.retention.interval_s), self.run_retention),
+            ("disk cap", self._cap_interval_s, self.cap.check),
+        ]
+        if self.compaction.enabled:
+            jobs.append(("compaction", float(self.compaction.interval_s), self.run_compaction))
+        grace = float(self.retention.cleanup_grace_s)
+        if grace > 0:  # files of snapshots expired by a job are removed one grace period later
+            jobs.append(("file cleanup", max(grace, 1.0), self.reclaim))
+        due = {name: time.monotonic() + (0 if name == "disk cap" else interval)
+               for name, interval, _ in jobs}  # fmt: skip
+        self._stopping.clear()
+        watcher = asyncio.create_task(_set_when(stop, self._stopping))
+        try:
+            await self._loop(jobs, due, stop)
+        finally:
+            watcher.cancel()
+
+    async def _loop(
+        self,
+        jobs: list[tuple[str, float, Callable[[], Any]]],
+        due: dict[str, float],
+        stop: asyncio.Event,
+    ) -> None:
+        while not stop.is_set():
+            for name, interval, job in jobs:
+                if time.monotonic() < due[name] or stop.is_set():
+                    continue
+                try:
+                    await asyncio.to_thread(job)
+                except StoreUnavailable:
+                    log.warning("%s paused: the store is unavailable", name)
+                except Exception:
+                    log.exception("%s failed; retrying at its next turn", name)
+                due[name] = time.monotonic() + interval
+            wait = max(0.05, min(due.values()) - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+
+async def _set_when(stop: asyncio.Event, flag: threading.Event) -> None:
+    await stop.wait()
+    flag.set()
