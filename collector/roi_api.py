@@ -7,6 +7,7 @@ admin keys read and patch `orgs.settings`; read tokens list events and reports.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from collector import read_api_json as js
 from collector import roi_reports, roi_store
 from collector.auth import Authenticator, AuthError, parse_key
 from collector.errors import ApiError, error_response, from_api_error
-from collector.model import Principal, Processor, Scope, StoreUnavailable
+from collector.model import Principal, Processor, Redactor, Scope, StoreUnavailable
 from collector.ratelimit import SlidingWindowLimiter
 from collector.read_api_params import Params, decode_cursor, encode_cursor
 from collector.receivers.native import authenticate_ingest, read_json_object
@@ -53,8 +54,11 @@ class RoiApi:
         catalogue: Catalogue,
         cost: Processor | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        redactor: Redactor | None = None,
     ) -> None:
         self._store = store
+        self._redactor = redactor
         self._auth = auth
         self._catalogue = catalogue
         self._price: Pricer = processor_pricer(cost) if cost is not None else _no_price
@@ -66,6 +70,10 @@ class RoiApi:
         self._locks = KeyLocks()
         self._recent = RecentKeys()
         self._quota = MonthlyQuota(lambda org, t: roi_store.count_since(store, org, t))
+
+    def set_cost(self, cost: Processor | None) -> None:
+        """Price from now on with `cost` (a new price book swapped in by the service)."""
+        self._price = processor_pricer(cost) if cost is not None else _no_price
 
     def create_tables(self) -> None:
         """Create `roi_events` and the `idempotency_keys` view; load the last 24 h of keys."""
@@ -92,6 +100,7 @@ class RoiApi:
             settings = await self._settings_for(principal.org)
             self._rate_check(principal.key_id, settings.rate_limit)
             req = parse_track(await read_json_object(request), request.headers.get("traceparent"))
+            req = self._redacted(req)
             key = request.headers.get("idempotency-key")
             if key is not None and not 1 <= len(key) <= 255:
                 raise ApiError(
@@ -126,6 +135,18 @@ class RoiApi:
             return error_response(
                 503, "unavailable", "The store is unavailable", headers={"Retry-After": "1"}
             )
+
+    def _redacted(self, req: TrackRequest) -> TrackRequest:
+        """The audit sample and metadata as the `redact:` rules leave them, before storing."""
+        r = self._redactor
+        if r is None or (req.audit_sample is None and req.metadata is None):
+            return req
+        audit, meta = req.audit_sample, req.metadata
+        return dataclasses.replace(
+            req,
+            audit_sample=None if audit is None else r.value(audit, field="audit_sample"),
+            metadata=None if meta is None else r.value(meta, field="metadata"),
+        )
 
     def _rate_check(self, key_id: str, limit: int) -> None:
         limiter = self._ingest_limiters.get(limit)

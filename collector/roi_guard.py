@@ -36,9 +36,14 @@ class EventIds:
             else:
                 rand = int.from_bytes(os.urandom(10), "big")
             self._last_ms, self._last_rand = ms, rand
-        value = (ms << 80) | rand
-        chars = [_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1)]
-        return "evt_" + "".join(chars)
+        return event_id(ms, rand)
+
+
+def event_id(ms: int, rand: int) -> str:
+    """`evt_` + the ULID of (48-bit milliseconds, 80-bit random part)."""
+    value = (ms << 80) | rand
+    chars = [_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1)]
+    return "evt_" + "".join(chars)
 
 
 class KeyLocks:

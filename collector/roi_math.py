@@ -124,14 +124,30 @@ def hours_saved(baseline_minutes: float, agent_seconds: float | None, outcome: s
     return max(hours, Decimal("0.000"))
 
 
+def usd_cost(usd: float | None, settings: OrgSettings) -> RunCost:
+    """A cost already priced in USD (a traced run's LLM calls) in the org's currency: computed,
+    or none when unknown or when the currency has no FX rate."""
+    fx = settings.usd_to_org()
+    if usd is None or fx is None:
+        return RunCost(None, "none", usd)
+    return RunCost((_dec(usd) * _dec(fx)).quantize(MICRO, ROUND_HALF_UP), "computed", usd)
+
+
 def compute(
-    req: TrackRequest, settings: OrgSettings, catalogue: Catalogue, org: str, price: Pricer
+    req: TrackRequest,
+    settings: OrgSettings,
+    catalogue: Catalogue,
+    org: str,
+    price: Pricer,
+    *,
+    cost: RunCost | None = None,
 ) -> Savings:
+    """`cost` when known already (a traced run's), else resolved from the request."""
     baseline = resolve_baseline(req, settings, catalogue)
     hours = hours_saved(baseline.minutes, req.agent_duration_seconds, req.outcome)
     # From the rounded hours, so hours_saved x rate = cost_saved is what a reader can check.
     saved = (hours * _dec(settings.hourly_rate)).quantize(MONEY, ROUND_HALF_UP)
-    cost = resolve_cost(req, settings, org, price)
+    cost = cost or resolve_cost(req, settings, org, price)
     net = saved - (cost.amount or Decimal(0))
     return Savings(
         baseline, settings.hourly_rate, settings.currency, hours, saved, cost, net.quantize(MICRO)

@@ -71,13 +71,14 @@ FROM {LAKE}.{TABLE} WHERE idempotency_key IS NOT NULL"""
 
 
 def create_tables(store: Store) -> None:
+    store.call(create_in)
+
+
+def create_in(cur: Any) -> None:
+    """The table and the view, on a writer cursor (idempotent)."""
     cols = ",\n  ".join(f"{c.name} {c.sql}" for c in COLUMNS)
-
-    def create(cur: Any) -> None:
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {LAKE}.{TABLE} (\n  {cols}\n)")
-        cur.execute(_VIEW)
-
-    store.call(create)
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {LAKE}.{TABLE} (\n  {cols}\n)")
+    cur.execute(_VIEW)
 
 
 def event_rows(org: str, record: dict[str, Any]) -> Rows:
@@ -108,8 +109,10 @@ def recent_keys(store: Store, now: datetime, cap: int) -> list[tuple[str, str, d
 
 
 def count_since(store: Store, org: str, since: datetime) -> int:
+    """Events tracked through the API (an ingest key sent them; not those of traced runs)."""
     rows = store.query(
-        f"SELECT count(*) FROM {TABLE} WHERE org = ? AND received_at >= ?", [org, since]
+        f"SELECT count(*) FROM {TABLE} WHERE org = ? AND received_at >= ? AND key_id IS NOT NULL",
+        [org, since],
     )
     return int(rows[0][0])
 

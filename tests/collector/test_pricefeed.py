@@ -1,0 +1,299 @@
+"""The price feed against a local HTTP server whose price list changes: merged books swapped in,
+the last good one kept on failures and across restarts, and decode workers re-priced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector import registry
+from collector.config import parse_config
+from collector.configparse import ConfigError
+from collector.model import Signal
+from collector.pipeline import DecodePool
+from collector.pricebook import SHIPPED_PATH, PriceBook
+from collector.pricefeed import STATE_FILE, BookSource, PriceFeed, PricesConfig, redact_url
+from collector.telemetry import Metrics
+from tests.otlp_factory import export_request, kv
+
+GPT4O = "openai/gpt-4o"
+
+
+def openrouter(prompt_per_token: str) -> dict[str, Any]:
+    return {"data": [{"id": GPT4O, "pricing": {"prompt": prompt_per_token, "completion": "1e-5"}}]}
+
+
+@dataclass
+class Upstream:
+    """What the fake OpenRouter answers: a status and a body, changeable by the test."""
+
+    status: int = 200
+    body: bytes = field(default_factory=lambda: json.dumps(openrouter("0.000004")).encode())
+    hits: int = 0
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[Upstream, str]]:
+    state = Upstream()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.hits += 1
+            self.send_response(state.status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(state.body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state, f"http://127.0.0.1:{httpd.server_address[1]}/api/v1/models"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def input_rate(book: PriceBook) -> float:
+    found = book.lookup("gpt-4o", "openai")
+    assert found is not None
+    return found.rates.input
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    path = tmp_path / "prices.json"
+    shutil.copy(SHIPPED_PATH, path)
+    return path
+
+
+def make_feed(
+    base: Path, url: str, clock: Clock, seen: list[PriceBook], metrics: Metrics | None = None
+) -> tuple[PriceFeed, BookSource, Metrics]:
+    source = BookSource(str(base), url, str(base.parent / STATE_FILE))
+    config = PricesConfig(path=str(base), url=url, refresh_interval_s=3600, retry_interval_s=60)
+    metrics = metrics or Metrics()
+    return PriceFeed(config, source, seen.append, metrics, clock=clock), source, metrics
+
+
+def test_a_changing_price_list_is_merged_swapped_and_kept(
+    upstream: tuple[Upstream, str], base: Path
+) -> None:
+    state, url = upstream
+    clock, seen = Clock(), []
+    feed, source, metrics = make_feed(base, url, clock, seen)
+    assert input_rate(feed.book) == 2.5  # the shipped rate before the first fetch
+
+    assert feed.tick() == "updated"
+    assert [input_rate(b) for b in seen] == [4.0]
+    assert input_rate(feed.book) == 4.0 and feed.origin == "fetched"
+    # What a worker process loads from the files is the very same book.
+    assert source.load() == feed.book
+    assert source.load_base().version != feed.book.version
+
+    assert feed.tick() is None  # not due for an hour
+    clock.now += 3600
+    assert feed.tick() == "unchanged" and len(seen) == 1
+
+    state.body = json.dumps(openrouter("0.000005")).encode()
+    clock.now += 3600
+    assert feed.tick() == "updated"
+    assert input_rate(feed.book) == 5.0 == input_rate(source.load())
+    text = metrics.render()
+    assert 'agentledger_price_book_refreshes_total{result="updated"} 2' in text
+    assert 'agentledger_price_book_refreshes_total{result="unchanged"} 1' in text
+    assert f'agentledger_price_book_info{{version="{feed.book.version}",origin="fetched"}} 1' in (
+        text
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, b'{"error": "upstream down"}'),
+        (200, b"<html>maintenance</html>"),
+        (200, b'{"data": []}'),  # valid shape, nothing to price: would silently drop prices
+    ],
+)
+def test_a_failing_fetch_keeps_the_last_good_book_and_is_retried_sooner(
+    upstream: tuple[Upstream, str],
+    base: Path,
+    status: int,
+    body: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state, url = upstream
+    clock, seen = Clock(), []
+    feed, source, metrics = make_feed(base, url, clock, seen)
+    assert feed.tick() == "updated"
+    good = feed.book
+    kept = (base.parent / STATE_FILE).read_bytes()
+
+    state.status, state.body = status, body
+    clock.now += 3600
+    with caplog.at_level(logging.WARNING, "collector.pricefeed"):
+        assert feed.tick() == "failed"
+    assert feed.book is good and len(seen) == 1
+    assert source.load() == good
+    assert (base.parent / STATE_FILE).read_bytes() == kept
+    assert metrics.value("agentledger_price_book_refreshes_total", result="failed") == 1
+    assert "keeping price book" in caplog.text
+    assert metrics.render().count("last_success_timestamp_seconds 1800000000") == 1
+
+    hits = state.hits
+    clock.now += 59
+    assert feed.tick() is None and state.hits == hits
+    state.status, state.body = 200, json.dumps(openrouter("0.000006")).encode()
+    clock.now += 1  # the retry interval, not the refresh interval
+    assert feed.tick() == "updated" and input_rate(feed.book) == 6.0
+
+
+def test_a_restart_without_network_keeps_the_fetched_book(
+    upstream: tuple[Upstream, str], base: Path
+) -> None:
+    state, url = upstream
+    clock, seen = Clock(), []
+    first, _, _ = make_feed(base, url, clock, seen)
+    assert first.tick() == "updated"
+
+    state.status = 503  # the network is gone when the service starts again
+    clock.now += 60
+    again, source, _ = make_feed(base, url, clock, [])
+    assert again.origin == "fetched" and input_rate(again.book) == 4.0
+    hits = state.hits
+    assert again.tick() is None and state.hits == hits  # fetched a minute ago: not due
+    assert input_rate(source.load()) == 4.0
+
+
+def test_the_kept_book_is_dropped_when_the_base_book_or_url_changes(
+    upstream: tuple[Upstream, str], base: Path
+) -> None:
+    state, url = upstream
+    clock, seen = Clock(), []
+    feed, source, _ = make_feed(base, url, clock, seen)
+    assert feed.tick() == "updated"
+
+    other = BookSource(source.path, url + "?v=2", source.state)
+    assert input_rate(other.load()) == 2.5  # another URL's book is not this one's
+
+    book = json.loads(base.read_text())
+    for model in book["models"]:
+        if model["id"] == "gpt-4o":
+            model["output"] = 11.0
+    base.write_text(json.dumps(book))  # e.g. `agentledger prices update --out` meanwhile
+    assert source.load().lookup("gpt-4o", "openai").rates.output == 11.0  # type: ignore[union-attr]
+    state.status = 500
+    assert feed.tick() == "failed"  # re-read the file at once, then a fetch that fails
+    assert input_rate(feed.book) == 2.5 and feed.origin == "file"
+    state.status = 200
+    clock.now += 60
+    assert feed.tick() == "updated"
+    merged = feed.book.lookup("gpt-4o", "openai")
+    assert merged is not None and (merged.rates.input, merged.rates.output) == (4.0, 10.0)
+
+
+def test_without_a_url_the_book_file_is_watched(base: Path) -> None:
+    seen: list[PriceBook] = []
+    source = BookSource(str(base))
+    feed = PriceFeed(PricesConfig(path=str(base)), source, seen.append, Metrics())
+    assert feed.tick() is None
+    base.write_text(
+        base.read_text().replace('"input": 2.5, "output": 10.0', '"input": 3.0, "output": 10.0', 1)
+    )
+    assert feed.tick() == "reloaded" and input_rate(seen[-1]) == 3.0
+    base.write_text("{broken")
+    assert feed.tick() == "failed" and input_rate(feed.book) == 3.0
+
+
+def test_urls_are_logged_without_credentials() -> None:
+    assert redact_url("https://user:pw@prices.example:8443/v1/models?key=s3cret") == (
+        "https://prices.example:8443/v1/models"
+    )
+
+
+def test_config_names_the_book_and_the_feed(tmp_path: Path) -> None:
+    raw = {
+        "storage": {"path": str(tmp_path)},
+        "prices": {"path": str(SHIPPED_PATH), "url": "https://x/api/v1/models"},
+    }
+    parts = registry.components(parse_config(raw, {}))
+    assert parts.prices == BookSource(
+        str(SHIPPED_PATH), "https://x/api/v1/models", str(tmp_path / STATE_FILE)
+    )
+    with pytest.raises(ConfigError) as bad:
+        parse_config({"prices": {"url": "ftp://x", "refresh_interval_s": 0, "path": ""}}, {})
+    assert sorted(i.path for i in bad.value.issues) == [
+        "prices.path", "prices.refresh_interval_s", "prices.url",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError) as missing:
+        registry.components(parse_config({"prices": {"path": str(tmp_path / "nope.json")}}, {}))
+    assert [i.path for i in missing.value.issues] == ["prices.path"]
+
+
+def llm_payload() -> bytes:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    span = Span(
+        trace_id=b"\x01" * 16,
+        span_id=b"\x02" * 8,
+        name="chat gpt-4o",
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=1_700_000_000_000_000_000,
+        end_time_unix_nano=1_700_000_001_000_000_000,
+        attributes=[
+            kv("gen_ai.operation.name", "chat"),
+            kv("gen_ai.provider.name", "openai"),
+            kv("gen_ai.request.model", "gpt-4o"),
+            kv("gen_ai.usage.input_tokens", 1_000_000),
+            kv("gen_ai.usage.output_tokens", 0),
+        ],
+    )
+    return export_request([span]).SerializeToString()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_decode_workers_price_with_the_new_book_after_a_reload(
+    upstream: tuple[Upstream, str], tmp_path: Path, workers: int
+) -> None:
+    _, url = upstream
+    config = parse_config({"storage": {"path": str(tmp_path)}, "prices": {"url": url}}, {})
+    parts = registry.components(config)
+    pool = DecodePool(workers, registry.processor_factory(parts))
+    pool.start()
+
+    def cost() -> float:
+        import asyncio
+
+        rows = asyncio.run(pool.run(Signal.TRACES, "acme", llm_payload(), "protobuf"))
+        return float(rows.table.column("cost_usd")[0].as_py())
+
+    try:
+        assert cost() == 2.5
+        feed = PriceFeed(config.prices, parts.prices, lambda _: pool.reload(), Metrics())
+        assert feed.tick() == "updated"
+        assert cost() == 4.0
+        cost_processor = registry.build_processor(parts, "cost")  # what a restart builds
+        assert cost_processor is not None
+        assert cost_processor.book_for("acme").version == feed.book.version  # type: ignore[attr-defined]
+    finally:
+        pool.shutdown()
