@@ -22,7 +22,7 @@ from collector import mcp_store
 from collector.auth import Authenticator
 from collector.errors import ApiError, error_response, from_api_error
 from collector.mcp_store import PRIMITIVE_TYPES, McpConfig, Sequencer
-from collector.model import Rows, StoreUnavailable
+from collector.model import Redactor, Rows, StoreUnavailable
 from collector.receivers.native import authenticate_ingest, read_json_object
 from collector.store import Store
 
@@ -160,9 +160,12 @@ def keep_payload(text: str | None, config: McpConfig) -> tuple[str | None, bool]
     return text, False
 
 
-def parse_event(body: dict[str, Any], config: McpConfig) -> dict[str, Any]:
+def parse_event(
+    body: dict[str, Any], config: McpConfig, redactor: Redactor | None = None
+) -> dict[str, Any]:
     """The `mcp_events` columns a capture-event body gives (all but org, ids and times);
-    raises a 422 `ApiError` listing every problem."""
+    raises a 422 `ApiError` listing every problem. `redactor` masks args, result and metadata
+    before they are cut to size or stored."""
     f = _Fields(body)
     session_id = f.text("session_id", required=True)
     name = f.text("primitive_name", required=True)
@@ -183,6 +186,10 @@ def parse_event(body: dict[str, Any], config: McpConfig) -> dict[str, Any]:
     checkpoints = _checkpoints(f)
     metadata = string_map(f, "metadata", body.get("metadata"))
     f.raise_if_invalid("capture event")
+    if redactor is not None:
+        args = None if args is None else redactor.text(args, field="args")
+        result = None if result is None else redactor.text(result, field="result")
+        metadata = {k: redactor.text(v, field=k) for k, v in metadata.items()}
     stored_args, args_cut = keep_payload(args, config)
     stored_result, result_cut = keep_payload(result, config)
     error = metadata.get("error") or metadata.get("error_message")
@@ -219,10 +226,17 @@ def parse_session(body: dict[str, Any]) -> dict[str, Any]:
 class McpApi:
     """The two capture routes; every write is one row through the store's group commit."""
 
-    def __init__(self, store: Store, auth: Authenticator, config: McpConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        auth: Authenticator,
+        config: McpConfig,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._store = store
         self._auth = auth
         self._config = config
+        self._redactor = redactor
         self._seq = Sequencer()
         self._inflight = 0
 
@@ -243,7 +257,10 @@ class McpApi:
 
     async def _capture_event(self, request: Request) -> Response:
         return await self._capture(
-            request, "mcp_events", lambda b: parse_event(b, self._config), "event_id"
+            request,
+            "mcp_events",
+            lambda b: parse_event(b, self._config, self._redactor),
+            "event_id",
         )
 
     async def _capture(
