@@ -1,0 +1,323 @@
+"""Output evaluation over HTTP (`logs-rules-api.txt`): POST /api/logs, and the assembly of the
+whole feature (reads and review in `logs_review`, rules, projects, settings, media).
+
+`LogsApi` owns the parts (auth, rules, evaluator, outbox, workspace, projects, media) and their
+background tasks, which the service starts and stops. Logs are committed before answering:
+async ones as `pending` (the evaluator picks them up), sync ones with their verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import logs_callbacks as cb
+from collector import logs_json as lj
+from collector import logs_store as ls
+from collector import outbound
+from collector.auth import Authenticator
+from collector.config import Config
+from collector.errors import ApiError
+from collector.judge import Judge
+from collector.logs_auth import LogsAuth
+from collector.logs_config import EvalLogsConfig
+from collector.logs_eval import Evaluator, verdict_fields
+from collector.logs_http import endpoint
+from collector.logs_media import Media
+from collector.logs_model import Redactor, RuleEngine
+from collector.logs_projects import Projects
+from collector.logs_request import LogInput, parse_log
+from collector.logs_review import LogViews, find_log
+from collector.logs_rules import RuleCache
+from collector.logs_rules_api import RulesApi
+from collector.logs_workspace import Workspace
+from collector.mcp_store import Sequencer
+from collector.model import Rows
+from collector.ratelimit import SlidingWindowLimiter
+from collector.receivers.native import read_json_object
+from collector.secretbox import SecretBox
+from collector.store import Store
+
+MIB = 1024 * 1024
+TOO_MANY = {"error": "Too many requests. Please slow down and try again shortly."}
+KNOWN_TTL_S = 60.0  # another node's project rename or delete is seen within this long
+
+
+class LogsApi:
+    def __init__(
+        self,
+        store: Store,
+        auth: Authenticator,
+        engine: RuleEngine,
+        *,
+        config: EvalLogsConfig,
+        box: SecretBox,
+        policy: outbound.OutboundPolicy,
+        media_root: Path,
+        judge: Any | None = None,
+        build_channel: Callable[[Mapping[str, Any]], Any] | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._policy = policy
+        self._redactor = redactor
+        self._judge = judge
+        self.auth = LogsAuth(store, auth, config.rotations_per_hour)
+        self.workspace = Workspace(store, self.auth, box, policy)
+        self.rules = RuleCache(store, engine)
+        self.outbox = cb.Outbox(
+            store,
+            policy,
+            self.workspace.load,
+            build_channel,
+            attempts=config.callback_attempts,
+            base_delay_s=config.callback_base_delay_s,
+            max_delay_s=config.callback_max_delay_s,
+        )
+        self.evaluator = Evaluator(
+            store,
+            engine,
+            self.rules,
+            judge=judge,
+            judge_settings=self.workspace.judge_settings,
+            workspace=self.workspace.load,
+            judge_timeout_s=config.judge_timeout_s,
+            redactor=redactor,
+            on_commit=self.outbox.kick,
+            batch=config.worker_batch,
+            concurrency=config.worker_concurrency,
+        )
+        self.media = Media(
+            media_root, self.auth, policy, config.max_attachment_mib * MIB, config.media_url_ttl_s
+        )
+        self.projects = Projects(store, self.auth, self._deleted, self._changed)
+        self.views = LogViews(
+            store, self.auth, self.workspace, kick=self.outbox.kick, deleted=self._deleted
+        )
+        self.rules_api = RulesApi(store, self.auth, engine, self.rules, self.evaluator)
+        self._limiter = SlidingWindowLimiter(config.rate_limit_per_minute, 60.0)
+        self._seq = Sequencer()
+        self._known: dict[tuple[str, str, str | None], tuple[float, str]] = {}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        store: Store,
+        auth: Authenticator,
+        engine: RuleEngine,
+        *,
+        build_channel: Callable[[Mapping[str, Any]], Any] | None = None,
+        redactor: Redactor | None = None,
+    ) -> LogsApi:
+        """The API as the service runs it: judge, secrets and media from the config."""
+        return cls(
+            store,
+            auth,
+            engine,
+            config=config.logs,
+            box=SecretBox.open(Path(config.storage.path), config.secrets.key),
+            policy=config.outbound,
+            media_root=config.logs.media_root(config.storage.path),
+            judge=Judge(config.judge, config.outbound),
+            build_channel=build_channel,
+            redactor=redactor,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Tables, the workspace tokens and the media root (blocking: run in a thread)."""
+        self._store.call(ls.create_tables)
+        self.auth.load()
+        self.media.open()
+
+    async def start(self) -> None:
+        """The evaluator (which first picks up logs left pending) and the outbox."""
+        self._stop.clear()
+        self._tasks = [
+            asyncio.create_task(self.evaluator.run(self._stop)),
+            asyncio.create_task(self.outbox.run(self._stop)),
+        ]
+
+    async def stop(self) -> None:
+        """Stop both; a log still pending stays pending and is evaluated on the next start."""
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._judge is not None:
+            await self._judge.aclose()
+
+    def routes(self) -> list[Route]:
+        e = endpoint
+        return [
+            Route("/api/logs", e(self._post), methods=["POST"]),
+            *self.views.routes(),
+            *self.rules_api.routes(),
+            *self.projects.routes(),
+            *self.workspace.routes(),
+            *self.media.routes(),
+        ]
+
+    # -- POST /api/logs --------------------------------------------------------------------
+
+    async def _post(self, request: Request) -> Response:
+        caller = self.auth.caller(request, "ingest")
+        if self._limiter.check(caller.token) is not None:
+            return JSONResponse(TOO_MANY, status_code=429, headers={"Retry-After": "60"})
+        body = await read_json_object(request, self._config.max_body_mib * MIB)
+        log = parse_log(body)
+        if len(log.attachments) > self._config.max_attachments:
+            raise ApiError(
+                422,
+                "validation_error",
+                "Invalid log",
+                [{"field": "attachments", "message": f"at most {self._config.max_attachments}"}],
+            )
+        if log.callback_url is not None:
+            try:
+                outbound.check_url(log.callback_url, self._policy)
+            except outbound.OutboundRefused as e:
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    "Invalid log",
+                    [{"field": "callbackUrl", "message": f"refused: {e}"}],
+                ) from e
+        org = caller.org
+        if log.id is not None:
+            existing = await asyncio.to_thread(find_log, self._store, org, log.id)
+            if existing is not None:
+                return JSONResponse(lj.post_json(existing, inline=True))
+        log_id = log.id or ls.new_id()
+        stored = await self.media.store(org, log_id, log.attachments, self._redactor)
+        seq, now = self._seq.next()
+        row = _row(
+            org,
+            log_id=log_id,
+            log=log,
+            attachments=stored,
+            key_label=caller.label,
+            seq=seq,
+            now=now,
+        )
+        row["project_id"] = await self._ensure_project(org, log.project, log.task, now)
+        kinds: cb.Kinds = []
+        if log.sync:
+            ev = await self.evaluator.evaluate(
+                org,
+                row["project_id"],
+                log.task,
+                log.output,
+                log.confidence,
+                input_text=log.input_text,
+            )
+            row |= self.evaluator.stored(row) | verdict_fields(ev, datetime.now(UTC))
+            settings, secrets = await self.workspace.load(org)
+            kinds = cb.deliveries(row, "evaluated", settings, secrets)
+        if log.id is None and not kinds:
+            # A fresh id cannot exist yet and nothing else is written: the group commit.
+            await self._store.append(Rows(None, org, ls.log_table([row]), target="eval_logs"))
+            written = row
+        else:
+            written = await self._store.acall(lambda cur: _insert(cur, row, now, kinds))
+        if written is row:
+            if log.sync:
+                self.outbox.kick()
+            else:
+                self.evaluator.submit(org, log_id)
+        return JSONResponse(lj.post_json(written, inline=log.sync or written is not row))
+
+    async def _ensure_project(self, org: str, name: str, task: str | None, now: datetime) -> str:
+        """The project's id, created (with the task) on first use; cached per org."""
+        cached = self._known.get((org, name, task))
+        if cached is not None and time.monotonic() - cached[0] < KNOWN_TTL_S:
+            return cached[1]
+
+        def write(cur: duckdb.DuckDBPyConnection) -> str:
+            project = ls.ensure_project(cur, org, name, now)
+            if task:
+                ls.ensure_task(cur, org, project.id, task, now)
+            return project.id
+
+        project_id = await self._store.acall(write)
+        if len(self._known) > 100_000:
+            self._known.clear()
+        self._known[(org, name, task)] = (time.monotonic(), project_id)
+        return project_id
+
+    def _changed(self, org: str) -> None:
+        """Projects, tasks or rules of `org` changed: forget what is cached about them."""
+        self.rules.invalidate(org)
+        for key in [k for k in self._known if k[0] == org]:
+            del self._known[key]
+
+    def _deleted(self, org: str, log_ids: list[str]) -> None:
+        self.media.delete(org, log_ids)
+        self._changed(org)
+
+
+def _row(
+    org: str,
+    *,
+    log_id: str,
+    log: LogInput,
+    attachments: list[dict[str, Any]],
+    key_label: str,
+    seq: int,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "org": org,
+        "id": log_id,
+        "project": log.project,
+        "task": log.task,
+        "status": "pending",
+        "created_at": log.timestamp or now,
+        "received_at": now,
+        "seq": seq,
+        "key_id": key_label,
+        "output": log.output,
+        "input": ls.dumps(log.input),
+        "input_text": log.input_text,
+        "model": log.model,
+        "latency_ms": log.latency_ms,
+        "cost_usd": log.cost_usd,
+        "confidence": log.confidence,
+        "metadata": ls.dumps(log.metadata),
+        "tags": log.tags,
+        "session_id": log.session_id,
+        "subject_id": log.subject_id,
+        "actor_id": log.actor_id,
+        "attachments": ls.dumps(attachments),
+        "callback_url": log.callback_url,
+        "callback_events": log.callback_events,
+    }
+
+
+def _insert(
+    cur: duckdb.DuckDBPyConnection, row: dict[str, Any], now: datetime, kinds: cb.Kinds
+) -> dict[str, Any]:
+    """Insert the log (with its callback and notifications) unless its id exists already:
+    then the stored one is returned instead (an idempotent retry)."""
+    existing = ls.get_log(cur, row["org"], row["id"])
+    if existing is not None:
+        return existing
+    ls.insert(cur, "eval_logs", row)
+    cb.enqueue(cur, row, "evaluated", now, kinds)
+    return row

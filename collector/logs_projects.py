@@ -1,0 +1,274 @@
+"""Projects and tasks of output evaluation: list, create, rename, merge, icon, delete (with their
+logs, rules and tasks), and a project's tasks (create, delete with their logs).
+
+Rows in `eval_projects` / `eval_tasks`; every change runs in one writer transaction, so a merge
+or a cascade is all or nothing. Deleted logs' media files go with them (`on_deleted`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import logs_query as lq
+from collector import logs_store as ls
+from collector.errors import ApiError
+from collector.logs_auth import LogsAuth
+from collector.logs_http import endpoint, path_param
+from collector.read_api_json import iso
+from collector.receivers.native import read_json_object
+from collector.store import Store
+
+MAX_ICON_CHARS = 64
+
+
+class Projects:
+    def __init__(
+        self,
+        store: Store,
+        auth: LogsAuth,
+        on_deleted: Callable[[str, list[str]], None],
+        on_rules_changed: Callable[[str], None],
+    ) -> None:
+        self._store = store
+        self._auth = auth
+        self._on_deleted = on_deleted
+        self._on_rules_changed = on_rules_changed
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/projects", endpoint(self._list), methods=["GET"]),
+            Route("/api/projects", endpoint(self._create), methods=["POST"]),
+            Route("/api/projects/{id}", endpoint(self._patch), methods=["PATCH"]),
+            Route("/api/projects/{id}", endpoint(self._delete), methods=["DELETE"]),
+            Route("/api/projects/{id}/tasks", endpoint(self._tasks), methods=["GET"]),
+            Route("/api/projects/{id}/tasks", endpoint(self._create_task), methods=["POST"]),
+            Route("/api/projects/{id}/tasks", endpoint(self._delete_task), methods=["DELETE"]),
+        ]
+
+    async def _list(self, request: Request) -> Response:
+        caller = self._auth.caller(request, "read")
+        found = await asyncio.to_thread(lq.projects, self._store, caller.org)
+        return JSONResponse([_dated(p) for p in found])
+
+    async def _one(self, org: str, project_id: str) -> dict[str, Any]:
+        found = await asyncio.to_thread(lq.projects, self._store, org, project_id)
+        if not found:
+            raise ApiError(404, "not_found", "Project not found")
+        return _dated(found[0])
+
+    async def _create(self, request: Request) -> Response:
+        caller = self._auth.caller(request, "admin")
+        name = _name(await read_json_object(request))
+        now = datetime.now(UTC)
+
+        def write(cur: duckdb.DuckDBPyConnection) -> str:
+            if ls.project_by_name(cur, caller.org, name) is not None:
+                raise ApiError(409, "conflict", f"A project named {name!r} exists")
+            return ls.ensure_project(cur, caller.org, name, now).id
+
+        project_id = await self._store.acall(write)
+        return JSONResponse(await self._one(caller.org, project_id), status_code=201)
+
+    async def _patch(self, request: Request) -> Response:
+        caller = self._auth.caller(request, "admin")
+        body = await read_json_object(request)
+        problems = [
+            {"field": k, "message": "is not a project field"}
+            for k in sorted(set(body) - {"name", "icon", "merge"})
+        ]
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 200):
+            problems.append({"field": "name", "message": "must be 1-200 characters"})
+        icon = body.get("icon")
+        if icon is not None and (not isinstance(icon, str) or len(icon) > MAX_ICON_CHARS):
+            problems.append({"field": "icon", "message": f"at most {MAX_ICON_CHARS} characters"})
+        merge = body.get("merge", False)
+        if not isinstance(merge, bool):
+            problems.append({"field": "merge", "message": "must be true or false"})
+        if merge is True and name is None:
+            problems.append({"field": "name", "message": "name the project to merge into"})
+        if problems:
+            raise ApiError(422, "validation_error", "Invalid project change", problems)
+        org, key = caller.org, path_param(request, "id")
+
+        def write(cur: duckdb.DuckDBPyConnection) -> str:
+            project = ls.find_project(cur, org, key)
+            if project is None:
+                raise ApiError(404, "not_found", "Project not found")
+            if icon is not None:
+                cur.execute(
+                    "UPDATE eval_projects SET icon = ? WHERE org = ? AND id = ?",
+                    [icon or None, org, project.id],
+                )
+            if name is None or name.strip() == project.name:
+                return project.id
+            target = ls.project_by_name(cur, org, name.strip())
+            if target is None:
+                _rename(cur, org, project.id, name.strip())
+                return project.id
+            if not merge:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"A project named {target.name!r} exists; send merge: true to merge into it",
+                )
+            _merge(cur, org, project.id, target)
+            return target.id
+
+        project_id = await self._store.acall(write)
+        self._on_rules_changed(org)
+        return JSONResponse(await self._one(org, project_id))
+
+    async def _delete(self, request: Request) -> Response:
+        caller = self._auth.caller(request, "admin")
+        org, key = caller.org, path_param(request, "id")
+
+        def write(cur: duckdb.DuckDBPyConnection) -> list[str]:
+            project = ls.find_project(cur, org, key)
+            if project is None:
+                raise ApiError(404, "not_found", "Project not found")
+            ids = [
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT id FROM eval_logs WHERE org = ? AND project_id = ?", [org, project.id]
+                ).fetchall()
+            ]
+            for table, column in (
+                ("eval_logs", "project_id"),
+                ("eval_rules", "project_id"),
+                ("eval_tasks", "project_id"),
+                ("eval_projects", "id"),
+            ):
+                cur.execute(
+                    f"DELETE FROM {table} WHERE org = ? AND {column} = ?", [org, project.id]
+                )
+            return ids
+
+        deleted = await self._store.acall(write)
+        self._on_deleted(org, deleted)
+        self._on_rules_changed(org)
+        return JSONResponse({"success": True})
+
+    async def _project_id(self, org: str, key: str) -> str:
+        def read(cur: duckdb.DuckDBPyConnection) -> str | None:
+            project = ls.find_project(cur, org, key)
+            return None if project is None else project.id
+
+        found = await self._store.acall(read)
+        if found is None:
+            raise ApiError(404, "not_found", "Project not found")
+        return found
+
+    async def _tasks(self, request: Request) -> Response:
+        caller = self._auth.caller(request, "read")
+        project_id = await self._project_id(caller.org, path_param(request, "id"))
+        found = await asyncio.to_thread(lq.tasks, self._store, caller.org, project_id)
+        return JSONResponse([_dated(t) for t in found])
+
+    async def _create_task(self, request: Request) -> Response:
+        caller = self._auth.caller(request, "admin")
+        name = _name(await read_json_object(request))
+        org, key, now = caller.org, path_param(request, "id"), datetime.now(UTC)
+
+        def write(cur: duckdb.DuckDBPyConnection) -> str:
+            project = ls.find_project(cur, org, key)
+            if project is None:
+                raise ApiError(404, "not_found", "Project not found")
+            if ls.task_exists(cur, org, project.id, name):
+                raise ApiError(409, "conflict", f"The project has a task named {name!r}")
+            ls.ensure_task(cur, org, project.id, name, now)
+            return project.id
+
+        project_id = await self._store.acall(write)
+        found = await asyncio.to_thread(lq.tasks, self._store, org, project_id)
+        task = next(t for t in found if t["name"] == name)
+        return JSONResponse(_dated(task), status_code=201)
+
+    async def _delete_task(self, request: Request) -> Response:
+        caller = self._auth.caller(request, "admin")
+        name = request.query_params.get("taskName")
+        if not name:
+            raise ApiError(
+                422,
+                "validation_error",
+                "Invalid query parameters",
+                [{"field": "taskName", "message": "is required"}],
+            )
+        org, key = caller.org, path_param(request, "id")
+
+        def write(cur: duckdb.DuckDBPyConnection) -> list[str]:
+            project = ls.find_project(cur, org, key)
+            if project is None:
+                raise ApiError(404, "not_found", "Project not found")
+            where, params = "org = ? AND project_id = ?", [org, project.id]
+            known = ls.task_exists(cur, org, project.id, name)
+            ids = [
+                str(r[0])
+                for r in cur.execute(
+                    f"SELECT id FROM eval_logs WHERE {where} AND task = ?", [*params, name]
+                ).fetchall()
+            ]
+            if not known and not ids:
+                raise ApiError(404, "not_found", "Task not found")
+            cur.execute(f"DELETE FROM eval_logs WHERE {where} AND task = ?", [*params, name])
+            cur.execute(f"DELETE FROM eval_tasks WHERE {where} AND name = ?", [*params, name])
+            return ids
+
+        deleted = await self._store.acall(write)
+        self._on_deleted(org, deleted)
+        return JSONResponse({"success": True})
+
+
+def _name(body: dict[str, Any]) -> str:
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+        raise ApiError(
+            422,
+            "validation_error",
+            "Invalid body",
+            [{"field": "name", "message": "is required: 1-200 characters"}],
+        )
+    return name.strip()
+
+
+def _dated(item: dict[str, Any]) -> dict[str, Any]:
+    return {**item, "createdAt": iso(item["createdAt"]) if item["createdAt"] else None}
+
+
+def _rename(cur: duckdb.DuckDBPyConnection, org: str, project_id: str, name: str) -> None:
+    cur.execute(
+        "UPDATE eval_projects SET name = ? WHERE org = ? AND id = ?", [name, org, project_id]
+    )
+    cur.execute(
+        "UPDATE eval_logs SET project = ? WHERE org = ? AND project_id = ?", [name, org, project_id]
+    )
+
+
+def _merge(cur: duckdb.DuckDBPyConnection, org: str, source: str, target: ls.Project) -> None:
+    """Logs, tasks and rules of `source` move to `target`; `source` is gone afterwards."""
+    cur.execute(
+        "UPDATE eval_logs SET project_id = ?, project = ? WHERE org = ? AND project_id = ?",
+        [target.id, target.name, org, source],
+    )
+    cur.execute(
+        "UPDATE eval_rules SET project_id = ? WHERE org = ? AND project_id = ?",
+        [target.id, org, source],
+    )
+    cur.execute(
+        "DELETE FROM eval_tasks WHERE org = ? AND project_id = ? AND name IN (SELECT name FROM "
+        "eval_tasks WHERE org = ? AND project_id = ?)",
+        [org, source, org, target.id],
+    )
+    cur.execute(
+        "UPDATE eval_tasks SET project_id = ? WHERE org = ? AND project_id = ?",
+        [target.id, org, source],
+    )
+    cur.execute("DELETE FROM eval_projects WHERE org = ? AND id = ?", [org, source])

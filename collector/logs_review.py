@@ -1,0 +1,243 @@
+"""Reading and reviewing logs over HTTP: the list (filters, search, sort, pages, `summary`),
+one log, its status, task names, deletion, and human review (decision and bulk actions).
+
+Reads go through `logs_query` / cursors; deletions and decisions run in one writer
+transaction each, decisions with the callbacks and notifications they trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import logs_callbacks as cb
+from collector import logs_json as lj
+from collector import logs_query as lq
+from collector import logs_store as ls
+from collector.errors import ApiError
+from collector.logs_auth import LogsAuth, Need
+from collector.logs_http import endpoint, path_param
+from collector.logs_model import DECISIONS, STATUSES
+from collector.logs_workspace import Workspace
+from collector.read_api_params import Params
+from collector.receivers.native import read_json_object
+from collector.store import Store
+
+BULK_ACTIONS = {"approve": "approved", "reject": "rejected", "delete": None}
+MAX_BULK = 1000
+
+
+def find_log(store: Store, org: str, log_id: str) -> dict[str, Any] | None:
+    cur = store.cursor()
+    try:
+        return ls.get_log(cur, org, log_id)
+    finally:
+        cur.close()
+
+
+class LogViews:
+    def __init__(
+        self,
+        store: Store,
+        auth: LogsAuth,
+        workspace: Workspace,
+        *,
+        kick: Callable[[], None],
+        deleted: Callable[[str, list[str]], None],
+    ) -> None:
+        self._store = store
+        self.auth = auth
+        self.workspace = workspace
+        self._kick = kick
+        self._deleted = deleted
+
+    def routes(self) -> list[Route]:
+        e = endpoint
+        return [
+            Route("/api/logs", e(self._list), methods=["GET"]),
+            Route("/api/logs/bulk", e(self._bulk), methods=["PATCH"]),
+            Route("/api/logs/tasks", e(self._task_names), methods=["GET"]),
+            Route("/api/logs/{id}", e(self._get), methods=["GET"]),
+            Route("/api/logs/{id}", e(self._delete), methods=["DELETE"]),
+            Route("/api/logs/{id}/status", e(self._status), methods=["GET"]),
+            Route("/api/logs/{id}/decision", e(self._decide), methods=["PATCH"]),
+        ]
+
+    async def _find(self, org: str, log_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(find_log, self._store, org, log_id)
+
+    async def _found(self, request: Request, need: Need) -> tuple[str, dict[str, Any]]:
+        caller = self.auth.caller(request, need)
+        row = await self._find(caller.org, path_param(request, "id"))
+        if row is None:
+            raise ApiError(404, "not_found", "Log not found")
+        return caller.label, row
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _list(self, request: Request) -> Response:
+        caller = self.auth.caller(request, "read")
+        p = Params(request.query_params, datetime.now(UTC))
+        q = request.query_params
+        f = lq.LogFilter(
+            org=caller.org,
+            pending=bool(p.boolean("pending")),
+            status=p.choice("status", STATUSES, None),
+            project=q.get("project") or None,
+            task=q.get("task") or None,
+            session_id=q.get("sessionId") or None,
+            subject_id=q.get("subjectId") or None,
+            actor_id=q.get("actorId") or None,
+            run_id=q.get("runId") or None,
+            q=(q.get("q") or "").strip() or None,
+            tags=[t.strip() for t in (q.get("tags") or "").split(",") if t.strip()],
+            start=p.time("from"),
+            end=p.time("to"),
+        )
+        sort = p.choice("sortBy", tuple(lq.SORTS), "timestamp") or "timestamp"
+        direction = p.choice("sortDir", ("asc", "desc"), "desc") or "desc"
+        limit = p.limit(default=50, maximum=500)
+        page = p.number("page") or 1
+        if page < 1 or page != int(page):
+            p.problem("page", "must be a whole number from 1")
+        p.raise_if_invalid()
+        rows, total, summary = await asyncio.to_thread(
+            lambda: lq.list_logs(
+                self._store, f, sort=sort, direction=direction, page=int(page), limit=limit
+            )
+        )
+        return JSONResponse(
+            {
+                "executions": [lj.execution_json(r) for r in rows],
+                "total": total,
+                "page": int(page),
+                "limit": limit,
+                "summary": summary,
+            }
+        )
+
+    async def _get(self, request: Request) -> Response:
+        _, row = await self._found(request, "read")
+        return JSONResponse(lj.log_json(row))
+
+    async def _status(self, request: Request) -> Response:
+        _, row = await self._found(request, "ingest")
+        return JSONResponse(lj.status_json(row))
+
+    async def _task_names(self, request: Request) -> Response:
+        caller = self.auth.caller(request, "read")
+        project = request.query_params.get("project") or None
+        names = await asyncio.to_thread(lq.task_names, self._store, caller.org, project)
+        return JSONResponse(names)
+
+    # -- deleting and review ---------------------------------------------------------------
+
+    async def _delete(self, request: Request) -> Response:
+        caller = self.auth.caller(request, "admin")
+        log_id = path_param(request, "id")
+        count = await self._store.acall(lambda cur: _delete(cur, caller.org, [log_id]))
+        if not count:
+            raise ApiError(404, "not_found", "Log not found")
+        self._deleted(caller.org, [log_id])
+        return JSONResponse({"ok": True})
+
+    async def _decide(self, request: Request) -> Response:
+        caller = self.auth.caller(request, "admin")
+        body = await read_json_object(request)
+        decision = body.get("decision")
+        if decision not in DECISIONS:
+            raise ApiError(
+                422,
+                "validation_error",
+                "Invalid decision",
+                [{"field": "decision", "message": "must be approved or rejected"}],
+            )
+        ids = [path_param(request, "id")]
+        now = datetime.now(UTC)
+        ws = await self.workspace.load(caller.org)
+        count = await self._store.acall(
+            lambda cur: _decide(
+                cur, caller.org, ids, decision=str(decision), by=caller.label, now=now, ws=ws
+            )
+        )
+        if not count:
+            raise ApiError(404, "not_found", "Log not found")
+        self._kick()
+        return JSONResponse({"ok": True, "decidedBy": caller.label})
+
+    async def _bulk(self, request: Request) -> Response:
+        caller = self.auth.caller(request, "admin")
+        body = await read_json_object(request)
+        raw, action = body.get("ids"), body.get("action")
+        if isinstance(raw, str):  # "a,b,c" from a form field
+            raw = [i.strip() for i in raw.split(",") if i.strip()]
+        problems = []
+        if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+            problems.append({"field": "ids", "message": "must be an array of log ids"})
+        elif len(raw) > MAX_BULK:
+            problems.append({"field": "ids", "message": f"at most {MAX_BULK} ids"})
+        if action not in BULK_ACTIONS:
+            problems.append({"field": "action", "message": "must be approve, reject or delete"})
+        if problems:
+            raise ApiError(422, "validation_error", "Invalid bulk action", problems)
+        ids = list(dict.fromkeys(raw or []))
+        org, now = caller.org, datetime.now(UTC)
+        decision = BULK_ACTIONS[str(action)]
+        if decision is None:
+            count = await self._store.acall(lambda cur: _delete(cur, org, ids))
+            self._deleted(org, ids)
+        else:
+            ws = await self.workspace.load(org)
+            count = await self._store.acall(
+                lambda cur: _decide(
+                    cur, org, ids, decision=decision, by=caller.label, now=now, ws=ws
+                )
+            )
+            self._kick()
+        return JSONResponse({"ok": True, "count": count})
+
+
+def _delete(cur: duckdb.DuckDBPyConnection, org: str, ids: list[str]) -> int:
+    if not ids:
+        return 0
+    found = cur.execute(
+        "SELECT count(*) FROM eval_logs WHERE org = ? AND id IN (SELECT unnest(?::VARCHAR[]))",
+        [org, ids],
+    ).fetchone()
+    cur.execute(
+        "DELETE FROM eval_logs WHERE org = ? AND id IN (SELECT unnest(?::VARCHAR[]))", [org, ids]
+    )
+    return int(found[0]) if found else 0
+
+
+def _decide(
+    cur: duckdb.DuckDBPyConnection,
+    org: str,
+    ids: list[str],
+    *,
+    decision: str,
+    by: str,
+    now: datetime,
+    ws: tuple[dict[str, Any], dict[str, str]],
+) -> int:
+    count = 0
+    for log_id in ids:
+        row = ls.get_log(cur, org, log_id)
+        if row is None:
+            continue
+        cur.execute(
+            "UPDATE eval_logs SET decision = ?, decided_by = ?, decided_at = ? "
+            "WHERE org = ? AND id = ?",
+            [decision, by, now, org, log_id],
+        )
+        decided = {**row, "decision": decision, "decided_by": by}
+        cb.enqueue(cur, decided, "decision", now, cb.deliveries(decided, "decision", *ws))
+        count += 1
+    return count
