@@ -131,6 +131,7 @@ class _Work:
     since: int  # the watermark read
     until: int  # the snapshot the step ends at
     windows: dict[TraceKey, tuple[int, int]]
+    deleted: bool = False  # spans were deleted (nothing to re-derive, but the watermark moves)
 
     def add(self, key: TraceKey, lo: int, hi: int) -> None:
         old = self.windows.get(key)
@@ -198,7 +199,7 @@ class RunDeriver:
         work = self._changed_traces()
         self._overdue_runs(work, now)
         self._linking_runs(work)
-        if not work.windows and (work.until == work.since or not self.behind):
+        if not work.windows and not work.deleted and (work.until == work.since or not self.behind):
             # Nothing changed: leave the watermark, so idle steps write no snapshots of their own.
             return 0
         rows = self._derive(work, now)
@@ -215,22 +216,27 @@ class RunDeriver:
         until = min(current, since + self._max_snapshots)
         # Only the spans table's feed is read, so snapshots of our own writes change nothing.
         changes = self._store.query(
+            # Spans are deleted only by retention and the disk cap; runs keep their own TTL,
+            # so an expired span must not re-derive (and shrink) its run. A deletion still
+            # moves the watermark, or snapshot expiry would wait on it forever.
             f"""SELECT snapshot_id, org, trace_id,
-                       min(start_time_unix_nano), max(start_time_unix_nano)
+                       min(start_time_unix_nano) FILTER (change_type <> 'delete'),
+                       max(start_time_unix_nano) FILTER (change_type <> 'delete'),
+                       bool_or(change_type <> 'delete')
                 FROM ducklake_table_changes('{LAKE}', 'main', '{Signal.TRACES.value}', ?, ?)
-                -- Spans are deleted only by retention and the disk cap; runs keep their own
-                -- TTL, so an expired span must not re-derive (and shrink) its run.
-                WHERE change_type <> 'delete'
                 GROUP BY ALL ORDER BY snapshot_id""",
             [since + 1, until],
         )
         work.until = until
         taken = since  # the last snapshot whose changes are in `work`
-        for snapshot, org, trace_id, lo, hi in changes:
+        for snapshot, org, trace_id, lo, hi, inserted in changes:
             if snapshot != taken and taken > since and len(work.windows) >= self._max_traces:
                 work.until = snapshot - 1
                 break
-            work.add((org, trace_id), int(lo or 0), int(hi or 0))
+            if inserted:
+                work.add((org, trace_id), int(lo or 0), int(hi or 0))
+            else:
+                work.deleted = True
             taken = snapshot
         self.behind = work.until < current
         return work

@@ -24,6 +24,8 @@ from collector.store import LAKE, Store
 
 log = logging.getLogger(__name__)
 
+AUTHOR = "agentledger:follow"
+"""The commit author of every follower transaction (DuckLake snapshot metadata)."""
 _RUN_COLS = ", ".join(c.name for c in RUN_COLUMNS)
 
 
@@ -146,6 +148,16 @@ class RunFollower:
         if current <= since:
             return _Batch(since, since, [])
         until = min(current, since + self._max_snapshots)
+        # Snapshots the followers wrote themselves change no runs: moving the watermark past
+        # only those would write a snapshot a step, forever. Anything else (new runs, ingest,
+        # retention) moves it, so snapshot expiry is never held back by an idle consumer.
+        others = self._store.query(
+            f"""SELECT count(*) FROM {LAKE}.snapshots() WHERE snapshot_id BETWEEN ? AND ?
+                AND coalesce(author, '') <> ?""",
+            [since + 1, until, AUTHOR],
+        )
+        if not others or not others[0][0]:
+            return _Batch(since, since, [])
         cur = self._store.cursor()
         try:
             rows = cur.execute(
@@ -165,6 +177,7 @@ class RunFollower:
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, consumer: RunConsumer, batch: _Batch, now: int
     ) -> None:
+        cur.execute(f"CALL {LAKE}.set_commit_message(?, ?)", [AUTHOR, consumer.name])
         stored = _watermark(cur, consumer.name)
         if stored != batch.since:
             raise WatermarkMoved(f"{consumer.name} watermark is {stored}, read {batch.since}")

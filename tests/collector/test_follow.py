@@ -179,3 +179,27 @@ def test_run_forever_steps_and_calls_after_commit(store: Store) -> None:
 def test_consumer_names_must_be_unique(store: Store) -> None:
     with pytest.raises(ValueError, match="unique"):
         RunFollower(store, [Recorder("x"), Recorder("x")])
+
+
+def test_idle_steps_write_no_snapshots_but_other_writes_move_the_watermark(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    follower = RunFollower(store, [Recorder("a"), Recorder("b")])
+    follower.create_tables()
+
+    def snapshot() -> int:
+        return int(store.query("SELECT id FROM lake.current_snapshot()")[0][0])
+
+    append(store, [agent(T1, 1)])
+    d.step()
+    follower.step()
+    follower.step()
+    settled = snapshot()
+    for _ in range(3):  # only the followers' own snapshots since: nothing to move, no churn
+        follower.step()
+    assert snapshot() == settled
+    # Someone else writes (here: a key-usage style update to a table of our own): it moves.
+    store.call(lambda cur: cur.execute("INSERT INTO watermarks VALUES ('other', 0, now())"))
+    follower.step()
+    marks = dict(store.query("SELECT name, snapshot_id FROM watermarks"))
+    assert marks["a"] >= settled + 1 and marks["b"] >= settled + 1
