@@ -188,6 +188,9 @@ def main() -> None:
     ap.add_argument("--transport", choices=["grpc", "http"], default="grpc")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-normalise", action="store_true", help="store only, no processors")
+    ap.add_argument(
+        "--redact", action="store_true", help="run the redact processor (all detectors) first"
+    )
     ap.add_argument("--no-derive", action="store_true", help="no run derivation on this node")
     ap.add_argument("--requests", type=int, default=0, help="payloads to prepare (default: enough)")
     args = ap.parse_args()
@@ -205,6 +208,9 @@ def main() -> None:
     chain = "[]" if args.no_normalise else "[normalise, cost]"
     runs = f"runs: {{enabled: {str(not args.no_derive).lower()}}}"
     procs = f"{{{runs}}}" if args.no_normalise else f"{{normalise: {{}}, cost: {{}}, {runs}}}"
+    if args.redact:
+        chain = "[redact" + ("]" if args.no_normalise else ", normalise, cost]")
+        procs = "{redact: {blocked_keys: ['*password*']}, " + procs[1:]
     cfg = Path(tmp) / "bench.yaml"
     cfg.write_text(
         CONFIG.format(
@@ -252,7 +258,8 @@ def main() -> None:
     rate = acked / elapsed
     print(
         f"transport: {args.transport}, clients: {args.clients}, decode workers: {args.workers}, "
-        f"normalise+cost: {'off' if args.no_normalise else 'on'}"
+        f"normalise+cost: {'off' if args.no_normalise else 'on'}, "
+        f"redact: {'on' if args.redact else 'off'}"
     )
     print(
         f"acknowledged spans/s: {rate:,.0f}   ({acked:,} spans in {elapsed:.1f}s, "

@@ -137,8 +137,8 @@ def run_keys(n: int) -> pa.Table:
     run ids `_RUN_BASE` makes: md5(i) then 16 hex of md5('s' || i)."""
     keys = []
     for i in range(n):
-        run_id = hashlib.md5(str(i).encode()).hexdigest()  # noqa: S324 - ids, not security
-        run_id += hashlib.md5(f"s{i}".encode()).hexdigest()[:16]  # noqa: S324
+        run_id = hashlib.md5(str(i).encode()).hexdigest()
+        run_id += hashlib.md5(f"s{i}".encode()).hexdigest()[:16]
         keys.append(run_key(ORG, run_id))
     return pa.table({"i": pa.array(range(n), pa.int64()), "run_key": pa.array(keys, pa.int64())})
 

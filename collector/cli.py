@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from collector import __version__
+from collector import __version__, export
 from collector.config import Config, ConfigOverrides, load_config
 from collector.configparse import ConfigError
 
@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     validate = sub.add_parser("validate", help="check a config file and exit")
     validate.add_argument("--config", type=Path, required=True)
+    export_table = sub.add_parser("export", help="write a table's rows of a time window to a file")
+    export.add_arguments(export_table)
     prices = sub.add_parser("prices", help="price book jobs")
     jobs = prices.add_subparsers(dest="job", required=True)
     recompute = jobs.add_parser(
@@ -82,6 +84,10 @@ def _setup_logging(config: Config) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logs.level.upper())
+    # The HTTP client logs each request's full URL, and a user's URL may be the secret itself
+    # (a Slack webhook, a token in a query string): ours log `outbound.label(url)` instead.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print("ok")
         return 0
+    if args.command == "export":
+        from collector.service import store_settings
+
+        return export.run_cli(args, store_settings(config), os.environ)
     if args.command == "prices":
         return _recompute(config, args.org)
     _setup_logging(config)
@@ -133,14 +143,15 @@ def _update_prices(source: str, out: Path | None) -> int:
 
     from collector import priceimport
     from collector.pricebook import SHIPPED_PATH
+    from collector.pricefeed import fetch, write_atomically
 
     out = out or SHIPPED_PATH
     current = out if out.exists() else SHIPPED_PATH
     try:
-        converted = priceimport.convert(json.loads(_fetch(source)))
+        converted = priceimport.convert(json.loads(fetch(source)))
         book = json.loads(current.read_text(encoding="utf-8"))
         merged = priceimport.merge(book, converted.entries, datetime.now(UTC).date())
-        _write_atomically(out, priceimport.dumps_book(merged.book))
+        write_atomically(out, priceimport.dumps_book(merged.book))
     except (OSError, ValueError) as e:  # URLError is an OSError, JSONDecodeError a ValueError
         print(f"error: price book not updated: {e}", file=sys.stderr)
         return 1
@@ -149,40 +160,6 @@ def _update_prices(source: str, out: Path | None) -> int:
         f"{merged.added} added, {len(converted.skipped)} source entries skipped"
     )
     return 0
-
-
-_FETCH_LIMIT = 50 * 1024 * 1024
-
-
-def _fetch(source: str, timeout: float = 30.0) -> bytes:
-    import urllib.request
-
-    if "://" not in source:
-        source = Path(source).resolve().as_uri()
-    if not source.startswith(("http://", "https://", "file://")):
-        raise ValueError(f"{source}: only http, https and file URLs are supported")
-    with urllib.request.urlopen(source, timeout=timeout) as response:
-        body: bytes = response.read(_FETCH_LIMIT + 1)
-    if len(body) > _FETCH_LIMIT:
-        raise ValueError(f"{source}: larger than {_FETCH_LIMIT // (1024 * 1024)} MiB")
-    return body
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 async def _serve(config: Config) -> int:

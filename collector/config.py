@@ -16,7 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from collector.alerts_config import AlertsConfig
+from collector.compaction import CompactionConfig
 from collector.config_auth import AuthConfig, KeyConfig, OrgConfig
+from collector.config_outbound import NotificationsConfig
 from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
@@ -28,7 +31,14 @@ from collector.configparse import (
     parse_dataclass,
     suggest,
 )
+from collector.judge import JudgeConfig
+from collector.logs_config import EvalLogsConfig
 from collector.mcp_store import McpConfig
+from collector.outbound import OutboundPolicy
+from collector.pricefeed import PricesConfig
+from collector.retention import RetentionConfig
+from collector.roi_runs import RoiConfig
+from collector.secretbox import SecretsConfig
 
 # ConfigError and ConfigIssue are re-exported: callers of load_config catch them from here.
 __all__ = [
@@ -190,6 +200,9 @@ class StorageConfig:
     commit_max_rows: int = field(default=50_000, metadata=bounds(ge=1))
     dedup_window_s: int = field(default=900, metadata=bounds(ge=0))
     fsync: bool = True
+    max_size_mib: int | None = field(default=None, metadata=bounds(ge=1))
+    on_full: Literal["drop_oldest", "refuse"] = "refuse"  # past max_size_mib (collector/diskcap.py)
+    size_check_interval_s: int = field(default=10, metadata=bounds(ge=1))
 
     def catalog_path(self) -> str:
         return (
@@ -275,6 +288,17 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
+    prices: PricesConfig = field(default_factory=PricesConfig)
+    roi: RoiConfig = field(default_factory=RoiConfig)
+    # Outbound requests (collector/outbound.py), email, the LLM judge, secrets at rest.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # collector/alerts_config.py
+    logs: EvalLogsConfig = field(default_factory=EvalLogsConfig)  # collector/logs_config.py
 
     def validate(self) -> list[ConfigIssue]:
         return self._pipeline_issues() + self._listener_issues()

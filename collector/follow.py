@@ -193,6 +193,17 @@ class RunFollower:
             except Exception:
                 log.exception("run consumer %s: after-commit work failed", consumer.name)
 
+    async def aclose(self) -> None:
+        """Release what consumers hold (HTTP clients of their outboxes), for those that have an
+        `aclose`; after the last step."""
+        for consumer in self._consumers:
+            close = getattr(consumer, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("run consumer %s: close failed", consumer.name)
+
     # -- the loop ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:

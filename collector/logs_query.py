@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import duckdb
+
 from collector import logs_store as ls
 from collector.store import Store
 
@@ -151,6 +153,29 @@ def tasks(store: Store, org: str, project_id: str) -> list[dict[str, Any]]:
             "projectId": r[2],
             "createdAt": r[3],
             "executionCount": int(r[4]),
+        }
+        for r in rows
+    ]
+
+
+def run_evaluations(store: Store, org: str, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Verdicts of output rules on one traced run (logs written by `logs_runs.py`), newest
+    first, for the run's detail in the read API. None before the logs tables exist."""
+    try:
+        rows = store.query(
+            """SELECT id, project, task, status, confidence_score, explanation, decision,
+                      created_at
+               FROM eval_logs WHERE org = ? AND run_id = ?
+               ORDER BY created_at DESC, seq DESC LIMIT ?""",
+            [org, run_id, limit],
+        )
+    except duckdb.CatalogException:
+        return []
+    names = ("id", "project", "task", "status", "confidence_score", "explanation", "decision")
+    return [
+        {
+            **dict(zip(names, r[:7], strict=True)),
+            "created_at": r[7].isoformat().replace("+00:00", "Z"),
         }
         for r in rows
     ]

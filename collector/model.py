@@ -40,6 +40,10 @@ class Principal:
     scope: Scope
 
 
+Counters = dict[tuple[str, str, str], int]
+"""Counts processors report: (metric name, label name, label value) → increment."""
+
+
 @dataclass
 class Batch:
     """Decoded items of one signal and one org, in store columns, before processing.
@@ -58,6 +62,8 @@ class Batch:
     events: list[list[dict[str, Any]]] = field(default_factory=list)
     rejected: int = 0
     """Items the decoder refused (e.g. a span with no valid id), reported as partial success."""
+    counters: Counters = field(default_factory=dict)
+    """What processors count for /metrics (e.g. redactions per rule); the pipeline adds them."""
 
     def __len__(self) -> int:
         return len(self.attributes)
@@ -79,6 +85,7 @@ class Batch:
             resources=[self.resources[i] for i in keep],
             events=[self.events[i] for i in keep] if self.events else [],
             rejected=self.rejected,
+            counters=self.counters,
         )
 
 
@@ -92,6 +99,7 @@ class Rows:
     table: pa.Table
     rejected: int = 0
     target: str | None = None
+    counters: Counters = field(default_factory=dict)
 
     @property
     def table_name(self) -> str:
@@ -121,6 +129,15 @@ class Processor(Protocol):
     """A pure transform over one batch: no I/O, never calls the next stage."""
 
     def process(self, batch: Batch) -> Batch: ...
+
+
+class Redactor(Protocol):
+    """Masks secrets and personal data in native payloads before they are stored (the `redact:`
+    processor's rules); `field` names the payload field, matched like an attribute key."""
+
+    def text(self, value: str, *, field: str) -> str: ...
+
+    def value(self, value: Any, *, field: str) -> Any: ...
 
 
 class Exporter(Protocol):

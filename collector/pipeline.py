@@ -23,6 +23,7 @@ import pyarrow as pa
 from collector.decode import decode
 from collector.model import (
     Accepted,
+    Counters,
     Exporter,
     IngestRequest,
     Overloaded,
@@ -40,13 +41,17 @@ T = TypeVar("T")
 ProcessorFactory = Callable[[], dict[Signal, list[Processor]]]
 """Builds each signal's processor chain; picklable, so worker processes build their own."""
 
-# The processor chains of this worker process, set once by the pool's initializer.
+# The processor chains of this worker process, set by the pool's initializer and rebuilt from
+# the same factory when the pool's generation moves on (`DecodePool.reload`: a new price book).
 _worker_chains: dict[Signal, list[Processor]] = {}
+_worker_factory: list[ProcessorFactory] = []
+_worker_generation = [0]
 
 
 def _init_worker(factory: ProcessorFactory) -> None:
     _worker_chains.clear()
     _worker_chains.update(factory())
+    _worker_factory[:] = [factory]
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
@@ -61,18 +66,37 @@ def process_payload(
     signal: Signal, org: str, payload: bytes, encoding: str, chains: dict[Signal, list[Processor]]
 ) -> tuple[pa.Table, int]:
     """Decode a request and run the signal's processors: the whole per-item CPU cost of ingest."""
+    table, rejected, _ = process_counted(signal, org, payload, encoding, chains)
+    return table, rejected
+
+
+def process_counted(
+    signal: Signal, org: str, payload: bytes, encoding: str, chains: dict[Signal, list[Processor]]
+) -> tuple[pa.Table, int, Counters]:
+    """`process_payload`, with what the processors counted for /metrics."""
     batch = decode(signal, org, payload, encoding)
     for processor in chains.get(signal, ()):
         batch = processor.process(batch)
-    return to_table(signal, batch.columns, len(batch)), batch.rejected
+    return to_table(signal, batch.columns, len(batch)), batch.rejected, batch.counters
 
 
-def _work_in_process(signal: Signal, org: str, payload: bytes, encoding: str) -> tuple[bytes, int]:
-    table, rejected = process_payload(signal, org, payload, encoding, _worker_chains)
+def _work_in_process(
+    signal: Signal, org: str, payload: bytes, encoding: str, generation: int = 0
+) -> tuple[bytes, int, Counters]:
+    if generation != _worker_generation[0]:
+        _worker_generation[0] = generation
+        try:
+            chains = _worker_factory[0]()
+        except Exception:  # keep decoding with the chains it has; the service logs its side
+            log.exception("decode worker could not rebuild its processors; keeping the old ones")
+        else:
+            _worker_chains.clear()
+            _worker_chains.update(chains)
+    table, rejected, counters = process_counted(signal, org, payload, encoding, _worker_chains)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes(), rejected
+    return sink.getvalue().to_pybytes(), rejected, counters
 
 
 @dataclass(frozen=True)
@@ -94,6 +118,7 @@ class DecodePool:
         self._factory = factory
         self._executor: Executor | None = None
         self._chains: dict[Signal, list[Processor]] = {}
+        self._generation = 0
 
     def start(self) -> None:
         if self._workers == 0:
@@ -117,13 +142,13 @@ class DecodePool:
         if executor is None:
             raise StoreUnavailable("the decoder is not running")
         if isinstance(executor, ThreadPoolExecutor):
-            table, rejected = await loop.run_in_executor(
-                executor, process_payload, signal, org, payload, encoding, self._chains
+            table, rejected, counters = await loop.run_in_executor(
+                executor, process_counted, signal, org, payload, encoding, self._chains
             )
-            return Rows(signal, org, table, rejected)
+            return Rows(signal, org, table, rejected, counters=counters)
         try:
-            data, rejected = await loop.run_in_executor(
-                executor, _work_in_process, signal, org, payload, encoding
+            data, rejected, counters = await loop.run_in_executor(
+                executor, _work_in_process, signal, org, payload, encoding, self._generation
             )
         except BrokenProcessPool as e:
             # A worker died (OOM kill, crash): replace the pool; this request is retryable.
@@ -133,7 +158,15 @@ class DecodePool:
                 executor.shutdown(wait=False, cancel_futures=True)
             raise StoreUnavailable("decode worker restarted") from e
         table = pa.ipc.open_stream(data).read_all()
-        return Rows(signal, org, table, rejected)
+        return Rows(signal, org, table, rejected, counters=counters)
+
+    def reload(self) -> None:
+        """Rebuild the processor chains from the factory (it reads the current price book):
+        each worker process does so before its next batch; batches in flight finish as they
+        began."""
+        if isinstance(self._executor, ThreadPoolExecutor):
+            self._chains = self._factory()
+        self._generation += 1
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a picklable `fn(*args)` in a worker process and wait (from any thread)."""
@@ -206,6 +239,8 @@ class Pipeline:
             self._metrics.inc(
                 "agentledger_items_received_total", rows.count + rows.rejected, **labels
             )
+            for (metric, label, value), n in rows.counters.items():
+                self._metrics.inc(metric, n, **{label: value})
             # Items are known only once decoded: a burst of requests passes the check above
             # together, so check again before holding their rows for the commit.
             if (

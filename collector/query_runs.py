@@ -6,9 +6,14 @@ is parametrised SQL scoped by org, with a row cap; the read API serialises the r
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
+
+from collector.dedup import run_key
 from collector.query import MAX_CHILD_RUNS, MAX_DETAIL_SPANS, Window, fetch
 from collector.store import Store
 
@@ -141,7 +146,7 @@ _RUN_SQL = f"""SELECT {_SUMMARY_COLS}, session_id, user_id, input_excerpt, outpu
     error_type, trace_id, parent_run_id, input_tokens, output_tokens, cache_read_tokens,
     cache_write_tokens, reasoning_tokens, error_count, cost_unknown_calls, loop_detail,
     service_name, epoch_ns(started_at), epoch_ns(coalesce(ended_at, last_span_at))
-    FROM runs WHERE org = $org AND run_id = $run_id
+    FROM runs WHERE org = $org AND run_key = $key AND run_id = $run_id
     LIMIT 1"""
 
 _SPANS_SQL = """SELECT sr.span_type, s.span_id, s.name, s.model, s.provider, s.input_tokens,
@@ -161,7 +166,7 @@ _SPANS_SQL = """SELECT sr.span_type, s.span_id, s.name, s.model, s.provider, s.i
     LIMIT $limit"""
 
 _CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
-    WHERE org = $org AND parent_run_id = $run_id
+    WHERE org = $org AND parent_run_key = $key AND parent_run_id = $run_id
     ORDER BY started_at, run_id
     LIMIT $limit"""
 
@@ -244,7 +249,10 @@ _EXTRA = (
 def get_run(store: Store, org: str, run_id: str) -> RunDetail | None:
     """One of `org`'s runs with its LLM calls and tool events in time order, its direct child
     runs, and the cost of it and all its descendants; None if `org` has no such run."""
-    key = {"org": org, "run_id": run_id}
+    lookup = run_key(org, run_id)
+    if lookup is None:
+        return None
+    key = {"org": org, "run_id": run_id, "key": lookup}
     found = fetch(store, _RUN_SQL, key)
     if not found:
         return None
@@ -254,19 +262,31 @@ def get_run(store: Store, org: str, run_id: str) -> RunDetail | None:
     lo, hi = int(row[-2]) - _SKEW_NS, int(row[-1] or row[-2]) + _SKEW_NS
     llm_calls: list[LlmCall] = []
     tool_events: list[ToolEvent] = []
-    spans = fetch(
-        store,
-        _SPANS_SQL,
-        {**key, "trace_id": extra["trace_id"], "limit": 2 * MAX_DETAIL_SPANS, "lo": lo, "hi": hi},
-    )
+    span_params = {
+        "org": org,
+        "run_id": run_id,
+        "trace_id": extra["trace_id"],
+        "limit": 2 * MAX_DETAIL_SPANS,
+        "lo": lo,
+        "hi": hi,
+    }
+    # The two scans are independent and each mostly one row group: on their own threads they
+    # overlap (DuckDB releases the GIL), which is most of what a detail request waits for.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        children_future = pool.submit(fetch, store, _CHILDREN_SQL, {**key, "limit": MAX_CHILD_RUNS})
+        spans = fetch(store, _SPANS_SQL, span_params)
+        children = children_future.result()
     for s in spans:
         if s[0] == "llm" and len(llm_calls) < MAX_DETAIL_SPANS:
             llm_calls.append(_llm_call(s))
         elif s[0] == "tool" and len(tool_events) < MAX_DETAIL_SPANS:
             tool_events.append(ToolEvent(s[1], *s[12:20]))
-    children = fetch(store, _CHILDREN_SQL, {**key, "limit": MAX_CHILD_RUNS})
     # Without children the combined cost is the run's own: skip the recursive walk.
-    combined = fetch(store, _COMBINED_COST_SQL, key) if children else [(row[4],)]
+    combined = (
+        fetch(store, _COMBINED_COST_SQL, {"org": org, "run_id": run_id})
+        if children
+        else [(row[4],)]
+    )
     return RunDetail(
         summary=_summary(row),
         extra=extra,
@@ -281,3 +301,77 @@ def get_run(store: Store, org: str, run_id: str) -> RunDetail | None:
 def _llm_call(s: tuple[Any, ...]) -> LlmCall:
     (_, span_id, name, model, provider, i, o, cr, cw, reasoning, cost, source) = s[:12]
     return LlmCall(span_id, name, model, provider, i, o, cr, cw, reasoning, cost, source, *s[16:20])
+
+
+# -- ROI events of one run --------------------------------------------------------------------
+
+# Events linked to a run: by run id (ours or the framework's), else by trace, pinned to the run
+# whose spans include the event's span (a traceparent's parent span), else to the trace's top run.
+# No event is about a run that starts over a day later: that bound lets older files be skipped.
+# Two plain scans beat one query with subqueries here: planning that costs more than the scan.
+_RUN_ROI_SQL = """SELECT event_id, key_id IS NULL AS traced, agent_id, task_type, outcome,
+    hours_saved, cost_saved, agent_cost, cost_source, net_saved, currency, epoch_us(occurred_at),
+    run_id, span_id
+    FROM roi_events
+    WHERE org = $org AND occurred_at >= $since
+      AND (run_id = $run_id OR run_id = $external OR (trace_id = $trace_id AND run_id IS NULL))
+    ORDER BY occurred_at, event_id
+    LIMIT $limit"""
+_TRACE_SPANS_SQL = """SELECT span_id, run_id FROM span_runs
+    WHERE org = $org AND trace_id = $trace_id
+      AND span_id IN (SELECT unnest($span_ids::VARCHAR[]))"""
+MAX_RUN_ROI_EVENTS = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RoiEvent:
+    event_id: str
+    traced: bool  # from the run itself (the `roi:` mapping), else sent to /v1/track
+    agent_id: str
+    task_type: str
+    outcome: str
+    hours_saved: float
+    cost_saved: float
+    agent_cost: float | None
+    cost_source: str
+    net_saved: float
+    currency: str
+    occurred_at_us: int
+
+
+def run_roi(store: Store, org: str, detail: RunDetail) -> list[RoiEvent]:
+    """The ROI events linked to the run of `detail` (at most MAX_RUN_ROI_EVENTS, oldest first);
+    none before the ROI tables exist."""
+    trace_id = detail.extra["trace_id"]
+    parent = detail.extra.get("parent_run_id")
+    top = parent is None or not str(parent).startswith(str(trace_id))
+    params = {
+        "org": org,
+        "run_id": detail.summary.id,
+        "external": detail.summary.run_id_external,
+        "trace_id": trace_id,
+        "since": _EPOCH + timedelta(microseconds=detail.summary.started_at_us) - timedelta(days=1),
+        # Trace-linked events of other runs of the trace are dropped after the scan.
+        "limit": 4 * MAX_RUN_ROI_EVENTS,
+    }
+    try:
+        rows = store.query(_RUN_ROI_SQL, params)
+    except duckdb.CatalogException:  # no roi_events table yet
+        return []
+    by_trace = [r for r in rows if r[12] is None]
+    owners: dict[str, str] = {}
+    spans = sorted({str(r[13]) for r in by_trace if r[13] is not None})
+    if spans:
+        found = fetch(
+            store, _TRACE_SPANS_SQL, {"org": org, "trace_id": trace_id, "span_ids": spans}
+        )
+        owners = {str(span): str(run) for span, run in found}
+    keep = [
+        r
+        for r in rows
+        if r[12] is not None
+        or (r[13] is not None and owners.get(str(r[13])) == detail.summary.id)
+        or (top and (r[13] is None or str(r[13]) not in owners))
+    ]
+    return [RoiEvent(*r[:12]) for r in keep[:MAX_RUN_ROI_EVENTS]]

@@ -12,6 +12,8 @@ from typing import Any
 
 from starlette.routing import Route
 
+from collector import alerts_store
+from collector import logs_query as lq
 from collector import query_metrics as qm
 from collector import query_runs as qr
 from collector import read_api_json as js
@@ -84,7 +86,12 @@ class ReadApi:
         detail = qr.get_run(self._store, p.org, str(path["run_id"]))
         if detail is None:
             raise ApiError(404, "not_found", "Run not found")
-        return js.run_detail(detail)
+        # Beside the doc's fields: the hours and money the run saved (docs/roi.md).
+        alerts = alerts_store.run_events(self._store, p.org, detail.summary.id)
+        roi = js.run_roi(qr.run_roi(self._store, p.org, detail))
+        # And the verdicts of output rules scoped to its workflow (docs/logs.md).
+        evaluations = lq.run_evaluations(self._store, p.org, detail.summary.id)
+        return js.run_detail(detail, alerts) | {"roi": roi, "evaluations": evaluations}
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -128,15 +135,19 @@ class ReadApi:
     # -- alert events and metrics ------------------------------------------------------------
 
     def _alert_events(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
-        q.window()
-        q.boolean("resolved")
-        q.limit(maximum=ALERT_EVENTS_MAX_LIMIT)
-        if q.query.get("cursor"):
-            # No event has fired yet, so no cursor was ever issued: any cursor is foreign.
-            q.problem("cursor", "is not a cursor this API issued")
+        where = alerts_store.EventFilter(
+            org=p.org,
+            window=q.window(),
+            rule_id=q.query.get("rule_id") or None,
+            resolved=q.boolean("resolved"),
+        )
+        limit = q.limit(maximum=ALERT_EVENTS_MAX_LIMIT)
+        after = decode_cursor(q, alerts_store.EVENT_SORT, "BIGINT")
         q.raise_if_invalid()
-        # Alert rules do not exist yet; the shape is the documented one, always empty.
-        return {"alert_events": [], "next_cursor": None}
+        position = None if after is None else (int(after[0]), after[1])
+        events, nxt = alerts_store.list_events(self._store, where, position, limit)
+        cursor = None if nxt is None else encode_cursor(alerts_store.EVENT_SORT, nxt[0], nxt[1])
+        return {"alert_events": events, "next_cursor": cursor}
 
     def _overview(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
         window = q.window()

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from collector.query_metrics import Bucket, Overview, ToolStats, Totals, WorkflowSummary
-from collector.query_runs import LlmCall, RunDetail, RunSummary, ToolEvent
+from collector.query_runs import LlmCall, RoiEvent, RunDetail, RunSummary, ToolEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO_USD = Decimal("0.000001")
@@ -95,7 +95,7 @@ def tool_event(t: ToolEvent) -> dict[str, Any]:
     }
 
 
-def run_detail(d: RunDetail) -> dict[str, Any]:
+def run_detail(d: RunDetail, alert_events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     run = run_summary(d.summary)
     run.update(d.extra)
     run["llm_calls"] = [llm_call(c) for c in d.llm_calls]
@@ -105,7 +105,7 @@ def run_detail(d: RunDetail) -> dict[str, Any]:
         "child_runs": [run_summary(c) for c in d.child_runs],
         "child_run_count": d.child_run_count,
         "combined_cost_usd": usd(d.combined_cost_usd),
-        "alert_events": [],  # no alert rules fire yet; the newest five will go here
+        "alert_events": alert_events or [],  # the newest five (collector/alerts_store.py)
     }
 
 
@@ -185,4 +185,41 @@ def overview(o: Overview) -> dict[str, Any]:
             {"model": m, "cost_usd": usd(cost), "llm_call_count": n, "total_tokens": tokens}
             for m, cost, n, tokens in o.top_models
         ],
+    }
+
+
+def _sum(values: list[float], places: str) -> float:
+    # Decimal from repr: 0.066 + 0.033 is 0.099, not 0.09900000000000001.
+    return float(
+        sum((Decimal(repr(float(v))) for v in values), Decimal(0)).quantize(Decimal(places))
+    )
+
+
+def run_roi(events: list[RoiEvent]) -> dict[str, Any]:
+    """What a run saved: its linked ROI events and their sums. Money adds up only within one
+    currency: with events in several, the money sums and `currency` are null."""
+    currencies = {e.currency for e in events}
+    one = len(currencies) <= 1
+    return {
+        "events": [
+            {
+                "event_id": e.event_id,
+                "source": "traced_run" if e.traced else "track",
+                "agent_id": e.agent_id,
+                "task_type": e.task_type,
+                "outcome": e.outcome,
+                "hours_saved": e.hours_saved,
+                "cost_saved": e.cost_saved,
+                "agent_cost": e.agent_cost,
+                "resolved_cost_source": e.cost_source,
+                "net_saved": e.net_saved,
+                "currency": e.currency,
+                "occurred_at": rfc3339(e.occurred_at_us),
+            }
+            for e in events
+        ],
+        "hours_saved": _sum([e.hours_saved for e in events], "0.001"),
+        "cost_saved": _sum([e.cost_saved for e in events], "0.01") if one else None,
+        "net_saved": _sum([e.net_saved for e in events], "0.000001") if one else None,
+        "currency": next(iter(currencies), None) if one else None,
     }

@@ -7,22 +7,41 @@ the config with the component's own dataclass and builds processor chains and ex
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from collector.alerts_api import AlertsApi
+from collector.alerts_config import declared_rules
+from collector.alerts_follow import AlertsConsumer
+from collector.auth import Authenticator
 from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.derive import RunDeriver
 from collector.follow import RunConsumer
+from collector.logs_model import RuleEngine
+from collector.logs_runs import LogRulesConsumer
 from collector.model import Exporter, Processor, Signal
+from collector.model import Redactor as PayloadRedactor
+from collector.outbound import OutboundPolicy
 from collector.pipeline import ProcessorFactory
-from collector.pricebook import PriceBook, load_price_book
+from collector.pricebook import PriceBook
+from collector.pricefeed import BookSource, book_source
+from collector.roi_runs import RoiRuns
+from collector.secretbox import SecretBox
 from collector.store import Store
+from collector.tasktypes import load_catalogue
 from exporters.memory import MemoryExporter, MemoryExporterConfig
+from exporters.notify import Channel, Notification, SmtpSettings, channel_from_spec
+from exporters.otlp import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
+from processors.alerts import AlertEngine
+from processors.alerts_rules import AlertRuleSpec, DeclaredRule
 from processors.cost import CostConfig, CostProcessor
 from processors.normalise import NormaliseConfig, NormaliseProcessor
+from processors.redact import RedactConfig, Redactor, RedactProcessor
+from processors.rules import RuleEngine as OutputRules
 from processors.runs import RunsConfig, RunsProcessor
 
 
@@ -39,6 +58,7 @@ ExporterBuilder = Callable[[Any, Store], Exporter]
 PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
     "normalise": (NormaliseConfig, lambda cfg, _res: NormaliseProcessor(cfg)),
     "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.price_book)),
+    "redact": (RedactConfig, lambda cfg, _res: RedactProcessor(cfg)),
 }
 # Processors of committed data (derived processing), not of ingest batches: declared under
 # `processors:` like the others, but never listed in a pipeline.
@@ -48,6 +68,8 @@ DERIVED: dict[str, tuple[type, Any]] = {
 EXPORTERS: dict[str, tuple[type, ExporterBuilder]] = {
     "store": (StoreExporterConfig, StoreExporter),
     "memory": (MemoryExporterConfig, lambda cfg, store: MemoryExporter(cfg)),
+    "otlp": (OtlpExporterConfig, lambda cfg, store: OtlpExporter("otlp", cfg, store)),
+    "otlphttp": (OtlpHttpExporterConfig, lambda cfg, store: OtlpExporter("otlphttp", cfg, store)),
 }
 SIGNALS = {"traces": Signal.TRACES, "logs": Signal.LOGS, "metrics": Signal.METRICS}
 
@@ -60,6 +82,8 @@ class Components:
     exporters: dict[str, Any]
     chains: dict[Signal, tuple[str, ...]]
     outputs: dict[Signal, tuple[str, ...]]
+    prices: BookSource = field(default_factory=BookSource)
+    """Where the current price book is read from (`prices:`), in this process and workers."""
 
 
 def components(config: Config) -> Components:
@@ -103,16 +127,21 @@ def components(config: Config) -> Components:
                     f"service.pipelines.{name}.exporters", "a pipeline writes to the store once"
                 )
             )
+    prices = book_source(config.prices, config.storage.path)
+    declared_rules(config.alerts, DeclaredRule, issues, _channel_check(config))  # alerts.rules
     if not issues:
-        issues += _construction_issues(procs)
+        issues += _construction_issues(procs, prices)
     if issues:
         raise ConfigError(issues)
-    return Components(procs, exps, chains, outputs)
+    return Components(procs, exps, chains, outputs, prices)
 
 
-def _construction_issues(procs: dict[str, Any]) -> list[ConfigIssue]:
+def _construction_issues(procs: dict[str, Any], prices: BookSource) -> list[ConfigIssue]:
     """Build each processor once here, so a bad price override fails `validate`, not a worker."""
-    resources = Resources(price_book=load_price_book())
+    try:
+        resources = Resources(price_book=prices.load_base())
+    except ValueError as e:
+        return [ConfigIssue("prices.path", str(e))]
     issues = []
     for cid, cfg in procs.items():
         if component_type(cid) in DERIVED:
@@ -159,11 +188,13 @@ def processor_factory(parts: Components) -> ProcessorFactory:
         signal: tuple((component_type(cid), parts.processors[cid]) for cid in ids)
         for signal, ids in parts.chains.items()
     }
-    return functools.partial(_build_chains, spec)
+    return functools.partial(_build_chains, spec, parts.prices)
 
 
-def _build_chains(spec: dict[Signal, tuple[tuple[str, Any], ...]]) -> dict[Signal, list[Processor]]:
-    resources = Resources(price_book=load_price_book())
+def _build_chains(
+    spec: dict[Signal, tuple[tuple[str, Any], ...]], prices: BookSource
+) -> dict[Signal, list[Processor]]:
+    resources = Resources(price_book=prices.load())
     return {
         signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
         for signal, chain in spec.items()
@@ -188,14 +219,36 @@ def build_run_consumers(config: Config, parts: Components, store: Store) -> list
     """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
     each behind its own watermark; see `collector/follow.py`."""
     consumers: list[RunConsumer] = []
+    if config.roi.enabled:
+        consumers.append(RoiRuns(config.roi, load_catalogue()))
+    consumers.append(build_alerts(config, store))
+    consumers.append(LogRulesConsumer(build_rule_engine()))  # output rules on traced runs
     return consumers
 
 
-def build_processor(parts: Components, kind: str) -> Processor | None:
-    """The first declared processor of type `kind`, built here (for offline jobs: re-pricing)."""
+def build_processor(
+    parts: Components, kind: str, book: PriceBook | None = None
+) -> Processor | None:
+    """The first declared processor of type `kind`, built here (offline jobs: re-pricing; the
+    service's /v1/track pricing), with `book` or else the current one."""
     for cid, cfg in parts.processors.items():
         if component_type(cid) == kind:
-            return PROCESSORS[kind][1](cfg, Resources(price_book=load_price_book()))
+            return PROCESSORS[kind][1](cfg, Resources(price_book=book or parts.prices.load()))
+    return None
+
+
+def build_redactor(
+    config: Config, on_redact: Callable[[str, int], None] | None = None
+) -> PayloadRedactor | None:
+    """The first declared `redact:` processor's rules for the native payloads (ROI audit
+    samples, MCP args/results), reporting each redaction to `on_redact`; None if none."""
+    for cid, raw in config.processors.items():
+        if component_type(cid) == "redact":
+            issues: list[ConfigIssue] = []
+            cfg = parse_dataclass(RedactConfig, raw, f"processors.{cid}", issues)
+            if issues:
+                raise ConfigError(issues)
+            return Redactor(cfg, on_redact)
     return None
 
 
@@ -208,3 +261,46 @@ def build_exporters(
     }
     by_signal = {signal: [built[cid] for cid in ids] for signal, ids in parts.outputs.items()}
     return built, by_signal
+
+
+def build_alerts(config: Config, store: Store) -> AlertsConsumer:
+    """The alerts run consumer: `alerts.rules` upserted at start, decisions by
+    `processors/alerts.py`, notifications through the channels of `exporters/notify.py`."""
+    issues: list[ConfigIssue] = []
+    rules = declared_rules(config.alerts, DeclaredRule, issues, _channel_check(config))
+    if issues:
+        raise ConfigError(issues)
+    smtp, policy = config.notifications.smtp, config.outbound
+
+    async def send(spec: Mapping[str, Any], note: Mapping[str, Any]) -> None:
+        await build_channel(spec, smtp=smtp, policy=policy).send(Notification(**note))
+
+    box = SecretBox.open(Path(config.storage.path), config.secrets.key)
+    return AlertsConsumer(store, config.alerts, AlertEngine(), declared=rules, send=send, box=box)
+
+
+def build_alerts_api(config: Config, store: Store, auth: Authenticator) -> AlertsApi:
+    """The admin API of alert rules, checking bodies with `processors/alerts_rules.py` and
+    channels with `build_channel` (a refused URL or a missing SMTP server is a 422)."""
+    box = SecretBox.open(Path(config.storage.path), config.secrets.key)
+    return AlertsApi(store, auth, AlertRuleSpec, check_channel=_channel_check(config), box=box)
+
+
+def _channel_check(config: Config) -> Callable[[Mapping[str, Any]], None]:
+    def check(spec: Mapping[str, Any]) -> None:
+        build_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
+
+    return check
+
+
+def build_channel(
+    spec: Mapping[str, Any], *, smtp: SmtpSettings | None, policy: OutboundPolicy
+) -> Channel:
+    """A notification channel (`exporters/notify.py`) from `{"type": "slack" | "webhook" |
+    "email", ...}`; ValueError with a clear message on a bad spec."""
+    return channel_from_spec(spec, smtp=smtp, policy=policy)
+
+
+def build_rule_engine() -> RuleEngine:
+    """The output rules of /api/logs (`processors/rules.py`): value checks and evaluation."""
+    return OutputRules()

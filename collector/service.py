@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -24,12 +24,17 @@ from collector import __version__, registry
 from collector.admin_api import AdminApi
 from collector.auth import Authenticator, bootstrap_default_org, ensure_org
 from collector.config import Config, split_endpoint
+from collector.derive import WATERMARK as DERIVE_WATERMARK
 from collector.derive import RunDeriver
 from collector.follow import RunFollower
+from collector.logs_api import LogsApi
+from collector.maintenance import Maintenance
 from collector.mcp_api import McpApi
 from collector.mcp_read_api import McpReadApi
 from collector.model import Exporter, Scope
 from collector.pipeline import DecodePool, Limits, Pipeline
+from collector.pricebook import PriceBook
+from collector.pricefeed import PriceFeed
 from collector.ratelimit import SlidingWindowLimiter
 from collector.read_api import ReadApi
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
@@ -79,7 +84,9 @@ class Service:
         self.metrics = Metrics()
         self.store = Store(store_settings(config))
         self.auth = Authenticator(self.store)
-        self.mcp = McpApi(self.store, self.auth, config.mcp)
+        # The `redact:` rules for native payloads, counted in /metrics like the processor's.
+        self.redactor = registry.build_redactor(config, self._count_redaction)
+        self.mcp = McpApi(self.store, self.auth, config.mcp, self.redactor)
         self.endpoints = Endpoints()
         self._state = "starting"
         self._exporters: dict[str, Exporter] = {}
@@ -95,6 +102,10 @@ class Service:
         self._deriving: asyncio.Task[None] | None = None
         self._follower: RunFollower | None = None
         self._following: asyncio.Task[None] | None = None
+        self._pricing: asyncio.Task[None] | None = None
+        self._logs: LogsApi | None = None  # /api/logs: output evaluation
+        self.maintenance: Maintenance | None = None  # retention, compaction, disk cap
+        self._maintaining: asyncio.Task[None] | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -118,9 +129,31 @@ class Service:
         await asyncio.to_thread(self._follower.create_tables)
         await asyncio.to_thread(create_views, self.store)
         self._roi = RoiApi(
-            self.store, self.auth, load_catalogue(), registry.build_processor(parts, "cost")
+            self.store,
+            self.auth,
+            load_catalogue(),
+            registry.build_processor(parts, "cost"),
+            redactor=self.redactor,
         )
         await asyncio.to_thread(self._roi.create_tables)
+        self._logs = LogsApi.from_config(
+            self.config,
+            self.store,
+            self.auth,
+            registry.build_rule_engine(),
+            build_channel=lambda spec: registry.build_channel(
+                spec, smtp=self.config.notifications.smtp, policy=self.config.outbound
+            ),
+            redactor=self.redactor,
+        )
+        await asyncio.to_thread(self._logs.create_tables)
+        # Snapshots are expired only once the run deriver has read past them.
+        required = (DERIVE_WATERMARK,) if self._deriver.enabled else ()
+        self.maintenance = Maintenance(self.config, self.store, self.metrics, required)
+        await asyncio.to_thread(self.maintenance.prepare)
+        feed = await asyncio.to_thread(
+            PriceFeed, self.config.prices, parts.prices, self._use_book(parts), self.metrics
+        )
         self._pipeline = Pipeline(
             self._pool,
             by_signal,
@@ -130,12 +163,27 @@ class Service:
         self._describe_metrics()
         await self._start_receivers()
         self._flusher = asyncio.create_task(self._flush_key_usage())
+        await self._logs.start()
+        self._pricing = asyncio.create_task(feed.run_forever(self._stop_deriving))
         self._deriving = asyncio.create_task(self._deriver.run_forever(self._stop_deriving))
         self._following = asyncio.create_task(self._follower.run_forever(self._stop_deriving))
+        self._maintaining = asyncio.create_task(self.maintenance.run_forever(self._stop_deriving))
         self._state = "ok"
         if self._grpc is not None:
             await self._grpc.set_serving(True)
         self._print_ready()
+
+    def _use_book(self, parts: registry.Components) -> Callable[[PriceBook], None]:
+        """What a new price book is handed to: /v1/track pricing here, and every decode worker
+        (which loads it from where the feed kept it)."""
+
+        def use(book: PriceBook) -> None:
+            if self._roi is not None:
+                self._roi.set_cost(registry.build_processor(parts, "cost", book))
+            if self._pool is not None:
+                self._pool.reload()
+
+        return use
 
     def _provision_keys(self) -> None:
         self.auth.load()
@@ -188,6 +236,9 @@ class Service:
             *self._roi.routes(),
             *self.mcp.routes(),
             *McpReadApi(self.store, self.auth, limiter=limiter).routes(),
+            *(self.maintenance.routes(self.auth) if self.maintenance is not None else []),
+            *registry.build_alerts_api(self.config, self.store, self.auth).routes(),
+            *(self._logs.routes() if self._logs is not None else []),
             *ReadApi(self.store, self.auth, limiter=limiter).routes(),
         ]
 
@@ -235,8 +286,16 @@ class Service:
     async def _metrics_page(self, request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def _count_redaction(self, rule: str, n: int) -> None:
+        self.metrics.inc("agentledger_redactions_total", n, rule=rule)
+
     def _describe_metrics(self) -> None:
         m, st = self.metrics, self.store.stats
+        m.describe("agentledger_redactions_total", "counter", "values redacted, by rule")
+        for exporter in self._exporters.values():
+            lines = getattr(exporter, "metric_lines", None)
+            if callable(lines):  # forward exporters: queue depth, sent, dropped
+                m.collector(lines)
         for name, text in (
             ("agentledger_items_received_total", "spans, log records and points received"),
             ("agentledger_items_accepted_total", "items committed to the store"),
@@ -289,7 +348,13 @@ class Service:
             await asyncio.to_thread(self._pool.shutdown)
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._logs is not None:
+            await self._logs.stop()  # pending logs stay pending: evaluated on the next start
+        if self._pricing is not None:
+            self._pricing.cancel()  # a fetch in progress is dropped; the kept book stays
         self._stop_deriving.set()
+        if self._maintaining is not None:
+            await self._maintaining  # a job in progress stops at its next bounded slice
         if self._deriving is not None:
             await self._deriving  # a step in progress commits or leaves the watermark as it was
             # One last bounded step, so what was just committed is also derived before exit.
@@ -302,6 +367,7 @@ class Service:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self._follower.step)
                 await self._follower.after_commit()
+                await self._follower.aclose()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
         await asyncio.to_thread(self.store.close)

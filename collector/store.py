@@ -73,6 +73,8 @@ class Store:
         self._dedup = SpanDedup(settings.dedup_window_s)
         self._last_file_id = -1
         self.stats = StoreStats()
+        self.admit: Callable[[Rows], None] | None = None
+        """Checked before every append is queued (the disk cap); raises to refuse the rows."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +108,8 @@ class Store:
 
     async def append(self, rows: Rows) -> Accepted:
         """Queue rows for the next group commit; returns once they are durable."""
+        if self.admit is not None:
+            self.admit(rows)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Accepted] = loop.create_future()
 
@@ -157,7 +161,11 @@ class Store:
 
     def size_bytes(self) -> int:
         total = 0
-        for root in {Path(self.settings.data_path), Path(self.settings.catalog).parent}:
+        data = Path(self.settings.data_path).resolve()
+        catalog_dir = Path(self.settings.catalog).resolve().parent
+        # The data folder usually lies inside the catalog's: walk each file once.
+        roots = {catalog_dir} if data.is_relative_to(catalog_dir) else {data, catalog_dir}
+        for root in roots:
             for dirpath, _, files in os.walk(root):
                 for f in files:
                     with contextlib.suppress(OSError):  # compacted away meanwhile

@@ -121,7 +121,8 @@ def test_typo_key_is_reported_with_path_and_suggestion() -> None:
 def test_unknown_top_level_key_without_a_close_match() -> None:
     assert messages({"zzz": 1}) == {
         "zzz": "unknown key (expected one of: receivers, processors, exporters, service, "
-        "storage, limits, api, auth, mcp)"
+        "storage, limits, api, auth, mcp, retention, compaction, prices, roi, outbound, "
+        "notifications, judge, secrets, alerts, logs)"
     }
 
 

@@ -77,6 +77,14 @@ def test_a_workflow_rule_evaluates_finished_runs(tmp_path: Path) -> None:
         assert one["total"] == 1
         # The other workflow's run is not evaluated: the rule names refund-bot only.
         assert httpx.get(f"{base}/api/logs", headers=h).json()["total"] == 2
+        # The verdict shows on the run in the read API too.
+        read = {"Authorization": f"Bearer {KEYS[('acme', 'read')]}"}
+        detail = httpx.get(f"{base}/api/runs/{run_id}", headers=read).json()
+        assert [(e["status"], e["id"]) for e in detail["evaluations"]] == [
+            ("flagged", by_output["We will refund you today."]["id"])
+        ]
+        other = httpx.get(f"{base}/api/runs/{'c' * 32}{'3' * 16}", headers=read).json()
+        assert other["evaluations"] == []
     finally:
         server.stop()
 

@@ -134,6 +134,8 @@ def test_run_detail_and_cross_org_404(client: TestClient) -> None:
         "child_run_count",
         "combined_cost_usd",
         "alert_events",
+        "roi",  # an extension: the ROI events linked to the run (docs/roi.md)
+        "evaluations",  # an extension: verdicts of output rules on the run (docs/logs.md)
     }
     run = body["run"]
     assert set(run) >= SUMMARY_KEYS and run["trace_id"] == f"{1:032x}"
