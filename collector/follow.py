@@ -63,6 +63,7 @@ class _Batch:
     since: int
     until: int
     runs: list[dict[str, Any]]
+    behind: bool = False  # stopped at the snapshot bound: more changes wait
 
 
 class RunFollower:
@@ -130,7 +131,7 @@ class RunFollower:
             batch = batches.get(since)
             if batch is None:
                 batch = batches[since] = self._read(since, current)
-            behind = behind or batch.until < current
+            behind = behind or batch.behind
             try:
                 self._store.call(
                     functools.partial(self._commit, consumer=consumer, batch=batch, now=now)
@@ -172,7 +173,7 @@ class RunFollower:
             ).to_arrow_table()
         finally:
             cur.close()
-        return _Batch(since, until, table_rows(rows))
+        return _Batch(since, until, table_rows(rows), behind=until < current)
 
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, consumer: RunConsumer, batch: _Batch, now: int

@@ -59,3 +59,41 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
 
 def _sql_str(s: str) -> str:
     return s.replace("'", "''")
+
+
+# Tables whose change feed derived processing reads; ingest gives them statistics soon anyway.
+_FOLLOWED = frozenset({"spans", "logs", "metrics", "runs", "span_runs"})
+
+
+def prime_table_stats(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """Gives every table that has never held a row its (empty) statistics, by inserting and
+    deleting one row in the same transaction; returns the tables primed.
+
+    Why: DuckLake plans a query over a never-written table far more slowly than over an empty
+    one with statistics (measured here: a 42-column table, 70-90 ms against 3-13 ms), and the
+    run detail alone reads four such tables (alert events, ROI events, evaluations) on a store
+    where they are still empty. Nobody sees the row: it never commits.
+    """
+    meta = f"__ducklake_metadata_{LAKE}"
+    names = [
+        str(r[0])
+        for r in cur.execute(
+            f"""SELECT t.table_name FROM {meta}.ducklake_table t
+                WHERE t.end_snapshot IS NULL AND t.table_id NOT IN
+                    (SELECT table_id FROM {meta}.ducklake_table_stats)
+                ORDER BY 1"""
+        ).fetchall()
+    ]
+    primed = []
+    for name in names:
+        if name in _FOLLOWED:
+            continue  # change feeds read these: not even an uncommitted row goes in
+        table = f'{LAKE}."{name}"'
+        found = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
+        if found is None or found[0]:
+            continue  # rows without statistics (inlined): nothing to do, and nothing to lose
+        # This transaction is the store's only writer, so the table's one row is ours.
+        cur.execute(f"INSERT INTO {table} DEFAULT VALUES")
+        cur.execute(f"DELETE FROM {table}")
+        primed.append(name)
+    return primed

@@ -7,6 +7,7 @@ string (`read_api_params`), calls one query function, and serialises it (`read_a
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,15 +84,19 @@ class ReadApi:
         }
 
     def _run(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
-        detail = qr.get_run(self._store, p.org, str(path["run_id"]))
-        if detail is None:
-            raise ApiError(404, "not_found", "Run not found")
-        # Beside the doc's fields: the hours and money the run saved (docs/roi.md).
-        alerts = alerts_store.run_events(self._store, p.org, detail.summary.id)
-        roi = js.run_roi(qr.run_roi(self._store, p.org, detail))
-        # And the verdicts of output rules scoped to its workflow (docs/logs.md).
-        evaluations = lq.run_evaluations(self._store, p.org, detail.summary.id)
-        return js.run_detail(detail, alerts) | {"roi": roi, "evaluations": evaluations}
+        run_id = str(path["run_id"])
+        # Beside the doc's fields: the verdicts of output rules (docs/logs.md) and the hours and
+        # money the run saved (docs/roi.md). The lookups by run id start at once on their own
+        # threads: each is mostly DuckLake planning, which runs outside the GIL.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            alerts = pool.submit(alerts_store.run_events, self._store, p.org, run_id)
+            evaluations = pool.submit(lq.run_evaluations, self._store, p.org, run_id)
+            detail = qr.get_run(self._store, p.org, run_id)
+            if detail is None:
+                raise ApiError(404, "not_found", "Run not found")
+            roi = js.run_roi(qr.run_roi(self._store, p.org, detail))
+            body = js.run_detail(detail, alerts.result())
+            return body | {"roi": roi, "evaluations": evaluations.result()}
 
     # -- workflows -------------------------------------------------------------------------
 

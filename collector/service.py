@@ -27,6 +27,7 @@ from collector.config import Config, split_endpoint
 from collector.derive import WATERMARK as DERIVE_WATERMARK
 from collector.derive import RunDeriver
 from collector.follow import RunFollower
+from collector.lake import prime_table_stats
 from collector.logs_api import LogsApi
 from collector.maintenance import Maintenance
 from collector.mcp_api import McpApi
@@ -160,6 +161,9 @@ class Service:
             Limits(limits.max_queue_items, limits.max_queue_mib * MIB, float(limits.retry_after_s)),
             self.metrics,
         )
+        primed = await self.store.acall(prime_table_stats)
+        if primed:
+            log.debug("primed statistics of %s", ", ".join(primed))
         self._describe_metrics()
         await self._start_receivers()
         self._flusher = asyncio.create_task(self._flush_key_usage())

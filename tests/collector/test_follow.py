@@ -203,3 +203,17 @@ def test_idle_steps_write_no_snapshots_but_other_writes_move_the_watermark(store
     follower.step()
     marks = dict(store.query("SELECT name, snapshot_id FROM watermarks"))
     assert marks["a"] >= settled + 1 and marks["b"] >= settled + 1
+
+
+def test_a_follower_with_nothing_to_read_is_not_behind(store: Store) -> None:
+    # Only the followers' own snapshots since the watermark: nothing to read, so the loop must
+    # wait for its interval rather than step again at once (a busy loop, at 100% CPU).
+    d = deriver(store)
+    d.create_tables()
+    follower = RunFollower(store, [Recorder("a"), Recorder("b")])
+    follower.create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+    for _ in range(3):
+        follower.step()
+        assert not follower.behind

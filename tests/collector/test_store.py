@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.decode import decode
+from collector.lake import prime_table_stats
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
 from collector.schema import to_table
 from collector.store import Store, StoreSettings
@@ -281,3 +282,24 @@ def test_close_commits_what_is_queued(tmp_path: Path) -> None:
         assert count_spans(again) == 2
     finally:
         again.close()
+
+
+def test_never_written_tables_get_statistics_and_keep_their_rows(store: Store) -> None:
+    def setup(cur: duckdb.DuckDBPyConnection) -> None:
+        cur.execute("CREATE TABLE blank (org VARCHAR, n INTEGER)")
+        cur.execute("CREATE TABLE held (org VARCHAR, n INTEGER)")
+        cur.execute("INSERT INTO held VALUES ('acme', 1)")
+
+    store.call(setup)
+    primed = store.call(prime_table_stats)
+    assert "blank" in primed
+    assert not {"held", "spans", "logs", "metrics"} & set(primed)
+    stats = store.query(
+        """SELECT t.table_name FROM __ducklake_metadata_lake.ducklake_table_stats s
+           JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id)
+           WHERE t.end_snapshot IS NULL"""
+    )
+    assert ("blank",) in stats
+    assert store.query("SELECT count(*) FROM blank") == [(0,)]
+    assert store.query("SELECT * FROM held") == [("acme", 1)]
+    assert store.call(prime_table_stats) == []  # once is enough
