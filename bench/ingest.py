@@ -191,6 +191,9 @@ def main() -> None:
     ap.add_argument(
         "--redact", action="store_true", help="run the redact processor (all detectors) first"
     )
+    ap.add_argument(
+        "--config-extra", default="", help="YAML appended to the server's config (A/B runs)"
+    )
     ap.add_argument("--no-derive", action="store_true", help="no run derivation on this node")
     ap.add_argument("--requests", type=int, default=0, help="payloads to prepare (default: enough)")
     args = ap.parse_args()
@@ -222,6 +225,7 @@ def main() -> None:
             processors=procs,
             chain=chain,
         )
+        + args.config_extra
     )
     server = subprocess.Popen(
         [sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg)],

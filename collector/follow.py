@@ -24,8 +24,6 @@ from collector.store import LAKE, Store
 
 log = logging.getLogger(__name__)
 
-AUTHOR = "agentledger:follow"
-"""The commit author of every follower transaction (DuckLake snapshot metadata)."""
 _RUN_COLS = ", ".join(c.name for c in RUN_COLUMNS)
 
 
@@ -81,7 +79,9 @@ class RunFollower:
         *,
         interval_s: float = 1.0,
         max_snapshots: int = 500,
+        idle_move_s: float = 10.0,
         clock: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         names = [c.name for c in consumers]
         if len(set(names)) != len(names):
@@ -91,6 +91,9 @@ class RunFollower:
         self._interval_s = interval_s
         self._max_snapshots = max_snapshots
         self._clock = clock
+        self._idle_move_s = idle_move_s
+        self._monotonic = monotonic
+        self._moved_at: dict[str, float] = {}
         self._ready = False
         self.behind = False
         """True when the last step stopped at the snapshot bound and more changes wait."""
@@ -130,7 +133,8 @@ class RunFollower:
             since = _stored_watermark(self._store, consumer.name)
             batch = batches.get(since)
             if batch is None:
-                batch = batches[since] = self._read(since, current)
+                last_move = self._moved_at.get(consumer.name, -float("inf"))
+                batch = batches[since] = self._read(since, current, last_move)
             behind = behind or batch.behind
             try:
                 self._store.call(
@@ -142,43 +146,41 @@ class RunFollower:
                 log.exception("run consumer %s failed; retrying next step", consumer.name)
                 continue
             handed += len(batch.runs)
+            if batch.until != batch.since:
+                self._moved_at[consumer.name] = self._monotonic()
         self.behind = behind
         return handed
 
-    def _read(self, since: int, current: int) -> _Batch:
+    def _read(self, since: int, current: int, last_move: float) -> _Batch:
         if current <= since:
             return _Batch(since, since, [])
         until = min(current, since + self._max_snapshots)
-        # Snapshots the followers wrote themselves change no runs: moving the watermark past
-        # only those would write a snapshot a step, forever. Anything else (new runs, ingest,
-        # retention) moves it, so snapshot expiry is never held back by an idle consumer.
-        others = self._store.query(
-            f"""SELECT count(*) FROM {LAKE}.snapshots() WHERE snapshot_id BETWEEN ? AND ?
-                AND coalesce(author, '') <> ?""",
-            [since + 1, until, AUTHOR],
-        )
-        if not others or not others[0][0]:
-            return _Batch(since, since, [])
         cur = self._store.cursor()
         try:
-            rows = cur.execute(
+            table = cur.execute(
                 f"""SELECT {_RUN_COLS} FROM (
                         SELECT *, row_number() OVER (
                             PARTITION BY org, run_id ORDER BY snapshot_id DESC, rowid DESC) AS n
                         FROM ducklake_table_changes('{LAKE}', 'main', 'runs', ?, ?)
                         WHERE change_type IN ('insert', 'update_postimage')
-                    ) WHERE n = 1 AND status <> 'running'
+                    ) WHERE n = 1
                     ORDER BY ended_at, org, run_id""",
                 [since + 1, until],
             ).to_arrow_table()
         finally:
             cur.close()
-        return _Batch(since, until, table_rows(rows), behind=until < current)
+        caught_up = until == current
+        if table.num_rows == 0 and caught_up and self._monotonic() - last_move < self._idle_move_s:
+            # No run changed: the snapshots since are other writes (ingest, our own watermark
+            # moves). Moving past them each step would write a snapshot a step forever, so an
+            # idle watermark moves only every `idle_move_s`, enough to let snapshot expiry on.
+            return _Batch(since, since, [])
+        runs = [r for r in table_rows(table) if r["status"] != "running"]
+        return _Batch(since, until, runs, behind=until < current)
 
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, consumer: RunConsumer, batch: _Batch, now: int
     ) -> None:
-        cur.execute(f"CALL {LAKE}.set_commit_message(?, ?)", [AUTHOR, consumer.name])
         stored = _watermark(cur, consumer.name)
         if stored != batch.since:
             raise WatermarkMoved(f"{consumer.name} watermark is {stored}, read {batch.since}")
