@@ -203,6 +203,8 @@ class StorageConfig:
     max_size_mib: int | None = field(default=None, metadata=bounds(ge=1))
     on_full: Literal["drop_oldest", "refuse"] = "refuse"  # past max_size_mib (collector/diskcap.py)
     size_check_interval_s: int = field(default=10, metadata=bounds(ge=1))
+    reader_copy_interval_s: int = field(default=0, metadata=bounds(ge=0))
+    """Publish `catalog.reader.ducklake` for other processes' readers this often; 0: never."""
 
     def catalog_path(self) -> str:
         return (

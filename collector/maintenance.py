@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from collector import compaction, retention
+from collector import compaction, readercopy, retention
 from collector.auth import Authenticator
 from collector.compaction import CompactionConfig
 from collector.config import Config
@@ -45,6 +45,7 @@ class Maintenance:
         self._stopping = threading.Event()  # seen by a job's thread: stop at the next slice
         s = config.storage
         self._cap_interval_s = float(s.size_check_interval_s)
+        self._reader_copy_s = float(s.reader_copy_interval_s)
         self.cap = DiskCap(
             store,
             s.max_size_mib * MIB if s.max_size_mib is not None else None,
@@ -96,6 +97,10 @@ class Maintenance:
         self._metrics.inc("agentledger_compaction_conflicts_total", result.conflicts)
         self.reclaim()
 
+    def publish_reader_copy(self) -> None:
+        path = readercopy.publish(self._store)
+        log.debug("published the reader copy of the catalog at %s", path)
+
     def reclaim(self) -> None:
         result = compaction.reclaim(self._store, self._required, self.retention.cleanup_grace_s)
         self._metrics.inc("agentledger_snapshots_expired_total", result.expired)
@@ -110,10 +115,12 @@ class Maintenance:
         ]
         if self.compaction.enabled:
             jobs.append(("compaction", float(self.compaction.interval_s), self.run_compaction))
+        if self._reader_copy_s > 0:
+            jobs.append(("reader copy", self._reader_copy_s, self.publish_reader_copy))
         grace = float(self.retention.cleanup_grace_s)
         if grace > 0:  # files of snapshots expired by a job are removed one grace period later
             jobs.append(("file cleanup", max(grace, 1.0), self.reclaim))
-        due = {name: time.monotonic() + (0 if name == "disk cap" else interval)
+        due = {name: time.monotonic() + (0 if name in ("disk cap", "reader copy") else interval)
                for name, interval, _ in jobs}  # fmt: skip
         self._stopping.clear()
         watcher = asyncio.create_task(_set_when(stop, self._stopping))
