@@ -38,7 +38,7 @@ from collector import query_metrics as qm  # noqa: E402
 from collector import query_runs as qr  # noqa: E402
 from collector.config import ConfigOverrides, load_config  # noqa: E402
 from collector.dedup import run_key  # noqa: E402
-from collector.derive import add_run_keys  # noqa: E402
+from collector.derive_schema import add_run_keys  # noqa: E402
 from collector.model import Signal  # noqa: E402
 from collector.query import Window  # noqa: E402
 from collector.schema import DERIVED_TABLES, create_derived_sql, create_table_sql  # noqa: E402

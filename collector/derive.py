@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from collector.dedup import run_key
+from collector.derive_schema import add_missing_columns, add_run_keys
 from collector.model import Signal, StoreUnavailable
 from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
 from collector.store import LAKE, Store
@@ -82,40 +83,6 @@ def assemble_tasks(
     return out
 
 
-def add_run_keys(cur: duckdb.DuckDBPyConnection) -> int:
-    """Fills `run_key` and `parent_run_key` of runs derived before those columns existed (or
-    written by hand, as the read benchmark does); returns how many rows it filled."""
-    missing = cur.execute(
-        "SELECT org, run_id, parent_run_id FROM runs WHERE run_key IS NULL"
-    ).fetchall()
-    if not missing:
-        return 0
-    keys = pa.table(
-        {
-            "org": [m[0] for m in missing],
-            "run_id": [m[1] for m in missing],
-            "k": pa.array([run_key(m[0], m[1]) for m in missing], pa.int64()),
-            "pk": pa.array([run_key(m[0], m[2]) for m in missing], pa.int64()),
-        }
-    )
-    cur.register("_keys", keys)
-    cur.execute(
-        """UPDATE runs SET run_key = _keys.k, parent_run_key = _keys.pk FROM _keys
-           WHERE runs.org = _keys.org AND runs.run_id = _keys.run_id AND runs.run_key IS NULL"""
-    )
-    cur.unregister("_keys")
-    return len(missing)
-
-
-def _add_missing_columns(cur: duckdb.DuckDBPyConnection, name: str) -> list[str]:
-    """Columns of a derived table added to the schema since the stored table was created."""
-    have = {r[0] for r in cur.execute(f"DESCRIBE {LAKE}.{name}").fetchall()}
-    added = [c for c in DERIVED_TABLES[name] if c.name not in have]
-    for column in added:
-        cur.execute(f"ALTER TABLE {LAKE}.{name} ADD COLUMN {column.name} {column.sql}")
-    return [c.name for c in added]
-
-
 def _inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
@@ -174,7 +141,7 @@ class RunDeriver:
                         "TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."
                     )
                 )
-                added = _add_missing_columns(cur, name)
+                added = add_missing_columns(cur, name)
                 if added:
                     log.info("added columns %s to %s", ", ".join(added), name)
             filled = add_run_keys(cur)

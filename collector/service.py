@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from collector import __version__, registry
+from collector import registry
 from collector.admin_api import AdminApi
 from collector.auth import Authenticator, bootstrap_default_org, ensure_org
+from collector.banner import print_ready
 from collector.config import Config, split_endpoint
 from collector.derive import WATERMARK as DERIVE_WATERMARK
 from collector.derive import RunDeriver
@@ -175,7 +176,7 @@ class Service:
         self._state = "ok"
         if self._grpc is not None:
             await self._grpc.set_serving(True)
-        self._print_ready()
+        print_ready(self._out, self.config.storage.path, self.endpoints, self._first_keys)
 
     def _use_book(self, parts: registry.Components) -> Callable[[PriceBook], None]:
         """What a new price book is handed to: /v1/track pricing here, and every decode worker
@@ -387,39 +388,6 @@ class Service:
                 log.exception("could not record key usage")
 
     # -- what the user sees ----------------------------------------------------------------
-
-    def _print_ready(self) -> None:
-        out = self._out
-        e = self.endpoints
-        print(f"agentledger {__version__} — data in {self.config.storage.path}", file=out)
-        if e.grpc:
-            print(f"  OTLP/gRPC   {e.grpc}", file=out)
-        if e.http:
-            print(
-                f"  OTLP/HTTP   http://{e.http}" + ("" if e.api else "  (also the JSON APIs)"),
-                file=out,
-            )
-        if e.api:
-            print(f"  JSON APIs   http://{e.api}", file=out)
-        keys = self._first_keys
-        ingest = "<your ingest key>"
-        if keys:
-            ingest = keys["ingest"]
-            print(
-                '\nFirst start: created org "default". These keys are shown once, never again:',
-                file=out,
-            )
-            for scope in ("admin", "ingest", "read"):
-                print(f"  {scope:<7} {keys[scope]}", file=out)
-        if e.http:
-            print("\nPoint an OpenTelemetry SDK at it:", file=out)
-            print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.http}", file=out)
-            print(f'  export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {ingest}"', file=out)
-        print(
-            f"ready: grpc={e.grpc or '-'} http={e.http or '-'} api={e.api or e.http or '-'}",
-            file=out,
-            flush=True,
-        )
 
 
 async def run(config: Config, out: TextIO, stop: asyncio.Event) -> None:

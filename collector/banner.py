@@ -1,0 +1,50 @@
+"""The start-up banner of `agentledger serve`: the endpoints, a first start's keys, `ready:`.
+
+Written to the service's output stream once the listeners are up; the keys are never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TextIO
+
+from collector import __version__
+from collector.model import Scope
+
+if TYPE_CHECKING:
+    from collector.service import Endpoints
+
+
+def print_ready(
+    out: TextIO, data_path: str, e: Endpoints, keys: Mapping[Scope, str] | None
+) -> None:
+    """Where to send what, the first start's keys (shown once), then the `ready:` line that
+    scripts and tests wait for."""
+    print(f"agentledger {__version__} — data in {data_path}", file=out)
+    if e.grpc:
+        print(f"  OTLP/gRPC   {e.grpc}", file=out)
+    if e.http:
+        print(
+            f"  OTLP/HTTP   http://{e.http}" + ("" if e.api else "  (also the JSON APIs)"),
+            file=out,
+        )
+    if e.api:
+        print(f"  JSON APIs   http://{e.api}", file=out)
+    ingest = "<your ingest key>"
+    if keys:
+        ingest = keys["ingest"]
+        print(
+            '\nFirst start: created org "default". These keys are shown once, never again:',
+            file=out,
+        )
+        for scope in ("admin", "ingest", "read"):
+            print(f"  {scope:<7} {keys[scope]}", file=out)
+    if e.http:
+        print("\nPoint an OpenTelemetry SDK at it:", file=out)
+        print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.http}", file=out)
+        print(f'  export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {ingest}"', file=out)
+    print(
+        f"ready: grpc={e.grpc or '-'} http={e.http or '-'} api={e.api or e.http or '-'}",
+        file=out,
+        flush=True,
+    )
