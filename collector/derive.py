@@ -130,6 +130,7 @@ class RunDeriver:
         self._max_traces = max_traces
         self._clock = clock
         self._tables_ready = False
+        self._full_overdue_scan_at = 0.0  # monotonic time of the next unbounded overdue scan
         self.behind = False
         """True when the last step stopped at a bound and more changes are waiting."""
 
@@ -209,13 +210,26 @@ class RunDeriver:
         return work
 
     def _overdue_runs(self, work: _Work, now: int) -> None:
-        """Runs still waiting for their root past the timeout: re-derive them as timeouts."""
+        """Runs still waiting for their root past the timeout: re-derive them as timeouts.
+
+        Every step looks only at runs started within the longest trace plus two timeouts (the
+        start-time bound lets min/max statistics skip older files: this query runs every
+        interval); the first step and one an hour look at all of them, for runs left waiting
+        while derivation was stopped."""
         cutoff = now - self._config.root_timeout_s * _NS
+        since = 0
+        if time.monotonic() < self._full_overdue_scan_at:
+            span = self._config.max_trace_duration_s + 2 * self._config.root_timeout_s
+            since = now - span * _NS
+        else:
+            self._full_overdue_scan_at = time.monotonic() + 3600
         rows = self._store.query(
             """SELECT org, trace_id, min(epoch_ns(started_at)), max(epoch_ns(started_at))
-               FROM runs WHERE status = 'running' AND epoch_ns(last_span_at) <= ?
+               FROM runs WHERE status = 'running'
+                 AND last_span_at <= make_timestamptz(?::BIGINT // 1000)
+                 AND started_at >= make_timestamptz(?::BIGINT // 1000)
                GROUP BY ALL ORDER BY 1, 2 LIMIT ?""",
-            [cutoff, self._max_traces],
+            [cutoff, since, self._max_traces],
         )
         for org, trace_id, lo, hi in rows:
             work.add((org, trace_id), int(lo), int(hi))

@@ -209,6 +209,18 @@ def test_overdue_runs_become_timeouts_and_a_late_root_still_wins(store: Store) -
     assert runs(store)[0][3] == "success"
 
 
+def test_a_run_left_waiting_while_derivation_was_stopped_times_out_after_a_restart(
+    store: Store,
+) -> None:
+    append(store, [llm(T1, 2, 1)])
+    deriver(store).step()
+    assert runs(store)[0][3] == "running"
+    # Days later (derivation was off): far outside the start-time bound of the per-step scan,
+    # but the first step of a new deriver looks at every waiting run.
+    assert deriver(store).step(now_ns=T0 + 30 * 86400 * S) == 1
+    assert runs(store)[0][3] == "timeout"
+
+
 def test_orgs_are_kept_apart(store: Store) -> None:
     d = deriver(store)
     append(store, [agent(T1, 1), llm(T1, 2, 1)])
