@@ -23,7 +23,7 @@ from collector.dedup import run_key
 from collector.derive_schema import add_missing_columns, add_run_keys
 from collector.model import Signal, StoreUnavailable
 from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
-from collector.store import LAKE, Store
+from collector.store import LAKE, Store, read_watermark, stored_watermark, write_watermark
 
 log = logging.getLogger(__name__)
 
@@ -315,11 +315,8 @@ class RunDeriver:
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, work: _Work, rows: dict[str, list[dict[str, Any]]]
     ) -> None:
-        found = cur.execute(
-            "SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [WATERMARK]
-        ).fetchone()
-        stored = -1 if found is None or found[0] is None else int(found[0])
-        if stored != work.since:
+        stored = read_watermark(cur, WATERMARK)
+        if (-1 if stored is None else stored) != work.since:
             raise WatermarkMoved(f"runs watermark is {stored}, this step read {work.since}")
         if work.windows:
             keys = sorted(work.windows)
@@ -349,14 +346,10 @@ class RunDeriver:
                     cur.execute(f"INSERT INTO {name} SELECT * FROM _derived")
                     cur.unregister("_derived")
         if work.until != work.since:
-            cur.execute("DELETE FROM watermarks WHERE name = ?", [WATERMARK])
-            cur.execute("INSERT INTO watermarks VALUES (?, ?, now())", [WATERMARK, work.until])
+            write_watermark(cur, WATERMARK, work.until)
 
     def _watermark(self) -> int:
-        rows = self._store.query(
-            "SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [WATERMARK]
-        )
-        return -1 if not rows or rows[0][0] is None else int(rows[0][0])
+        return stored_watermark(self._store, WATERMARK)
 
     # -- the loop ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import duckdb
 
 from collector.model import StoreUnavailable
 from collector.schema import RUN_COLUMNS
-from collector.store import LAKE, Store
+from collector.store import LAKE, Store, read_watermark, stored_watermark, write_watermark
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,8 @@ class RunFollower:
             current = int(_one(cur, f"SELECT id FROM {LAKE}.current_snapshot()"))
             for consumer in self._consumers:
                 consumer.create_tables(cur)
-                if _watermark(cur, consumer.name) is None:
-                    cur.execute(
-                        "INSERT INTO watermarks VALUES (?, ?, now())", [consumer.name, current]
-                    )
+                if read_watermark(cur, consumer.name) is None:
+                    write_watermark(cur, consumer.name, current)
 
         if self._consumers:
             self._store.call(create)
@@ -130,7 +128,7 @@ class RunFollower:
         behind = False
         batches: dict[int, _Batch] = {}  # consumers at the same watermark share one read
         for consumer in self._consumers:
-            since = _stored_watermark(self._store, consumer.name)
+            since = stored_watermark(self._store, consumer.name)
             batch = batches.get(since)
             if batch is None:
                 last_move = self._moved_at.get(consumer.name, -float("inf"))
@@ -181,13 +179,12 @@ class RunFollower:
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, consumer: RunConsumer, batch: _Batch, now: int
     ) -> None:
-        stored = _watermark(cur, consumer.name)
+        stored = read_watermark(cur, consumer.name)
         if stored != batch.since:
             raise WatermarkMoved(f"{consumer.name} watermark is {stored}, read {batch.since}")
         consumer.consume(cur, batch.runs, now)
         if batch.until != batch.since:
-            cur.execute("DELETE FROM watermarks WHERE name = ?", [consumer.name])
-            cur.execute("INSERT INTO watermarks VALUES (?, ?, now())", [consumer.name, batch.until])
+            write_watermark(cur, consumer.name, batch.until)
 
     async def after_commit(self) -> None:
         for consumer in self._consumers:
@@ -237,13 +234,3 @@ def table_rows(table: Any) -> list[dict[str, Any]]:
 def _one(cur: duckdb.DuckDBPyConnection, sql: str) -> Any:
     found = cur.execute(sql).fetchone()
     return None if found is None else found[0]
-
-
-def _watermark(cur: duckdb.DuckDBPyConnection, name: str) -> int | None:
-    found = cur.execute("SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [name]).fetchone()
-    return None if found is None or found[0] is None else int(found[0])
-
-
-def _stored_watermark(store: Store, name: str) -> int:
-    rows = store.query("SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [name])
-    return -1 if not rows or rows[0][0] is None else int(rows[0][0])
