@@ -22,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,14 @@ sys.path.insert(0, str(ROOT))
 
 from collector import query_metrics as qm  # noqa: E402
 from collector import query_runs as qr  # noqa: E402
+from collector.compaction import CompactionConfig, apply_layout, compact  # noqa: E402
 from collector.config import ConfigOverrides, load_config  # noqa: E402
 from collector.dedup import run_key  # noqa: E402
 from collector.derive_schema import add_run_keys  # noqa: E402
 from collector.model import Signal  # noqa: E402
 from collector.query import Window  # noqa: E402
+from collector.read_api import read_overview  # noqa: E402
+from collector.run_detail import get_detail  # noqa: E402
 from collector.schema import DERIVED_TABLES, create_derived_sql, create_table_sql  # noqa: E402
 from collector.service import store_settings  # noqa: E402
 from collector.store import META_DDL, Store, StoreSettings, connect  # noqa: E402
@@ -75,7 +80,7 @@ _RUN_BASE = """SELECT i, md5(i::VARCHAR) AS trace_id, substr(md5('s' || i::VARCH
     (hash(i) % 1000000007)::BIGINT AS h,
     to_timestamp($end_s - $span_s + i * ($span_s / $n)) AS started,
     500 + (hash(i) % 60000)::BIGINT AS dur_ms
-    FROM range($n) t(i)"""
+    FROM range($lo, $hi) t(i)"""
 
 _RUNS_INSERT = f"""INSERT INTO runs (org, run_id, trace_id, span_id, workflow_name, status,
     started_at, ended_at, duration_ms, cost_usd, cost_unknown_calls, input_tokens,
@@ -97,18 +102,22 @@ SELECT '{ORG}', trace_id || sid, trace_id, sid,
 FROM ({_RUN_BASE}) JOIN _keys k USING (i)"""
 
 # Ten spans a run: the run (agent) span, then LLM calls (odd j) and tool calls (even j).
+_SPAN_BASE = f"""SELECT b.*, j, epoch_ns(started) + j * dur_ms * 100000 AS start_ns,
+    CASE WHEN j = 0 THEN sid ELSE substr(md5(i || '-' || j), 1, 16) END AS span_id,
+    CASE WHEN j = 0 THEN 'agent' WHEN j % 2 = 1 THEN 'llm' ELSE 'tool' END AS span_type,
+    (['gpt-4o', 'gpt-4o-mini', 'claude-sonnet-4', 'gemini-2.5-flash'])[1 + (h + j) % 4] AS model,
+    (['search', 'fetch', 'read_file', 'write_file', 'sql'])[1 + (h + j) % 5] AS tool
+    FROM ({_RUN_BASE}) b, range($per_run) k(j)"""
 _SPANS_INSERT = f"""INSERT INTO spans (org, trace_id, span_id, parent_span_id, name, kind,
     start_time_unix_nano, end_time_unix_nano, status_code, service_name, attributes,
     received_at, span_type, operation, agent_name, model, provider, input_tokens,
     output_tokens, cost_usd, cost_source, tool_name, tool_call_id, is_error)
-SELECT '{ORG}', trace_id, CASE WHEN j = 0 THEN sid ELSE substr(md5(i || '-' || j), 1, 16) END,
-    CASE WHEN j = 0 THEN NULL ELSE sid END,
+SELECT '{ORG}', trace_id, span_id, CASE WHEN j = 0 THEN NULL ELSE sid END,
     CASE WHEN j = 0 THEN 'invoke_agent' WHEN j % 2 = 1 THEN 'chat ' || model
          ELSE 'execute_tool ' || tool END,
     CASE WHEN j % 2 = 1 THEN 3 ELSE 1 END,
     start_ns, start_ns + CASE WHEN j = 0 THEN dur_ms * 1000000 ELSE dur_ms * 80000 END,
-    0, 'agent-service', '{{}}', now(),
-    CASE WHEN j = 0 THEN 'agent' WHEN j % 2 = 1 THEN 'llm' ELSE 'tool' END,
+    0, 'agent-service', '{{}}', now(), span_type,
     CASE WHEN j = 0 THEN 'invoke_agent' WHEN j % 2 = 1 THEN 'chat' ELSE 'execute_tool' END,
     CASE WHEN j = 0 THEN 'workflow' END,
     CASE WHEN j % 2 = 1 THEN model END, CASE WHEN j % 2 = 1 THEN 'openai' END,
@@ -117,19 +126,11 @@ SELECT '{ORG}', trace_id, CASE WHEN j = 0 THEN sid ELSE substr(md5(i || '-' || j
     CASE WHEN j % 2 = 1 THEN 'computed' END,
     CASE WHEN j > 0 AND j % 2 = 0 THEN tool END,
     CASE WHEN j > 0 AND j % 2 = 0 THEN 'call_' || i || '_' || j END, false
-FROM (
-    SELECT b.*, j, epoch_ns(started) + j * dur_ms * 100000 AS start_ns,
-        (['gpt-4o', 'gpt-4o-mini', 'claude-sonnet-4', 'gemini-2.5-flash'])[1 + (h + j) % 4]
-            AS model,
-        (['search', 'fetch', 'read_file', 'write_file', 'sql'])[1 + (h + j) % 5] AS tool
-    FROM ({_RUN_BASE}) b, range($per_run) k(j)
-)"""
+FROM ({_SPAN_BASE})"""
 
 # Which run each span belongs to: the run span itself, or its parent (every span is a child).
-_SPAN_RUNS_INSERT = """INSERT INTO span_runs
-SELECT org, trace_id, span_id, trace_id || coalesce(parent_span_id, span_id), span_type,
-    start_time_unix_nano
-FROM spans"""
+_SPAN_RUNS_INSERT = f"""INSERT INTO span_runs
+SELECT '{ORG}', trace_id, span_id, trace_id || sid, span_type, start_ns FROM ({_SPAN_BASE})"""
 
 
 def run_keys(n: int) -> pa.Table:
@@ -143,28 +144,43 @@ def run_keys(n: int) -> pa.Table:
     return pa.table({"i": pa.array(range(n), pa.int64()), "run_key": pa.array(keys, pa.int64())})
 
 
-def build(settings: StoreSettings, n: int, per_run: int, end: datetime) -> dict[str, float]:
-    """Creates and fills the tables; returns seconds per INSERT."""
+def build(
+    settings: StoreSettings, n: int, per_run: int, end: datetime, config: CompactionConfig
+) -> dict[str, float]:
+    """Creates and fills the tables, a day at a time (a file a day and table, each sorted by its
+    lookup key as the server's compaction sorts it), then merges the small files with the
+    server's compaction (`collector/compaction.py`); returns seconds per step."""
     con = connect(settings)
     con.execute("USE lake")
     for ddl in (create_table_sql(Signal.TRACES), *META_DDL):
         con.execute(ddl)
     for name in DERIVED_TABLES:
         con.execute(create_derived_sql(name))
-    params = {"n": n, "end_s": end.timestamp(), "span_s": DAYS * 86400.0}
-    took: dict[str, float] = {}
+    apply_layout(con, config)
+    # Ingest leaves spans unsorted until compaction merges them: sort them as they go in here.
+    con.execute("CALL lake.set_option('sort_on_insert', 'true', table_name => 'spans')")
+    took = dict.fromkeys(("runs", "spans", "span_runs"), 0.0)
     t = time.perf_counter()
     con.register("_keys", run_keys(n))
     print(f"  run keys: {time.perf_counter() - t:.1f} s", flush=True)
-    for name, sql, p in (
-        ("runs", _RUNS_INSERT, params),
-        ("spans", _SPANS_INSERT, {**params, "per_run": per_run}),
-        ("span_runs", _SPAN_RUNS_INSERT, {}),
-    ):
-        t = time.perf_counter()
-        con.execute(sql, p)
-        took[name] = time.perf_counter() - t
-        print(f"  INSERT {name}: {took[name]:.1f} s", flush=True)
+    for day in range(DAYS):
+        params = {
+            "n": n,
+            "lo": n * day // DAYS,
+            "hi": n * (day + 1) // DAYS,
+            "end_s": end.timestamp(),
+            "span_s": DAYS * 86400.0,
+        }
+        for name, sql, p in (
+            ("runs", _RUNS_INSERT, params),
+            ("spans", _SPANS_INSERT, {**params, "per_run": per_run}),
+            ("span_runs", _SPAN_RUNS_INSERT, {**params, "per_run": per_run}),
+        ):
+            t = time.perf_counter()
+            con.execute(sql, p)
+            took[name] += time.perf_counter() - t
+    print("  INSERT " + ", ".join(f"{k}: {v:.1f} s" for k, v in took.items()), flush=True)
+    apply_layout(con, config)  # back to the server's options
     assert add_run_keys(con) == 0  # every run has the key the deriver would have given it
     # Mark every span as derived already: the server's run deriver must not redo 10M spans
     # while the benchmark times it (the rows above are what it would have written).
@@ -172,6 +188,15 @@ def build(settings: StoreSettings, n: int, per_run: int, end: datetime) -> dict[
     assert snapshot is not None
     con.execute("INSERT INTO watermarks VALUES ('runs', ?, now())", [snapshot[0]])
     con.close()
+    t = time.perf_counter()
+    store = Store(settings)
+    store.open()
+    try:
+        merged = compact(store, replace(config, max_seconds=3600.0)).merged
+    finally:
+        store.close()
+    took["compaction"] = time.perf_counter() - t
+    print(f"  compaction: {merged} merges in {took['compaction']:.0f} s", flush=True)
     return took
 
 
@@ -187,18 +212,35 @@ def counts(store: Store) -> dict[str, int]:
 
 class TimedStore(Store):
     """A store that records each statement's time while `recording` is set, to show which
-    statement of a query function dominates."""
+    statement of a query function dominates (its own queries and its readers')."""
 
     recording: list[tuple[str, Any, float]] | None = None
+
+    def _record(self, sql: str, params: Any, started: float) -> None:
+        if self.recording is not None:
+            self.recording.append((sql, params, time.perf_counter() - started))
 
     def query(
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
         t = time.perf_counter()
         rows = super().query(sql, params)
-        if self.recording is not None:
-            self.recording.append((sql, params, time.perf_counter() - t))
+        self._record(sql, params, t)
         return rows
+
+    @contextmanager
+    def reader(self) -> Iterator[Any]:  # type: ignore[override]
+        with super().reader() as r:
+            plain = r.query
+
+            def timed(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+                t = time.perf_counter()
+                rows = plain(sql, params)
+                self._record(sql, params, t)
+                return rows
+
+            r.query = timed  # type: ignore[method-assign]
+            yield r
 
 
 def pcts(samples: list[float]) -> tuple[float, float]:
@@ -220,11 +262,16 @@ def time_calls(fn: Callable[[int], object], n: int) -> list[float]:
 def bare(store: TimedStore, run_ids: list[str], n: int, now: datetime) -> dict[str, Any]:
     window = Window(now - timedelta(days=DAYS), now)
     where = qr.RunFilter(ORG, window)
+
+    def read(fn: Callable[..., object], *args: object) -> object:
+        with store.reader() as r:  # as the route reads: all its queries on one snapshot
+            return fn(r, *args)
+
     fns: dict[str, Callable[[int], object]] = {
-        "/api/runs": lambda i: qr.list_runs(store, where, "started_at_desc", None, 50),
+        "/api/runs": lambda i: read(qr.list_runs, where, "started_at_desc", None, 50),
         "/api/workflows": lambda i: qm.list_workflows(store, ORG, window, "total_cost_desc"),
-        "/api/runs/{id}": lambda i: qr.get_run(store, ORG, run_ids[i % len(run_ids)]),
-        "/api/metrics/overview": lambda i: qm.overview(store, ORG, window),
+        "/api/runs/{id}": lambda i: get_detail(store, ORG, run_ids[i % len(run_ids)]),
+        "/api/metrics/overview": lambda i: read_overview(store, ORG, window),
     }
     result: dict[str, Any] = {}
     for route, fn in fns.items():
@@ -296,7 +343,16 @@ def main() -> None:
     ap.add_argument("--spans-per-run", type=int, default=10)
     ap.add_argument("--requests", type=int, default=30, help="timed requests a route")
     ap.add_argument("--data-dir", type=Path, help="keep the store here (default: a temp dir)")
+    ap.add_argument("--spans-row-group-rows", type=int, help="layout test: row groups of spans")
+    ap.add_argument(
+        "--runs-row-group-rows", type=int, help="layout test: row groups of runs and span_runs"
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="time the store already in --data-dir, not a new one"
+    )
     args = ap.parse_args()
+    if args.reuse and args.data_dir is None:
+        ap.error("--reuse needs --data-dir")
     if 4 * (args.requests + 3) > 290:
         ap.error("--requests: at most 69 (a read token may make 300 requests a minute)")
 
@@ -305,14 +361,24 @@ def main() -> None:
     data = args.data_dir or tmp / "data"
     cfg = tmp / "bench.yaml"
     cfg.write_text(CONFIG.format(data=data, org=ORG, key=KEY))
-    settings = store_settings(load_config(cfg, {}, ConfigOverrides()))
+    loaded = load_config(cfg, {}, ConfigOverrides())
+    settings = store_settings(loaded)
+    config = loaded.compaction
+    if args.spans_row_group_rows:
+        config = replace(config, spans_row_group_rows=args.spans_row_group_rows)
+    if args.runs_row_group_rows:
+        config = replace(config, runs_row_group_rows=args.runs_row_group_rows)
     now = datetime.now(UTC)
-    print(
-        f"building {args.runs:,} runs x {args.spans_per_run} spans over {DAYS} days ...", flush=True
-    )
-    t = time.perf_counter()
-    build(settings, args.runs, args.spans_per_run, now)
-    print(f"  built in {time.perf_counter() - t:.0f} s", flush=True)
+    if args.reuse:
+        print(f"timing the store in {data}", flush=True)
+    else:
+        print(
+            f"building {args.runs:,} runs x {args.spans_per_run} spans over {DAYS} days ...",
+            flush=True,
+        )
+        t = time.perf_counter()
+        build(settings, args.runs, args.spans_per_run, now, config)
+        print(f"  built in {time.perf_counter() - t:.0f} s", flush=True)
 
     store = TimedStore(settings)
     store.open()

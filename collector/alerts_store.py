@@ -18,6 +18,7 @@ import duckdb
 
 from collector.query import Window
 from collector.read_api_json import rfc3339
+from collector.readers import Reads
 from collector.secretbox import SecretBox
 from collector.store import LAKE, Store
 
@@ -231,14 +232,14 @@ def list_events(
     return [event_json(r) for r in page], ((page[-1][9], page[-1][0]) if more else None)
 
 
-def run_events(store: Store, org: str, run_id: str) -> list[dict[str, Any]]:
+def run_events(store: Reads, org: str, run_id: str) -> list[dict[str, Any]]:
     """The newest five events fired for one run (the run detail's `alert_events`)."""
     sql = f"""SELECT {_EVENT_COLS} FROM {LAKE}.alert_events
         WHERE org = ? AND run_id = ? ORDER BY created_at DESC, event_id DESC LIMIT ?"""
     return [event_json(r) for r in _read(store, sql, [org, run_id, RUN_EVENTS_LIMIT])]
 
 
-def _read(store: Store, sql: str, params: Any) -> list[tuple[Any, ...]]:
+def _read(store: Reads, sql: str, params: Any) -> list[tuple[Any, ...]]:
     try:
         return store.query(sql, params)
     except duckdb.CatalogException:
@@ -247,7 +248,7 @@ def _read(store: Store, sql: str, params: Any) -> list[tuple[Any, ...]]:
         return []  # alerts not set up in this store (yet): no events
 
 
-def _tables_exist(store: Store) -> bool:
+def _tables_exist(store: Reads) -> bool:
     rows = store.query(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
         [LAKE, "alert_events"],

@@ -34,8 +34,12 @@ class CompactionConfig:
     """Time budget of one run; a backlog is worked off over several runs."""
     target_file_mib: int = field(default=64, metadata=bounds(ge=1, le=4096))
     """Merged files grow to about this size: it bounds a merge's memory and time."""
-    spans_row_group_rows: int = field(default=16384, metadata=bounds(ge=1024))
-    """Smaller row groups of trace-sorted files let a trace lookup read less."""
+    spans_row_group_rows: int = field(default=122_880, metadata=bounds(ge=2048))
+    """Row groups of `spans` (trace-sorted when merged): DuckDB's default; smaller ones made the
+    trace lookups no faster and the aggregations over spans slower (`docs/benchmarks.md`)."""
+    runs_row_group_rows: int = field(default=16_384, metadata=bounds(ge=2048))
+    """Row groups of `runs` (sorted by run key) and `span_runs` (by trace): a run lookup by id
+    decodes one row group a file, and their wide id columns cost per row decoded."""
     flush_inlined_rows: int = field(default=1, metadata=bounds(ge=1))
     """Rows kept inline in the catalog (small commits) are written out from this many."""
 
@@ -50,40 +54,65 @@ class CompactionResult:
     longest_writer_slice_s: float = 0.0
 
 
-def prepare(store: Store, config: CompactionConfig) -> None:
-    """Table layout options, set once (each is a catalog write): spans sorted by trace at
-    compaction time (not at insert, which would cost ingest), smaller row groups for spans."""
+# Lookups by a random id (a trace's spans, a trace's span-to-run rows, a run by its key) prune
+# with Parquet min/max only in files sorted by that id; small row groups make one pruned row
+# group cheap to read.
+SORT_KEYS = {"spans": "org, trace_id", "span_runs": "org, trace_id", "runs": "run_key"}
 
-    def setup(cur: duckdb.DuckDBPyConnection) -> None:
-        opts = {
-            (str(r[0]), str(r[2])): str(r[1])
-            for r in cur.execute(
-                f"SELECT option_name, value, scope_entry FROM {LAKE}.options()"
-            ).fetchall()
-        }
-        wanted = {
-            ("target_file_size", "None"): f"{config.target_file_mib}MB",
-            ("sort_on_insert", "main.spans"): "false",
-            ("parquet_row_group_size", "main.spans"): str(config.spans_row_group_rows),
-        }
-        for (name, scope), value in wanted.items():
-            if opts.get((name, scope)) == value:
-                continue
-            if scope == "None":
-                cur.execute(f"CALL {LAKE}.set_option(?, ?)", [name, value])
-            else:
-                table = scope.split(".", 1)[1]
-                cur.execute(f"CALL {LAKE}.set_option(?, ?, table_name => ?)", [name, value, table])
-        sorted_already = cur.execute(
-            f"""SELECT count(*) FROM {_META}.ducklake_sort_info i
+
+def layout(config: CompactionConfig) -> dict[tuple[str, str], str]:
+    """The lake options of the table layout, keyed by (option, scope) as `options()` lists them."""
+    return {
+        ("target_file_size", "None"): f"{config.target_file_mib}MB",
+        # Sorting every ingest commit would cost ingest: spans are sorted when merged. The
+        # deriver's commits are small, so `runs` and `span_runs` are sorted on insert too.
+        ("sort_on_insert", "main.spans"): "false",
+        ("parquet_row_group_size", "main.spans"): str(config.spans_row_group_rows),
+        ("parquet_row_group_size", "main.span_runs"): str(config.runs_row_group_rows),
+        ("parquet_row_group_size", "main.runs"): str(config.runs_row_group_rows),
+    }
+
+
+def apply_layout(cur: duckdb.DuckDBPyConnection, config: CompactionConfig) -> None:
+    """Sets the options of `layout` and the sort orders of `SORT_KEYS` that differ from the
+    lake's (each is a catalog write), for the tables that exist."""
+    tables = {
+        str(r[0])
+        for r in cur.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = ? AND schema_name = 'main'",
+            [LAKE],
+        ).fetchall()
+    }
+    opts = {
+        (str(r[0]), str(r[2])): str(r[1])
+        for r in cur.execute(
+            f"SELECT option_name, value, scope_entry FROM {LAKE}.options()"
+        ).fetchall()
+    }
+    for (name, scope), value in layout(config).items():
+        if opts.get((name, scope)) == value:
+            continue
+        if scope == "None":
+            cur.execute(f"CALL {LAKE}.set_option(?, ?)", [name, value])
+        elif (table := scope.split(".", 1)[1]) in tables:
+            cur.execute(f"CALL {LAKE}.set_option(?, ?, table_name => ?)", [name, value, table])
+    sorted_already = {
+        str(r[0])
+        for r in cur.execute(
+            f"""SELECT t.table_name FROM {_META}.ducklake_sort_info i
                 JOIN {_META}.ducklake_table t USING (table_id)
-                WHERE t.table_name = 'spans' AND t.end_snapshot IS NULL
-                  AND i.end_snapshot IS NULL"""
-        ).fetchone()
-        if not sorted_already or not sorted_already[0]:
-            cur.execute(f"ALTER TABLE {LAKE}.spans SET SORTED BY (org, trace_id)")
+                WHERE t.end_snapshot IS NULL AND i.end_snapshot IS NULL"""
+        ).fetchall()
+    }
+    for table, keys in SORT_KEYS.items():
+        if table in tables and table not in sorted_already:
+            cur.execute(f"ALTER TABLE {LAKE}.{table} SET SORTED BY ({keys})")
 
-    store.call(setup)
+
+def prepare(store: Store, config: CompactionConfig) -> None:
+    """Sets the table layout once the deriver has created its tables (see `apply_layout`)."""
+    store.call(lambda cur: apply_layout(cur, config))
 
 
 def _small_file_tables(store: Store, target_bytes: int) -> list[str]:

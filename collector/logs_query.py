@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 
 from collector import logs_store as ls
+from collector.readers import Reads
 from collector.store import Store
 
 SORTS = {
@@ -158,7 +159,7 @@ def tasks(store: Store, org: str, project_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def run_evaluations(store: Store, org: str, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+def run_evaluations(store: Reads, org: str, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
     """Verdicts of output rules on one traced run (logs written by `logs_runs.py`), newest
     first, for the run's detail in the read API. None before the logs tables exist."""
     try:

@@ -12,7 +12,8 @@ from typing import Any
 
 import duckdb
 
-from collector.store import LAKE, Store
+from collector.readers import Reads
+from collector.store import LAKE
 
 # Statuses that count as a failed run in error rates and error counts. `running` is not a
 # failure (yet), so it stays in the denominator but never in the numerator.
@@ -57,7 +58,7 @@ def epoch_us(t: datetime) -> int:
     return (t - _EPOCH) // _ONE_US
 
 
-def fetch(store: Store, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+def fetch(store: Reads, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """`store.query`, except that before the run deriver has created its tables there is
     nothing to read yet: a missing derived table reads as no rows, not as a 500."""
     try:
@@ -68,7 +69,7 @@ def fetch(store: Store, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...
         return []
 
 
-def derived_tables_ready(store: Store) -> bool:
+def derived_tables_ready(store: Reads) -> bool:
     rows = store.query(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? "
         "AND schema_name = 'main' AND table_name IN (SELECT unnest(?::VARCHAR[]))",

@@ -5,6 +5,7 @@ scoped by org and capped in rows; a run counts in a window when it *started* in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from collector.query import (
     epoch_us,
     fetch,
 )
-from collector.store import Store
+from collector.readers import Reads
 
 _ERR = "list_contains($errors::VARCHAR[], status)"
 _COST = "coalesce(cost_usd, 0.0)"
@@ -66,7 +67,7 @@ def _window(org: str, window: Window, errors: bool = True) -> dict[str, Any]:
     return params
 
 
-def list_workflows(store: Store, org: str, window: Window, sort: str) -> list[WorkflowSummary]:
+def list_workflows(store: Reads, org: str, window: Window, sort: str) -> list[WorkflowSummary]:
     """Per workflow, over its runs that started in `window`: counts, costs (mean, p95 by linear
     interpolation, total), error rate and mean duration of finished runs."""
     rows = fetch(store, _WORKFLOWS_SQL[sort], {**_window(org, window), "limit": MAX_GROUPS})
@@ -131,12 +132,12 @@ class ToolStats:
     run_share: float  # runs_using / the workflow's runs in the window
 
 
-def workflow_exists(store: Store, org: str, workflow: str) -> bool:
+def workflow_exists(store: Reads, org: str, workflow: str) -> bool:
     return bool(fetch(store, _EXISTS_SQL, {"org": org, "workflow": workflow}))
 
 
 def workflow_stats(
-    store: Store, org: str, workflow: str, window: Window, width_us: int
+    store: Reads, org: str, workflow: str, window: Window, width_us: int
 ) -> list[Bucket]:
     """Every bucket of `width_us` (aligned to the epoch, so to UTC) from the one holding the
     window's start to the one holding its end, ascending; empty buckets are zeros."""
@@ -149,7 +150,7 @@ def workflow_stats(
     return [found.get(t, Bucket(t)) for t in range(first, first + n * width_us, width_us)]
 
 
-def workflow_tools(store: Store, org: str, workflow: str, window: Window) -> list[ToolStats]:
+def workflow_tools(store: Reads, org: str, workflow: str, window: Window) -> list[ToolStats]:
     """Per tool called in the workflow's runs that started in `window`, most-called first."""
     params = {**_window(org, window, errors=False), "workflow": workflow, "limit": MAX_GROUPS}
     rows = fetch(store, _TOOLS_SQL, params)
@@ -202,9 +203,22 @@ class Overview:
     top_models: list[tuple[str, float, int, int]]  # (model, cost, calls, tokens)
 
 
-def overview(store: Store, org: str, window: Window) -> Overview:
+TopModels = list[tuple[str, float, int, int]]  # (model, cost, calls, tokens)
+
+
+def top_models(store: Reads, org: str, window: Window) -> TopModels:
+    """The five models with the most LLM-call cost in `window` (a scan of `spans`)."""
+    params = {"org": org, "start_ns": window.start_ns, "end_ns": window.end_ns}
+    rows = fetch(store, _TOP_MODELS_SQL, params)
+    return [(r[0], float(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+def overview(
+    store: Reads, org: str, window: Window, models: Callable[[], TopModels] | None = None
+) -> Overview:
     """Totals of runs that started in `window` and in the window of the same length just
-    before it; the top five workflows (by run cost) and models (by LLM-call cost)."""
+    before it; the top five workflows (by run cost) and models (by LLM-call cost). `models`,
+    if given, supplies the top models (e.g. read on another thread meanwhile)."""
 
     def totals(w: Window) -> Totals:
         rows = fetch(store, _TOTALS_SQL, {**_window(org, w)})
@@ -214,15 +228,13 @@ def overview(store: Store, org: str, window: Window) -> Overview:
         return Totals(int(r[0]), float(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
 
     params = {"org": org, "start": window.start, "end": window.end}
-    span_params = {"org": org, "start_ns": window.start_ns, "end_ns": window.end_ns}
+    current, previous = totals(window), totals(window.previous())
+    workflows = [(r[0], float(r[1]), int(r[2])) for r in fetch(store, _TOP_WORKFLOWS_SQL, params)]
     return Overview(
-        totals(window),
-        totals(window.previous()),
-        [(r[0], float(r[1]), int(r[2])) for r in fetch(store, _TOP_WORKFLOWS_SQL, params)],
-        [
-            (r[0], float(r[1]), int(r[2]), int(r[3]))
-            for r in fetch(store, _TOP_MODELS_SQL, span_params)
-        ],
+        current,
+        previous,
+        workflows,
+        models() if models is not None else top_models(store, org, window),
     )
 
 
@@ -261,7 +273,7 @@ class Point:
 
 
 def timeseries(
-    store: Store,
+    store: Reads,
     org: str,
     window: Window,
     *,

@@ -6,7 +6,6 @@ is parametrised SQL scoped by org, with a row cap; the read API serialises the r
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +14,7 @@ import duckdb
 
 from collector.dedup import run_key
 from collector.query import MAX_CHILD_RUNS, MAX_DETAIL_SPANS, Window, fetch
-from collector.store import Store
+from collector.readers import Reads
 
 _BIGINT_MAX = 9_223_372_036_854_775_807
 
@@ -114,7 +113,7 @@ class RunPage:
 
 
 def list_runs(
-    store: Store, where: RunFilter, sort: str, after: Position | None, limit: int
+    store: Reads, where: RunFilter, sort: str, after: Position | None, limit: int
 ) -> RunPage:
     """One page of runs in `sort` order after `after` (keyset: runs arriving meanwhile never
     shift a page), and how many runs match in all. `limit` is capped by the caller (≤ 100)."""
@@ -149,12 +148,14 @@ _RUN_SQL = f"""SELECT {_SUMMARY_COLS}, session_id, user_id, input_excerpt, outpu
     FROM runs WHERE org = $org AND run_key = $key AND run_id = $run_id
     LIMIT 1"""
 
-_SPANS_SQL = """SELECT sr.span_type, s.span_id, s.name, s.model, s.provider, s.input_tokens,
+_SPAN_COLS = """s.span_id, s.name, s.model, s.provider, s.input_tokens,
     s.output_tokens, s.cache_read_tokens, s.cache_write_tokens, s.reasoning_tokens, s.cost_usd,
     s.cost_source, s.tool_name, s.tool_call_id, s.tool_args, s.tool_result,
     coalesce(s.is_error, false) OR coalesce(s.status_code = 2, false) AS failed,
     coalesce(s.error_type, nullif(s.status_message, '')) AS error,
-    s.start_time_unix_nano, s.end_time_unix_nano
+    s.start_time_unix_nano, s.end_time_unix_nano"""
+
+_SPANS_SQL = f"""SELECT sr.span_type, {_SPAN_COLS}
     FROM span_runs sr
     JOIN spans s ON s.org = sr.org AND s.trace_id = sr.trace_id AND s.span_id = sr.span_id
     WHERE sr.org = $org AND sr.trace_id = $trace_id AND sr.run_id = $run_id
@@ -165,12 +166,24 @@ _SPANS_SQL = """SELECT sr.span_type, s.span_id, s.name, s.model, s.provider, s.i
     ORDER BY s.start_time_unix_nano, s.span_id
     LIMIT $limit"""
 
+# The two halves of `_SPANS_SQL`, for running them on two readers at once: the run's LLM and
+# tool spans by id, and the spans of the trace in the run's time window.
+_RUN_SPAN_IDS_SQL = """SELECT span_id, span_type FROM span_runs
+    WHERE org = $org AND trace_id = $trace_id AND run_id = $run_id
+      AND span_type IN ('llm', 'tool') AND start_time_unix_nano BETWEEN $lo AND $hi"""
+_TRACE_WINDOW_SQL = f"""SELECT NULL, {_SPAN_COLS} FROM spans s
+    WHERE s.org = $org AND s.trace_id = $trace_id AND s.start_time_unix_nano BETWEEN $lo AND $hi
+    ORDER BY s.start_time_unix_nano, s.span_id
+    LIMIT $limit"""
+MAX_TRACE_WINDOW_SPANS = 4 * MAX_DETAIL_SPANS
+
 _CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
     WHERE org = $org AND parent_run_key = $key AND parent_run_id = $run_id
     ORDER BY started_at, run_id
     LIMIT $limit"""
 
 _SKEW_NS = 3600 * 1_000_000_000
+_TRACE_COL = 16  # trace_id in `_RUN_SQL`
 
 # UNION (not UNION ALL) and the depth bound keep a corrupt parent cycle from recursing forever.
 _COMBINED_COST_SQL = """WITH RECURSIVE tree(run_id, depth) AS (
@@ -246,56 +259,105 @@ _EXTRA = (
 )
 
 
-def get_run(store: Store, org: str, run_id: str) -> RunDetail | None:
-    """One of `org`'s runs with its LLM calls and tool events in time order, its direct child
-    runs, and the cost of it and all its descendants; None if `org` has no such run."""
+def find_run(store: Reads, org: str, run_id: str) -> tuple[Any, ...] | None:
+    """The row of one of `org`'s runs (`_RUN_SQL`'s columns), None if there is no such run."""
     lookup = run_key(org, run_id)
     if lookup is None:
         return None
-    key = {"org": org, "run_id": run_id, "key": lookup}
-    found = fetch(store, _RUN_SQL, key)
-    if not found:
-        return None
-    row = found[0]
-    extra = dict(zip(_EXTRA, row[11:-2], strict=True))
+    found = fetch(store, _RUN_SQL, {"org": org, "run_id": run_id, "key": lookup})
+    return found[0] if found else None
+
+
+def run_children(store: Reads, org: str, run_id: str) -> list[tuple[Any, ...]]:
+    """The run's first MAX_CHILD_RUNS direct child runs, oldest first; each row ends with the
+    number of children in all."""
+    params = {"org": org, "run_id": run_id, "key": run_key(org, run_id), "limit": MAX_CHILD_RUNS}
+    return fetch(store, _CHILDREN_SQL, params)
+
+
+def _span_params(org: str, row: tuple[Any, ...]) -> dict[str, Any]:
     # Spans of a run start within it; an hour either side absorbs clock skew between services.
     lo, hi = int(row[-2]) - _SKEW_NS, int(row[-1] or row[-2]) + _SKEW_NS
+    return {"org": org, "run_id": row[0], "trace_id": row[_TRACE_COL], "lo": lo, "hi": hi}
+
+
+Spans = tuple[list["LlmCall"], list["ToolEvent"]]
+
+
+def _calls(rows: list[tuple[Any, ...]]) -> Spans:
+    """LLM calls and tool events from `_SPANS_SQL` rows (span type first), each capped."""
     llm_calls: list[LlmCall] = []
     tool_events: list[ToolEvent] = []
-    span_params = {
-        "org": org,
-        "run_id": run_id,
-        "trace_id": extra["trace_id"],
-        "limit": 2 * MAX_DETAIL_SPANS,
-        "lo": lo,
-        "hi": hi,
-    }
-    # The two scans are independent and each mostly one row group: on their own threads they
-    # overlap (DuckDB releases the GIL), which is most of what a detail request waits for.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        children_future = pool.submit(fetch, store, _CHILDREN_SQL, {**key, "limit": MAX_CHILD_RUNS})
-        spans = fetch(store, _SPANS_SQL, span_params)
-        children = children_future.result()
-    for s in spans:
+    for s in rows:
         if s[0] == "llm" and len(llm_calls) < MAX_DETAIL_SPANS:
             llm_calls.append(_llm_call(s))
         elif s[0] == "tool" and len(tool_events) < MAX_DETAIL_SPANS:
             tool_events.append(ToolEvent(s[1], *s[12:20]))
-    # Without children the combined cost is the run's own: skip the recursive walk.
-    combined = (
-        fetch(store, _COMBINED_COST_SQL, {"org": org, "run_id": run_id})
-        if children
-        else [(row[4],)]
-    )
+    return llm_calls, tool_events
+
+
+def run_spans(store: Reads, org: str, row: tuple[Any, ...]) -> Spans:
+    """The LLM calls and tool events of the run of `row` (from `find_run`), in time order."""
+    params = {**_span_params(org, row), "limit": 2 * MAX_DETAIL_SPANS}
+    return _calls(fetch(store, _SPANS_SQL, params))
+
+
+def run_span_types(store: Reads, org: str, row: tuple[Any, ...]) -> dict[str, str]:
+    """Span id → type (`llm`, `tool`) of the run's spans: one half of `run_spans`."""
+    return {str(i): str(t) for i, t in fetch(store, _RUN_SPAN_IDS_SQL, _span_params(org, row))}
+
+
+def trace_window(store: Reads, org: str, row: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
+    """The spans of the run's trace in its time window, in time order: the other half; None
+    when the trace has more than MAX_TRACE_WINDOW_SPANS there (then `run_spans` it is)."""
+    params = {**_span_params(org, row), "limit": MAX_TRACE_WINDOW_SPANS + 1}
+    del params["run_id"]
+    rows = fetch(store, _TRACE_WINDOW_SQL, params)
+    return None if len(rows) > MAX_TRACE_WINDOW_SPANS else rows
+
+
+def run_spans_of(window: list[tuple[Any, ...]], types: dict[str, str]) -> Spans:
+    """`run_spans` from its two halves (the join, done here)."""
+    return _calls([(types[str(s[1])], *s[1:]) for s in window if str(s[1]) in types])
+
+
+def combined_cost(
+    store: Reads, org: str, row: tuple[Any, ...], children: list[tuple[Any, ...]]
+) -> float:
+    """The cost of the run of `row` and all its descendants."""
+    if not children:  # the run's own: no recursive walk
+        return float(row[4] or 0.0)
+    found = fetch(store, _COMBINED_COST_SQL, {"org": org, "run_id": row[0]})
+    return float(found[0][0] or 0.0) if found else 0.0
+
+
+def run_detail(
+    row: tuple[Any, ...],
+    spans: Spans,
+    children: list[tuple[Any, ...]],
+    combined_cost_usd: float,
+) -> RunDetail:
     return RunDetail(
         summary=_summary(row),
-        extra=extra,
-        llm_calls=llm_calls,
-        tool_events=tool_events,
+        extra=dict(zip(_EXTRA, row[11:-2], strict=True)),
+        llm_calls=spans[0],
+        tool_events=spans[1],
         child_runs=[_summary(c) for c in children],
         child_run_count=int(children[0][-1]) if children else 0,
-        combined_cost_usd=float(combined[0][0] or 0.0) if combined else 0.0,
+        combined_cost_usd=combined_cost_usd,
     )
+
+
+def get_run(store: Reads, org: str, run_id: str) -> RunDetail | None:
+    """One of `org`'s runs with its LLM calls and tool events in time order, its direct child
+    runs, and the cost of it and all its descendants; None if `org` has no such run. (The read
+    API spreads these queries over two readers: `collector/run_detail.py`.)"""
+    row = find_run(store, org, run_id)
+    if row is None:
+        return None
+    children = run_children(store, org, run_id)
+    spans = run_spans(store, org, row)
+    return run_detail(row, spans, children, combined_cost(store, org, row, children))
 
 
 def _llm_call(s: tuple[Any, ...]) -> LlmCall:
@@ -340,7 +402,7 @@ class RoiEvent:
     occurred_at_us: int
 
 
-def run_roi(store: Store, org: str, detail: RunDetail) -> list[RoiEvent]:
+def run_roi(store: Reads, org: str, detail: RunDetail) -> list[RoiEvent]:
     """The ROI events linked to the run of `detail` (at most MAX_RUN_ROI_EVENTS, oldest first);
     none before the ROI tables exist."""
     trace_id = detail.extra["trace_id"]

@@ -14,18 +14,18 @@ from typing import Any
 from starlette.routing import Route
 
 from collector import alerts_store
-from collector import logs_query as lq
 from collector import query_metrics as qm
 from collector import query_runs as qr
 from collector import read_api_json as js
 from collector.auth import Authenticator
 from collector.errors import ApiError
 from collector.model import Principal
-from collector.query import RUN_STATUSES
+from collector.query import RUN_STATUSES, Window
 from collector.ratelimit import SlidingWindowLimiter
 from collector.read_api_compare import CompareApi
 from collector.read_api_params import Params, decode_cursor, encode_cursor
 from collector.read_routes import Handler, read_routes
+from collector.run_detail import get_detail
 from collector.store import Store
 
 TIMESERIES_GROUPS = ("workflow", "model", "status")
@@ -75,7 +75,9 @@ class ReadApi:
         limit = q.limit()
         after = decode_cursor(q, sort, qr.SORTS[sort].key_type)
         q.raise_if_invalid()
-        page = qr.list_runs(self._store, where, sort, after, limit)
+        # The count and the page from one snapshot: the total agrees with the page.
+        with self._store.reader() as r:
+            page = qr.list_runs(r, where, sort, after, limit)
         nxt = page.next_position
         return {
             "runs": [js.run_summary(r) for r in page.runs],
@@ -84,19 +86,13 @@ class ReadApi:
         }
 
     def _run(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
-        run_id = str(path["run_id"])
         # Beside the doc's fields: the verdicts of output rules (docs/logs.md) and the hours and
-        # money the run saved (docs/roi.md). The lookups by run id start at once on their own
-        # threads: each is mostly DuckLake planning, which runs outside the GIL.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            alerts = pool.submit(alerts_store.run_events, self._store, p.org, run_id)
-            evaluations = pool.submit(lq.run_evaluations, self._store, p.org, run_id)
-            detail = qr.get_run(self._store, p.org, run_id)
-            if detail is None:
-                raise ApiError(404, "not_found", "Run not found")
-            roi = js.run_roi(qr.run_roi(self._store, p.org, detail))
-            body = js.run_detail(detail, alerts.result())
-            return body | {"roi": roi, "evaluations": evaluations.result()}
+        # money the run saved (docs/roi.md).
+        found = get_detail(self._store, p.org, str(path["run_id"]))
+        if found is None:
+            raise ApiError(404, "not_found", "Run not found")
+        body = js.run_detail(found.run, found.alert_events)
+        return body | {"roi": js.run_roi(found.roi), "evaluations": found.evaluations}
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -157,7 +153,7 @@ class ReadApi:
     def _overview(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
         window = q.window()
         q.raise_if_invalid()
-        result = js.overview(qm.overview(self._store, p.org, window))
+        result = js.overview(read_overview(self._store, p.org, window))
         previous = window.previous()
         window_keys = {"from": js.iso(window.start), "to": js.iso(window.end)}
         window_keys["previous_from"] = js.iso(previous.start)
@@ -185,3 +181,17 @@ class ReadApi:
             }
             for pt in points
         ]
+
+
+def read_overview(store: Store, org: str, window: Window) -> qm.Overview:
+    """`GET /api/metrics/overview`'s numbers. The scan of LLM-call spans for the top models
+    (most of the time) runs on a reader of its own while the other reader sums the runs."""
+
+    def models() -> qm.TopModels:
+        with store.reader() as r:
+            return qm.top_models(r, org, window)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        found = pool.submit(models)
+        with store.reader() as r:
+            return qm.overview(r, org, window, found.result)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ import pyarrow as pa
 from collector.dedup import SpanDedup
 from collector.lake import LAKE, StoreSettings, connect
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
+from collector.readers import CursorPool, SnapshotReader
 from collector.schema import create_table_sql
 from collector.telemetry import StoreStats
 
@@ -90,6 +92,7 @@ class Store:
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._readers: CursorPool | None = None
         self._queue: queue.Queue[_Append | _Call | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._dedup = SpanDedup(settings.dedup_window_s)
@@ -111,6 +114,7 @@ class Store:
         for ddl in META_DDL:
             con.execute(ddl.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
         self._con = con
+        self._readers = CursorPool(con, LAKE, self.settings.query_timeout_s)
         self._dedup.load(con, f"{LAKE}.{Signal.TRACES.value}")
         self._new_data_files(con)  # start the fsync watermark at the files already there
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -122,6 +126,9 @@ class Store:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        if self._readers is not None:
+            self._readers.close()
+            self._readers = None
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -172,14 +179,17 @@ class Store:
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
         """Run a parametrised read, interrupted after the query timeout."""
-        cur = self.cursor()
-        timer = threading.Timer(self.settings.query_timeout_s, cur.interrupt)
-        timer.start()
-        try:
-            return cur.execute(sql, params or []).fetchall()
-        finally:
-            timer.cancel()
-            cur.close()
+        return self._pool().query(sql, params)
+
+    def reader(self) -> AbstractContextManager[SnapshotReader]:
+        """Reads that share one transaction (one snapshot), each interrupted after the query
+        timeout: for requests that make several queries."""
+        return self._pool().reader()
+
+    def _pool(self) -> CursorPool:
+        if self._readers is None:
+            raise StoreUnavailable("the store is closed")
+        return self._readers
 
     def size_bytes(self) -> int:
         total = 0

@@ -119,6 +119,33 @@ def test_a_trace_lookup_reads_the_merged_sorted_files(store: Store) -> None:
     assert ids == sorted(ids)
 
 
+def test_the_layout_sorts_each_lookup_table_by_its_key_once(tmp_path: Path) -> None:
+    config = CompactionConfig(spans_row_group_rows=4096, runs_row_group_rows=2048)
+    with service_store(tmp_path) as st:
+        compaction.prepare(st, config)
+        sorts = dict(
+            st.query(
+                """SELECT t.table_name, string_agg(i.expression, ', ' ORDER BY i.sort_key_index)
+                   FROM __ducklake_metadata_lake.ducklake_sort_info s
+                   JOIN __ducklake_metadata_lake.ducklake_sort_expression i USING (sort_id)
+                   JOIN __ducklake_metadata_lake.ducklake_table t ON t.table_id = s.table_id
+                   WHERE s.end_snapshot IS NULL AND t.end_snapshot IS NULL GROUP BY 1"""
+            )
+        )
+        assert sorts == {"spans": "org, trace_id", "span_runs": "org, trace_id", "runs": "run_key"}
+        options = {
+            (r[0], r[2]): r[1]
+            for r in st.query("SELECT option_name, value, scope_entry FROM lake.options()")
+        }
+        assert options[("parquet_row_group_size", "main.spans")] == "4096"
+        assert options[("parquet_row_group_size", "main.span_runs")] == "2048"
+        assert options[("parquet_row_group_size", "main.runs")] == "2048"
+        assert options[("sort_on_insert", "main.spans")] == "false"  # ingest stays unsorted
+        snapshot = st.query("SELECT id FROM lake.current_snapshot()")
+        compaction.prepare(st, config)  # already laid out: no catalog write
+        assert st.query("SELECT id FROM lake.current_snapshot()") == snapshot
+
+
 def test_flushes_inlined_rows_to_parquet(store: Store) -> None:
     for i in range(3):  # one-row commits stay inline in the catalog
         append_native(store, roi_store.TABLE, roi_store.SCHEMA,

@@ -1,0 +1,109 @@
+"""One run's detail for `GET /api/runs/{id}`: the run, its LLM calls and tool events, child runs,
+combined cost, alert events, output evaluations and ROI events, read from the store's tables.
+
+The lookups run on two snapshot readers (`collector/readers.py`) on two threads, so that one
+DuckLake transaction serves several queries and each thread's planning overlaps the other's
+(DuckDB releases the GIL). The read API serialises the result (`collector/read_api_json.py`).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from collector import alerts_store
+from collector import logs_query as lq
+from collector import query_runs as qr
+from collector.readers import Reads
+from collector.store import LAKE, Store
+
+_META = f"__ducklake_metadata_{LAKE}"
+# Tables of features a store may not use at all (alert rules, output rules, ROI tracking).
+_SIDE_TABLES = ("alert_events", "eval_logs", "roi_events")
+
+
+@dataclass(frozen=True)
+class FullDetail:
+    run: qr.RunDetail
+    alert_events: list[dict[str, Any]]
+    evaluations: list[dict[str, Any]]
+    roi: list[qr.RoiEvent]
+
+
+def written_tables(store: Reads, names: tuple[str, ...]) -> set[str]:
+    """Those of `names` that have ever held a committed row. DuckLake's row-id counter only
+    grows, so a table whose counter is still 0 is empty in every snapshot: a lookup there can
+    be skipped (it would cost a DuckLake scan's planning for nothing)."""
+    rows = store.query(
+        f"""SELECT t.table_name FROM {_META}.ducklake_table t
+            JOIN {_META}.ducklake_table_stats s USING (table_id)
+            WHERE t.end_snapshot IS NULL AND s.next_row_id > 0
+              AND t.table_name IN (SELECT unnest(?::VARCHAR[]))""",
+        [list(names)],
+    )
+    return {str(r[0]) for r in rows}
+
+
+def get_detail(store: Store, org: str, run_id: str) -> FullDetail | None:
+    """`run_id`'s detail, None if `org` has no such run.
+
+    Reader A finds the run, then reads the spans of its trace in its time window; reader B
+    reads what needs only the run id (children, alert events, evaluations), then, once A has
+    the run, which of those spans are the run's and its ROI events. Each DuckLake scan costs
+    planning (file lists, snapshot) that does not overlap on one reader: two halve the wait.
+    """
+    found: Future[tuple[Any, ...] | None] = Future()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        side = pool.submit(_side, store, org, run_id, found)
+        try:
+            with store.reader() as r:
+                row = qr.find_run(r, org, run_id)
+                found.set_result(row)
+                if row is None:
+                    side.result()
+                    return None
+                window = qr.trace_window(r, org, row)
+                b = side.result()
+                # A trace too big for the window query: the join, which reads only the run's.
+                spans = (
+                    qr.run_spans(r, org, row)
+                    if window is None
+                    else qr.run_spans_of(window, b.span_types)
+                )
+                combined = qr.combined_cost(r, org, row, b.children)
+        except BaseException as e:
+            if not found.done():
+                found.set_exception(e)  # the side thread must not wait for it
+            raise
+    return FullDetail(
+        run=qr.run_detail(row, spans, b.children, combined),
+        alert_events=b.alert_events,
+        evaluations=b.evaluations,
+        roi=b.roi,
+    )
+
+
+@dataclass(frozen=True)
+class _Side:
+    children: list[tuple[Any, ...]]
+    alert_events: list[dict[str, Any]]
+    evaluations: list[dict[str, Any]]
+    span_types: dict[str, str]
+    roi: list[qr.RoiEvent]
+
+
+def _side(store: Store, org: str, run_id: str, found: Future[tuple[Any, ...] | None]) -> _Side:
+    with store.reader() as r:
+        written = written_tables(r, _SIDE_TABLES)
+        children = qr.run_children(r, org, run_id)
+        alerts = alerts_store.run_events(r, org, run_id) if "alert_events" in written else []
+        evaluations = lq.run_evaluations(r, org, run_id) if "eval_logs" in written else []
+        row = found.result()
+        if row is None:
+            return _Side(children, alerts, evaluations, {}, [])
+        span_types = qr.run_span_types(r, org, row)
+        roi: list[qr.RoiEvent] = []
+        if "roi_events" in written:
+            roi = qr.run_roi(r, org, qr.run_detail(row, ([], []), [], 0.0))
+    return _Side(children, alerts, evaluations, span_types, roi)

@@ -1,0 +1,117 @@
+"""Tests for `collector/run_detail.py`: a run's detail read on two readers must equal the plain
+sequential queries of `query_runs.get_run`, including the fallback for big traces, the side
+tables (alert events) and failures on either thread. A real DuckLake store in a temp dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector import alerts_store
+from collector import query_runs as qr
+from collector import run_detail as rd
+from collector.store import Store
+from tests.collector.test_query import T0, insert, rid, run_row, span, span_run
+from tests.stores import service_store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with service_store(tmp_path) as s:  # derived tables and views, as the service makes them
+        yield s
+
+
+def _shared_trace(store: Store) -> None:
+    """Run 1 with a child run in the same trace whose spans interleave with its own."""
+    root, child = run_row(1), run_row(1, span_id="c" * 16)
+    child.update(run_id=rid(1)[:32] + "c" * 16, parent_run_id=rid(1), cost_usd=0.02)
+    insert(store, "runs", [root, child])
+    spans = [
+        span(1, 3, "tool", 2.0, tool_name="search", tool_args='{"q":1}', tool_result="[]"),
+        span(1, 1, "llm", 0.5, model="gpt-4o", provider="openai", input_tokens=10),
+        span(1, 2, "llm", 1.0, model="gpt-4o", is_error=True, error_type="RateLimit"),
+        span(1, 4, "tool", 1.5, tool_name="fetch", status_code=2, status_message="boom"),
+        span(1, 5, "llm", 1.2, model="child-model"),  # the child's, between the root's
+        span(1, 6, "agent", 0.0),  # the root's own run span: neither a call nor a tool
+    ]
+    insert(store, "spans", spans)
+    insert(store, "span_runs", [span_run(s, rid(1)) for s in (*spans[:4], spans[5])])
+    insert(store, "span_runs", [span_run(spans[4], child["run_id"])])
+
+
+def _same(detail: rd.FullDetail | None, plain: qr.RunDetail | None) -> None:
+    assert detail is not None and plain is not None
+    assert detail.run == plain
+
+
+def test_the_detail_equals_the_sequential_queries(store: Store) -> None:
+    _shared_trace(store)
+    detail = rd.get_detail(store, "acme", rid(1))
+    _same(detail, qr.get_run(store, "acme", rid(1)))
+    assert detail is not None
+    assert [c.span_id[-1] for c in detail.run.llm_calls] == ["1", "2"]
+    assert [t.tool_name for t in detail.run.tool_events] == ["fetch", "search"]
+    assert detail.run.child_run_count == 1
+    assert detail.run.combined_cost_usd == pytest.approx(0.001 + 0.02)
+    assert detail.alert_events == [] and detail.evaluations == [] and detail.roi == []
+
+
+def test_a_trace_too_big_for_the_window_falls_back_to_the_join(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _shared_trace(store)
+    monkeypatch.setattr(qr, "MAX_TRACE_WINDOW_SPANS", 2)  # the trace has 6 spans there
+    assert qr.trace_window(store, "acme", qr.find_run(store, "acme", rid(1)) or ()) is None
+    _same(rd.get_detail(store, "acme", rid(1)), qr.get_run(store, "acme", rid(1)))
+
+
+def test_no_such_run_and_another_orgs_run_are_none(store: Store) -> None:
+    _shared_trace(store)
+    assert rd.get_detail(store, "acme", "nope") is None
+    assert rd.get_detail(store, "globex", rid(1)) is None
+
+
+def test_alert_events_are_read_once_the_table_holds_a_row(store: Store) -> None:
+    store.call(alerts_store.create_tables)
+    assert rd.written_tables(store, ("alert_events", "no_such_table")) == set()
+    insert(store, "runs", [run_row(1)])
+    assert rd.get_detail(store, "acme", rid(1)).alert_events == []  # type: ignore[union-attr]
+
+    def fire(cur: Any) -> None:
+        cur.execute(
+            """INSERT INTO alert_events (org, event_id, rule_id, rule_name, run_id,
+               workflow_name, triggered_value, threshold_value, notification_sent, created_at)
+               VALUES ('acme', 'ev-1', 'r-1', 'cost', ?, 'triage', 2.0, 1.0, false, ?)""",
+            [rid(1), T0 + timedelta(minutes=2)],
+        )
+
+    store.call(fire)
+    assert rd.written_tables(store, ("alert_events",)) == {"alert_events"}
+    detail = rd.get_detail(store, "acme", rid(1))
+    assert detail is not None and [e["id"] for e in detail.alert_events] == ["ev-1"]
+    assert rd.get_detail(store, "globex", rid(1)) is None
+
+
+def test_a_failure_on_either_reader_raises_and_nothing_waits_forever(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _shared_trace(store)
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    with monkeypatch.context() as m:
+        m.setattr(qr, "find_run", boom)  # before the side thread has the run's row
+        with pytest.raises(RuntimeError, match="boom"):
+            rd.get_detail(store, "acme", rid(1))
+    with monkeypatch.context() as m:
+        m.setattr(qr, "run_span_types", boom)  # on the side thread
+        with pytest.raises(RuntimeError, match="boom"):
+            rd.get_detail(store, "acme", rid(1))
+    # The store's readers are fine afterwards.
+    _same(rd.get_detail(store, "acme", rid(1)), qr.get_run(store, "acme", rid(1)))
