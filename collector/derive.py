@@ -105,6 +105,9 @@ class _Work:
         self.windows[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
 
+_NEVER = 1 << 62  # ns: later than any clock reading
+
+
 class RunDeriver:
     """Runs derivation steps against `store`. `step()` blocks; `run_forever` loops it.
 
@@ -131,6 +134,13 @@ class RunDeriver:
         self._clock = clock
         self._tables_ready = False
         self._full_overdue_scan_at = 0.0  # monotonic time of the next unbounded overdue scan
+        # When the next waiting run times out (None: look now). Only this deriver writes runs,
+        # so until it commits again no run can time out sooner: idle steps skip the scan.
+        self._next_overdue_ns: int | None = None
+        # The watermark as this deriver's last commit left it (the commit re-reads it in its
+        # transaction and fails if it was moved meanwhile).
+        self._mark: int | None = None
+        self._quiet: tuple[int, int] | None = None  # (since, until) read with no span change
         self.behind = False
         """True when the last step stopped at a bound and more changes are waiting."""
 
@@ -171,7 +181,14 @@ class RunDeriver:
             # Nothing changed: leave the watermark, so idle steps write no snapshots of their own.
             return 0
         rows = self._derive(work, now)
-        self._store.call(lambda cur: self._commit(cur, work, rows))
+        try:
+            self._store.call(lambda cur: self._commit(cur, work, rows))
+        except BaseException:
+            self._mark = None  # read it again next step
+            raise
+        self._mark = work.until
+        if work.windows:
+            self._next_overdue_ns = None  # runs changed: which waits next is unknown
         return len(work.windows)
 
     def _changed_traces(self) -> _Work:
@@ -182,6 +199,12 @@ class RunDeriver:
         if current <= since:
             return work
         until = min(current, since + self._max_snapshots)
+        if self._quiet == (since, until):
+            # These snapshots were read last step and changed no span: an idle store's
+            # watermark stays put (see `step`), so without this every idle step re-reads them.
+            work.until = until
+            self.behind = until < current
+            return work
         # Only the spans table's feed is read, so snapshots of our own writes change nothing.
         changes = self._store.query(
             # Spans are deleted only by retention and the disk cap; runs keep their own TTL,
@@ -207,22 +230,28 @@ class RunDeriver:
                 work.deleted = True
             taken = snapshot
         self.behind = work.until < current
+        self._quiet = (since, work.until) if not work.windows and not work.deleted else None
         return work
 
     def _overdue_runs(self, work: _Work, now: int) -> None:
         """Runs still waiting for their root past the timeout: re-derive them as timeouts.
 
-        Every step looks only at runs started within the longest trace plus two timeouts (the
-        start-time bound lets min/max statistics skip older files: this query runs every
-        interval); the first step and one an hour look at all of them, for runs left waiting
-        while derivation was stopped."""
-        cutoff = now - self._config.root_timeout_s * _NS
+        A step looks only when a waiting run may have timed out since the last look (or runs
+        changed since), and then only at runs started within the longest trace plus two
+        timeouts (the start-time bound lets min/max statistics skip older files); the first
+        step and one an hour look at all of them, for runs left waiting while derivation was
+        stopped."""
+        full = time.monotonic() >= self._full_overdue_scan_at
+        if not full and self._next_overdue_ns is not None and now < self._next_overdue_ns:
+            return
+        timeout = self._config.root_timeout_s * _NS
+        cutoff = now - timeout
         since = 0
-        if time.monotonic() < self._full_overdue_scan_at:
+        if full:
+            self._full_overdue_scan_at = time.monotonic() + 3600
+        else:
             span = self._config.max_trace_duration_s + 2 * self._config.root_timeout_s
             since = now - span * _NS
-        else:
-            self._full_overdue_scan_at = time.monotonic() + 3600
         rows = self._store.query(
             """SELECT org, trace_id, min(epoch_ns(started_at)), max(epoch_ns(started_at))
                FROM runs WHERE status = 'running'
@@ -233,6 +262,18 @@ class RunDeriver:
         )
         for org, trace_id, lo, hi in rows:
             work.add((org, trace_id), int(lo), int(hi))
+        if len(rows) == self._max_traces:
+            self._next_overdue_ns = None  # more may be waiting beyond the cap
+            return
+        waiting = self._store.query(
+            """SELECT min(epoch_ns(last_span_at)) FROM runs WHERE status = 'running'
+                 AND last_span_at > make_timestamptz(?::BIGINT // 1000)
+                 AND started_at >= make_timestamptz(?::BIGINT // 1000)""",
+            [cutoff, since],
+        )
+        first = waiting[0][0] if waiting else None
+        # Nothing waiting: nothing can time out until a commit of ours makes a running run.
+        self._next_overdue_ns = _NEVER if first is None else int(first) + timeout
 
     def _linking_runs(self, work: _Work) -> None:
         """Traces whose runs link into a changed trace: their parent run may have changed."""
@@ -349,7 +390,9 @@ class RunDeriver:
             write_watermark(cur, WATERMARK, work.until)
 
     def _watermark(self) -> int:
-        return stored_watermark(self._store, WATERMARK)
+        if self._mark is None:
+            self._mark = stored_watermark(self._store, WATERMARK)
+        return self._mark
 
     # -- the loop ------------------------------------------------------------------------------
 

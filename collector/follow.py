@@ -94,6 +94,10 @@ class RunFollower:
         self._idle_move_s = idle_move_s
         self._monotonic = monotonic
         self._moved_at: dict[str, float] = {}
+        # Each consumer's watermark as its last commit left it: only this follower moves them
+        # (a commit re-reads it in its transaction and fails if it was moved meanwhile).
+        self._marks: dict[str, int] = {}
+        self._quiet: tuple[int, int] | None = None  # (since, until) of runs' feed with no change
         self._ready = False
         self.behind = False
         """True when the last step stopped at the snapshot bound and more changes wait."""
@@ -128,7 +132,9 @@ class RunFollower:
         behind = False
         batches: dict[int, _Batch] = {}  # consumers at the same watermark share one read
         for consumer in self._consumers:
-            since = stored_watermark(self._store, consumer.name)
+            since = self._marks.get(consumer.name)
+            if since is None:
+                since = stored_watermark(self._store, consumer.name)
             batch = batches.get(since)
             if batch is None:
                 last_move = self._moved_at.get(consumer.name, -float("inf"))
@@ -139,10 +145,13 @@ class RunFollower:
                     functools.partial(self._commit, consumer=consumer, batch=batch, now=now)
                 )
             except StoreUnavailable:
+                self._marks.pop(consumer.name, None)
                 raise
             except Exception:
+                self._marks.pop(consumer.name, None)  # read it again next step
                 log.exception("run consumer %s failed; retrying next step", consumer.name)
                 continue
+            self._marks[consumer.name] = batch.until
             handed += len(batch.runs)
             if batch.until != batch.since:
                 self._moved_at[consumer.name] = self._monotonic()
@@ -153,6 +162,12 @@ class RunFollower:
         if current <= since:
             return _Batch(since, since, [])
         until = min(current, since + self._max_snapshots)
+        caught_up = until == current
+        if self._quiet == (since, until):
+            # Read last step and no run changed in them (snapshots never change).
+            if caught_up and self._monotonic() - last_move < self._idle_move_s:
+                return _Batch(since, since, [])
+            return _Batch(since, until, [], behind=not caught_up)
         cur = self._store.cursor()
         try:
             table = cur.execute(
@@ -167,7 +182,7 @@ class RunFollower:
             ).to_arrow_table()
         finally:
             cur.close()
-        caught_up = until == current
+        self._quiet = (since, until) if table.num_rows == 0 else None
         if table.num_rows == 0 and caught_up and self._monotonic() - last_move < self._idle_move_s:
             # No run changed: the snapshots since are other writes (ingest, our own watermark
             # moves). Moving past them each step would write a snapshot a step forever, so an

@@ -209,6 +209,35 @@ def test_overdue_runs_become_timeouts_and_a_late_root_still_wins(store: Store) -
     assert runs(store)[0][3] == "success"
 
 
+def test_idle_steps_look_for_overdue_runs_only_when_one_can_have_timed_out(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[int] = []
+    plain = store.query
+
+    def counting(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        if "status = 'running'" in sql:
+            looks.append(1)
+        return plain(sql, params)
+
+    monkeypatch.setattr(store, "query", counting)
+    d = deriver(store)
+    d.step()  # the first step looks at all runs: there are none
+    looks.clear()
+    for _ in range(3):
+        d.step()
+    assert looks == []  # nothing waiting, nothing committed: no look
+    append(store, [llm(T1, 2, 1)])  # a run waiting for its root
+    d.step()
+    d.step()  # the commit made a running run: this step looks, and learns when it is due
+    looks.clear()
+    received = T0 + 60 * S
+    assert d.step(now_ns=received + 3599 * S) == 0
+    assert looks == []  # not due yet
+    assert d.step(now_ns=received + 3600 * S) == 1
+    assert looks and runs(store)[0][3] == "timeout"
+
+
 def test_a_run_left_waiting_while_derivation_was_stopped_times_out_after_a_restart(
     store: Store,
 ) -> None:

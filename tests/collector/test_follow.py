@@ -226,3 +226,41 @@ def test_a_follower_with_nothing_to_read_is_not_behind(store: Store) -> None:
     for _ in range(3):
         follower.step()
         assert not follower.behind
+
+
+def test_idle_steps_do_not_read_the_same_snapshots_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = deriver(store)
+    d.create_tables()
+    recorder = Recorder("a")
+    follower = RunFollower(store, [recorder])
+    follower.create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+    follower.step()
+    store.call(lambda cur: cur.execute("INSERT INTO watermarks VALUES ('other', 0, now())"))
+    follower.step()  # reads the other write's snapshot: no run in it
+    feeds: list[str] = []
+    plain_cursor, plain_query = store.cursor, store.query
+
+    def cursor() -> duckdb.DuckDBPyConnection:
+        feeds.append("follower")  # the follower reads the runs feed on a cursor of its own
+        return plain_cursor()
+
+    def query(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        if "ducklake_table_changes" in sql:
+            feeds.append("deriver")
+        return plain_query(sql, params)
+
+    monkeypatch.setattr(store, "cursor", cursor)
+    monkeypatch.setattr(store, "query", query)
+    for _ in range(3):
+        d.step()
+        follower.step()
+    assert feeds == ["deriver"]  # the deriver's first look at the other write, then nothing
+    append(store, [agent(T2, 1)])  # new spans: both read again, and the run is handed out
+    d.step()
+    follower.step()
+    assert "follower" in feeds and feeds.count("deriver") == 2
+    assert [r[0][:32] for r in seen(store, "a")] == [T1, T2]
