@@ -20,10 +20,12 @@ import duckdb
 import pyarrow as pa
 
 from collector.dedup import run_key
+from collector.derive_overdue import OverdueRuns
 from collector.derive_schema import add_missing_columns, add_run_keys
 from collector.model import Signal, StoreUnavailable
 from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
-from collector.store import LAKE, Store, read_watermark, stored_watermark, write_watermark
+from collector.store import LAKE, Store
+from collector.watermarks import read_watermark, stored_watermark, write_watermark
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,6 @@ class _Work:
         self.windows[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
 
-_NEVER = 1 << 62  # ns: later than any clock reading
-
-
 class RunDeriver:
     """Runs derivation steps against `store`. `step()` blocks; `run_forever` loops it.
 
@@ -133,10 +132,7 @@ class RunDeriver:
         self._max_traces = max_traces
         self._clock = clock
         self._tables_ready = False
-        self._full_overdue_scan_at = 0.0  # monotonic time of the next unbounded overdue scan
-        # When the next waiting run times out (None: look now). Only this deriver writes runs,
-        # so until it commits again no run can time out sooner: idle steps skip the scan.
-        self._next_overdue_ns: int | None = None
+        self._overdue = OverdueRuns(self._config, max_traces)
         # The watermark as this deriver's last commit left it (the commit re-reads it in its
         # transaction and fails if it was moved meanwhile).
         self._mark: int | None = None
@@ -188,7 +184,7 @@ class RunDeriver:
             raise
         self._mark = work.until
         if work.windows:
-            self._next_overdue_ns = None  # runs changed: which waits next is unknown
+            self._overdue.runs_changed()
         return len(work.windows)
 
     def _changed_traces(self) -> _Work:
@@ -234,46 +230,9 @@ class RunDeriver:
         return work
 
     def _overdue_runs(self, work: _Work, now: int) -> None:
-        """Runs still waiting for their root past the timeout: re-derive them as timeouts.
-
-        A step looks only when a waiting run may have timed out since the last look (or runs
-        changed since), and then only at runs started within the longest trace plus two
-        timeouts (the start-time bound lets min/max statistics skip older files); the first
-        step and one an hour look at all of them, for runs left waiting while derivation was
-        stopped."""
-        full = time.monotonic() >= self._full_overdue_scan_at
-        if not full and self._next_overdue_ns is not None and now < self._next_overdue_ns:
-            return
-        timeout = self._config.root_timeout_s * _NS
-        cutoff = now - timeout
-        since = 0
-        if full:
-            self._full_overdue_scan_at = time.monotonic() + 3600
-        else:
-            span = self._config.max_trace_duration_s + 2 * self._config.root_timeout_s
-            since = now - span * _NS
-        rows = self._store.query(
-            """SELECT org, trace_id, min(epoch_ns(started_at)), max(epoch_ns(started_at))
-               FROM runs WHERE status = 'running'
-                 AND last_span_at <= make_timestamptz(?::BIGINT // 1000)
-                 AND started_at >= make_timestamptz(?::BIGINT // 1000)
-               GROUP BY ALL ORDER BY 1, 2 LIMIT ?""",
-            [cutoff, since, self._max_traces],
-        )
-        for org, trace_id, lo, hi in rows:
-            work.add((org, trace_id), int(lo), int(hi))
-        if len(rows) == self._max_traces:
-            self._next_overdue_ns = None  # more may be waiting beyond the cap
-            return
-        waiting = self._store.query(
-            """SELECT min(epoch_ns(last_span_at)) FROM runs WHERE status = 'running'
-                 AND last_span_at > make_timestamptz(?::BIGINT // 1000)
-                 AND started_at >= make_timestamptz(?::BIGINT // 1000)""",
-            [cutoff, since],
-        )
-        first = waiting[0][0] if waiting else None
-        # Nothing waiting: nothing can time out until a commit of ours makes a running run.
-        self._next_overdue_ns = _NEVER if first is None else int(first) + timeout
+        """Runs still waiting for their root past the timeout: re-derive them as timeouts."""
+        for org, trace_id, lo, hi in self._overdue.due(self._store, now):
+            work.add((org, trace_id), lo, hi)
 
     def _linking_runs(self, work: _Work) -> None:
         """Traces whose runs link into a changed trace: their parent run may have changed."""

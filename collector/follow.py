@@ -20,7 +20,8 @@ import duckdb
 
 from collector.model import StoreUnavailable
 from collector.schema import RUN_COLUMNS
-from collector.store import LAKE, Store, read_watermark, stored_watermark, write_watermark
+from collector.store import LAKE, Store
+from collector.watermarks import read_watermark, stored_watermark, write_watermark
 
 log = logging.getLogger(__name__)
 

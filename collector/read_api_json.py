@@ -9,7 +9,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from collector.query_metrics import Bucket, Overview, ToolStats, Totals, WorkflowSummary
-from collector.query_runs import LlmCall, RoiEvent, RunDetail, RunSummary, ToolEvent
+from collector.query_run_roi import RoiEvent
+from collector.query_runs import LlmCall, RunDetail, RunSummary, ToolEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO_USD = Decimal("0.000001")

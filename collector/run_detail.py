@@ -15,6 +15,7 @@ from typing import Any
 from collector import alerts_store
 from collector import logs_query as lq
 from collector import query_runs as qr
+from collector.query_run_roi import RoiEvent, run_roi
 from collector.readers import Reads
 from collector.store import LAKE, Store
 
@@ -28,7 +29,7 @@ class FullDetail:
     run: qr.RunDetail
     alert_events: list[dict[str, Any]]
     evaluations: list[dict[str, Any]]
-    roi: list[qr.RoiEvent]
+    roi: list[RoiEvent]
 
 
 def written_tables(store: Reads, names: tuple[str, ...]) -> set[str]:
@@ -90,7 +91,7 @@ class _Side:
     alert_events: list[dict[str, Any]]
     evaluations: list[dict[str, Any]]
     span_types: dict[str, str]
-    roi: list[qr.RoiEvent]
+    roi: list[RoiEvent]
 
 
 def _side(store: Store, org: str, run_id: str, found: Future[tuple[Any, ...] | None]) -> _Side:
@@ -103,7 +104,7 @@ def _side(store: Store, org: str, run_id: str, found: Future[tuple[Any, ...] | N
         if row is None:
             return _Side(children, alerts, evaluations, {}, [])
         span_types = qr.run_span_types(r, org, row)
-        roi: list[qr.RoiEvent] = []
+        roi: list[RoiEvent] = []
         if "roi_events" in written:
-            roi = qr.run_roi(r, org, qr.run_detail(row, ([], []), [], 0.0))
+            roi = run_roi(r, org, qr.run_detail(row, ([], []), [], 0.0))
     return _Side(children, alerts, evaluations, span_types, roi)

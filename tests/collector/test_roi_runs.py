@@ -20,6 +20,7 @@ from collector import roi_store
 from collector.config import parse_config
 from collector.configparse import ConfigError
 from collector.follow import RunFollower
+from collector.query_run_roi import run_roi
 from collector.roi_runs import RoiConfig, RoiRuns, event_id
 from collector.store import Store
 from collector.tasktypes import load_catalogue
@@ -222,7 +223,7 @@ def test_a_runs_detail_lists_the_events_linked_to_it(store: Store) -> None:
     def linked(run_id: str) -> dict[str, Any]:
         detail = qr.get_run(store, "acme", run_id)
         assert detail is not None
-        return js.run_roi(qr.run_roi(store, "acme", detail))
+        return js.run_roi(run_roi(store, "acme", detail))
 
     roi = linked(top)
     traced = [e["event_id"] for e in roi["events"] if e["source"] == "traced_run"]

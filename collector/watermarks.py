@@ -1,0 +1,31 @@
+"""Watermarks of derived processing: the snapshot each change-feed consumer (the run deriver,
+the run follower's consumers) has read up to, kept in the store's `watermarks` table.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from collector.store import Store
+
+
+def read_watermark(cur: duckdb.DuckDBPyConnection, name: str) -> int | None:
+    """The snapshot a derived-processing consumer has read up to (None before its first step),
+    read in `cur`'s transaction."""
+    found = cur.execute("SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [name]).fetchone()
+    return None if found is None or found[0] is None else int(found[0])
+
+
+def stored_watermark(store: Store, name: str) -> int:
+    """`read_watermark` on a reader cursor of its own, -1 before the first step."""
+    cur = store.cursor()
+    try:
+        found = read_watermark(cur, name)
+    finally:
+        cur.close()
+    return -1 if found is None else found
+
+
+def write_watermark(cur: duckdb.DuckDBPyConnection, name: str, snapshot: int) -> None:
+    cur.execute("DELETE FROM watermarks WHERE name = ?", [name])
+    cur.execute("INSERT INTO watermarks VALUES (?, ?, now())", [name, snapshot])
