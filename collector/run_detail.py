@@ -52,7 +52,8 @@ def get_detail(store: Store, org: str, run_id: str) -> FullDetail | None:
     Reader A finds the run, then reads the spans of its trace in its time window; reader B
     reads what needs only the run id (children, alert events, evaluations), then, once A has
     the run, which of those spans are the run's and its ROI events. Each DuckLake scan costs
-    planning (file lists, snapshot) that does not overlap on one reader: two halve the wait.
+    planning (file lists, snapshot) that does not overlap on one reader; on two it does (an
+    in-process A/B at 1M runs: 78 ms against 94 ms).
     """
     found: Future[tuple[Any, ...] | None] = Future()
     with ThreadPoolExecutor(max_workers=1) as pool:
