@@ -36,7 +36,7 @@ _RUNS_INSERT = f"""INSERT INTO runs (org, run_id, trace_id, span_id, workflow_na
     started_at, ended_at, duration_ms, cost_usd, cost_unknown_calls, input_tokens,
     output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, total_tokens,
     llm_call_count, tool_use_count, error_count, session_id, user_id, input_excerpt,
-    output_excerpt, error_type, service_name, last_span_at, updated_at, run_key)
+    output_excerpt, error_type, service_name, last_span_at, updated_at, run_key, call_span_ids)
 SELECT '{ORG}', trace_id || sid, trace_id, sid,
     -- 40 workflows, a few much busier than the rest (as real fleets are)
     'workflow-' || lpad(((h % 1000) * (h % 1000) // 25000)::VARCHAR, 2, '0'),
@@ -48,7 +48,10 @@ SELECT '{ORG}', trace_id || sid, trace_id, sid,
     CASE WHEN h % 100 BETWEEN 93 AND 97 THEN 1 ELSE 0 END,
     'session-' || (h % 100000), 'user-' || (h % 5000), 'Summarise ticket #' || i,
     'Done: ' || i, CASE WHEN h % 100 BETWEEN 93 AND 97 THEN 'RateLimitError' END,
-    'agent-service', started + to_milliseconds(dur_ms), now(), k.run_key
+    'agent-service', started + to_milliseconds(dur_ms), now(), k.run_key,
+    -- its calls' span ids, as `_SPAN_BASE` makes them (every span but the run span)
+    unhex(array_to_string(
+        list_transform(range(1, $per_run), lambda j: substr(md5(i || '-' || j), 1, 16)), ''))
 FROM ({_RUN_BASE}) JOIN _keys k USING (i)"""
 
 # Ten spans a run: the run (agent) span, then LLM calls (odd j) and tool calls (even j).
@@ -122,7 +125,7 @@ def build(
             "span_s": DAYS * 86400.0,
         }
         for name, sql, p in (
-            ("runs", _RUNS_INSERT, params),
+            ("runs", _RUNS_INSERT, {**params, "per_run": per_run}),
             ("spans", _SPANS_INSERT, {**params, "per_run": per_run}),
             ("span_runs", _SPAN_RUNS_INSERT, {**params, "per_run": per_run}),
         ):

@@ -343,7 +343,8 @@ class RunDeriver:
                     cur.register(
                         "_derived", pa.Table.from_pylist(derived, derived_arrow_schema(name))
                     )
-                    cur.execute(f"INSERT INTO {name} SELECT * FROM _derived")
+                    # By name: a store's columns are in the order they were added to it.
+                    cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _derived")
                     cur.unregister("_derived")
         if work.until != work.since:
             write_watermark(cur, WATERMARK, work.until)

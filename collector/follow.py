@@ -25,7 +25,8 @@ from collector.watermarks import read_watermark, stored_watermark, write_waterma
 
 log = logging.getLogger(__name__)
 
-_RUN_COLS = ", ".join(c.name for c in RUN_COLUMNS)
+# What a consumer gets of a run: every column but the span ids kept for the run detail.
+_RUN_COLS = ", ".join(c.name for c in RUN_COLUMNS if c.name != "call_span_ids")
 
 
 class RunConsumer(Protocol):

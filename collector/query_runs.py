@@ -141,7 +141,7 @@ def _summary(r: tuple[Any, ...]) -> RunSummary:
 _RUN_SQL = f"""SELECT {_SUMMARY_COLS}, session_id, user_id, input_excerpt, output_excerpt,
     error_type, trace_id, parent_run_id, input_tokens, output_tokens, cache_read_tokens,
     cache_write_tokens, reasoning_tokens, error_count, cost_unknown_calls, loop_detail,
-    service_name, epoch_ns(started_at), epoch_ns(coalesce(ended_at, last_span_at))
+    service_name, call_span_ids, epoch_ns(started_at), epoch_ns(coalesce(ended_at, last_span_at))
     FROM runs WHERE org = $org AND run_key = $key AND run_id = $run_id
     LIMIT 1"""
 
@@ -163,15 +163,17 @@ _SPANS_SQL = f"""SELECT sr.span_type, {_SPAN_COLS}
     ORDER BY s.start_time_unix_nano, s.span_id
     LIMIT $limit"""
 
-# The two halves of `_SPANS_SQL`, for running them on two readers at once: the run's LLM and
-# tool spans by id, and the spans of the trace in the run's time window.
-_RUN_SPAN_IDS_SQL = """SELECT span_id, span_type FROM span_runs
-    WHERE org = $org AND trace_id = $trace_id AND run_id = $run_id
-      AND span_type IN ('llm', 'tool') AND start_time_unix_nano BETWEEN $lo AND $hi"""
-_TRACE_WINDOW_SQL = f"""SELECT NULL, {_SPAN_COLS} FROM spans s
+# The two halves of `_SPANS_SQL`, for reading them apart: the LLM and tool spans of the trace
+# in the run's time window, and which of them are the run's (listed in its `runs` row, else
+# looked up in `span_runs`).
+_TRACE_WINDOW_SQL = f"""SELECT s.span_type, {_SPAN_COLS} FROM spans s
     WHERE s.org = $org AND s.trace_id = $trace_id AND s.start_time_unix_nano BETWEEN $lo AND $hi
+      AND s.span_type IN ('llm', 'tool')
     ORDER BY s.start_time_unix_nano, s.span_id
     LIMIT $limit"""
+_RUN_SPAN_IDS_SQL = """SELECT span_id FROM span_runs
+    WHERE org = $org AND trace_id = $trace_id AND run_id = $run_id
+      AND span_type IN ('llm', 'tool') AND start_time_unix_nano BETWEEN $lo AND $hi"""
 MAX_TRACE_WINDOW_SPANS = 4 * MAX_DETAIL_SPANS
 
 _CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
@@ -181,6 +183,7 @@ _CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
 
 _SKEW_NS = 3600 * 1_000_000_000
 _TRACE_COL = 16  # trace_id in `_RUN_SQL`
+_CALL_IDS_COL = 27  # call_span_ids in `_RUN_SQL`
 
 # UNION (not UNION ALL) and the depth bound keep a corrupt parent cycle from recursing forever.
 _COMBINED_COST_SQL = """WITH RECURSIVE tree(run_id, depth) AS (
@@ -299,23 +302,33 @@ def run_spans(store: Reads, org: str, row: tuple[Any, ...]) -> Spans:
     return _calls(fetch(store, _SPANS_SQL, params))
 
 
-def run_span_types(store: Reads, org: str, row: tuple[Any, ...]) -> dict[str, str]:
-    """Span id → type (`llm`, `tool`) of the run's spans: one half of `run_spans`."""
-    return {str(i): str(t) for i, t in fetch(store, _RUN_SPAN_IDS_SQL, _span_params(org, row))}
+def listed_calls(row: tuple[Any, ...]) -> set[str] | None:
+    """Ids of the run's LLM and tool spans as its row lists them (`runs.call_span_ids`, 8 raw
+    bytes each); None when it does not (derived before that column, or too many to list)."""
+    listed = row[_CALL_IDS_COL]
+    if listed is None:
+        return None
+    hexed = bytes(listed).hex()
+    return {hexed[i : i + 16] for i in range(0, len(hexed), 16)}
+
+
+def run_call_ids(store: Reads, org: str, row: tuple[Any, ...]) -> set[str]:
+    """Ids of the run's LLM and tool spans, from `span_runs`: one half of `run_spans`."""
+    return {str(r[0]) for r in fetch(store, _RUN_SPAN_IDS_SQL, _span_params(org, row))}
 
 
 def trace_window(store: Reads, org: str, row: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
-    """The spans of the run's trace in its time window, in time order: the other half; None
-    when the trace has more than MAX_TRACE_WINDOW_SPANS there (then `run_spans` it is)."""
+    """The LLM and tool spans of the run's trace in its time window, in time order: the other
+    half; None when the trace has more than MAX_TRACE_WINDOW_SPANS there (then `run_spans`)."""
     params = {**_span_params(org, row), "limit": MAX_TRACE_WINDOW_SPANS + 1}
     del params["run_id"]
     rows = fetch(store, _TRACE_WINDOW_SQL, params)
     return None if len(rows) > MAX_TRACE_WINDOW_SPANS else rows
 
 
-def run_spans_of(window: list[tuple[Any, ...]], types: dict[str, str]) -> Spans:
+def run_spans_of(window: list[tuple[Any, ...]], ids: set[str]) -> Spans:
     """`run_spans` from its two halves (the join, done here)."""
-    return _calls([(types[str(s[1])], *s[1:]) for s in window if str(s[1]) in types])
+    return _calls([s for s in window if str(s[1]) in ids])
 
 
 def combined_cost(
@@ -336,7 +349,7 @@ def run_detail(
 ) -> RunDetail:
     return RunDetail(
         summary=_summary(row),
-        extra=dict(zip(_EXTRA, row[11:-2], strict=True)),
+        extra=dict(zip(_EXTRA, row[11:_CALL_IDS_COL], strict=True)),
         llm_calls=spans[0],
         tool_events=spans[1],
         child_runs=[_summary(c) for c in children],

@@ -202,6 +202,16 @@ RUN_COLUMNS: tuple[Column, ...] = (
     # strings over every run; added after the first release, so kept last (ALTER TABLE order).
     _c("run_key", _I64, "BIGINT", "collector.dedup.run_key of run_id"),
     _c("parent_run_key", _I64, "BIGINT", "collector.dedup.run_key of parent_run_id"),
+    # The run's detail picks its calls from the trace's spans by these ids, sparing a lookup
+    # in `span_runs` (~15% of its time at 1M runs); NULL for runs derived before the column,
+    # or with too many to list. Raw 8-byte ids in one BLOB: half the size of hex, and a
+    # lookup decodes the column for a whole row group, where a Parquet list decodes slowly.
+    _c(
+        "call_span_ids",
+        pa.binary(),
+        "BLOB",
+        "the run's LLM and tool span ids (as in span_runs), 8 raw bytes each, by start",
+    ),
 )
 
 SPAN_RUN_COLUMNS: tuple[Column, ...] = (

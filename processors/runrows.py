@@ -14,6 +14,10 @@ from processors.runtree import SpanFacts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# The read API's run detail shows up to 1,000 LLM calls and 1,000 tool events; a run with more
+# spans than both is rare, and its detail finds them in `span_runs` instead.
+MAX_LISTED_CALLS = 2000
+
 SPAN_FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SpanFacts))
 _FIELD_SET = frozenset(SPAN_FACT_FIELDS) - {"links", "received_ns"}
 
@@ -54,6 +58,10 @@ class RunRow:
     link_trace_id: str | None
     last_span_at: datetime
     updated_at: datetime
+    # Ids of the run's own LLM and tool spans in start order (its `span_runs` rows of those
+    # types), 8 raw bytes each; None when there are more than MAX_LISTED_CALLS (a row stays
+    # small) or an id is not 16 hex digits.
+    call_span_ids: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -319,3 +319,27 @@ def test_runs_carry_integer_lookup_keys_and_old_tables_gain_them(store: Store) -
     deriver(store).create_tables()
     again = store.query("SELECT run_id, run_key, parent_run_key FROM runs ORDER BY run_id")
     assert again == keyed
+
+
+def test_runs_list_their_calls_and_old_tables_gain_the_column(store: Store) -> None:
+    d = deriver(store)
+    append(store, [agent(T1, 1), llm(T1, 2, 1), agent(T1, 3, 1, agent_name="sub")])
+    append(store, [tool(T1, 5, 3), llm(T1, 4, 3)])
+    d.step()
+    listed = store.query("SELECT run_id, call_span_ids FROM runs ORDER BY run_id")
+    assert listed == [
+        (T1 + sid(1), bytes.fromhex(sid(2))),
+        (T1 + sid(3), bytes.fromhex(sid(4) + sid(5))),
+    ]
+    # A store from before the column: its runs keep NULL (their detail asks span_runs) until
+    # their trace changes, and new rows are written by name whatever the column order.
+    store.call(lambda cur: cur.execute("ALTER TABLE runs DROP COLUMN call_span_ids"))
+    store.call(lambda cur: cur.execute("ALTER TABLE runs DROP COLUMN run_key"))
+    d = deriver(store)
+    d.create_tables()
+    assert store.query("SELECT count(*) FROM runs WHERE call_span_ids IS NULL") == [(2,)]
+    append(store, [agent(T2, 1), llm(T2, 2, 1)])
+    d.step()
+    assert store.query("SELECT call_span_ids, run_key FROM runs WHERE trace_id = ?", [T2]) == [
+        (bytes.fromhex(sid(2)), run_key("acme", T2 + sid(1)))
+    ]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from processors import runs as runs_module
 from processors.runs import RunRow, RunsConfig, RunsProcessor, SpanFacts, TraceRuns, assemble
 
 T = "ab" * 16
@@ -91,6 +92,36 @@ def test_nested_agents_are_child_runs_and_calls_belong_to_the_nearest_run() -> N
     assert (child.session_id, child.user_id) == ("sess-1", "u-1")
     assert top.status == child.status == "success"
     assert top.input_excerpt == "plan" and top.output_excerpt == "done"
+
+
+def test_a_run_lists_its_own_llm_and_tool_spans_by_start_as_span_runs_has_them() -> None:
+    spans = [*nested(), llm(8, 1, start_time_unix_nano=T0 + S // 2)]  # starts before span 2
+    result = assemble(spans, NOW, CFG)
+    runs = {r.span_id: r for r in result.runs}
+    assert runs[sid(1)].call_span_ids == bytes.fromhex(sid(8) + sid(2) + sid(7))
+    assert runs[sid(3)].call_span_ids == bytes.fromhex(sid(4) + sid(5) + sid(6))
+    for run in result.runs:
+        members = sorted(
+            (s.start_time_unix_nano, s.span_id)
+            for s in result.span_runs
+            if s.run_id == run.run_id and s.span_type in ("llm", "tool")
+        )
+        assert run.call_span_ids == bytes.fromhex("".join(i for _, i in members))
+
+
+def test_a_run_with_more_calls_than_can_be_listed_lists_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runs_module, "MAX_LISTED_CALLS", 2)
+    runs = runs_of(nested())
+    assert runs[sid(1)].call_span_ids == bytes.fromhex(sid(2) + sid(7))
+    assert runs[sid(3)].call_span_ids is None  # three: its detail asks span_runs
+
+
+def test_a_run_with_a_span_id_that_is_not_16_hex_lists_none() -> None:
+    for odd in ("not-hex", "abcd"):  # not hex; hex of 2 bytes, not 8
+        runs = runs_of([agent(1, None), llm(2, 1), llm(3, 1, span_id=odd)])
+        assert runs[sid(1)].call_span_ids is None
 
 
 def test_tokens_and_cost_sum_the_runs_own_llm_calls_without_aggregates() -> None:
