@@ -1,11 +1,11 @@
 """Rows of the derived tables (`runs`, `span_runs`) and the span facts read from `spans`:
-the data types run assembly (`runs.py`) takes in and gives out. Pure.
+the data types run assembly (`runs.py`) takes in and gives out, and how a row packs them. Pure.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -119,3 +119,22 @@ def from_epoch_ns(ns: int) -> datetime:
     return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(
         microsecond=(ns // 1000) % 1_000_000
     )
+
+
+def pack_call_ids(members: Sequence[SpanFacts]) -> bytes | None:
+    """`RunRow.call_span_ids` of a run's members (sorted by start): the ids of its LLM and tool
+    spans (OTLP's 8 bytes, hex-encoded at decode) packed back into bytes; None unless every id
+    is 16 lowercase hex digits, which the reader's `bytes.hex()` gives back exactly."""
+    ids = [s.span_id for s in members if s.span_type in ("llm", "tool")]
+    if len(ids) > MAX_LISTED_CALLS:
+        return None
+    packed = []
+    for span_id in ids:
+        try:
+            raw = bytes.fromhex(span_id)
+        except ValueError:
+            return None
+        if len(raw) != 8 or raw.hex() != span_id:
+            return None
+        packed.append(raw)
+    return b"".join(packed)

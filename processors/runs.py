@@ -18,12 +18,12 @@ from processors.runfacts import STATUS_ERROR as _STATUS_ERROR
 from processors.runfacts import STATUS_OK as _STATUS_OK
 from processors.runfacts import first_value, says_timeout, workflow_name
 from processors.runrows import (
-    MAX_LISTED_CALLS,
     SPAN_FACT_FIELDS,
     RunRow,
     SpanRun,
     TraceRuns,
     from_epoch_ns,
+    pack_call_ids,
     span_facts,
 )
 from processors.runtree import RunTree, SpanFacts, group_traces, order
@@ -395,18 +395,5 @@ class _Builder:
             link_trace_id=link_trace_id,
             last_span_at=from_epoch_ns(max(s.last_seen_ns for s in members)),
             updated_at=from_epoch_ns(self.now_ns),
-            call_span_ids=_listed_calls(members),
+            call_span_ids=pack_call_ids(members),
         )
-
-
-def _listed_calls(members: Sequence[SpanFacts]) -> bytes | None:
-    """`RunRow.call_span_ids` of a run's members (sorted by start, as `_by_start` gives them):
-    the 16-hex span ids (OTLP's 8 bytes, hex-encoded at decode) packed back into bytes."""
-    ids = [s.span_id for s in members if s.span_type in ("llm", "tool")]
-    if len(ids) > MAX_LISTED_CALLS:
-        return None
-    try:
-        packed = b"".join(bytes.fromhex(i) for i in ids)
-    except ValueError:
-        return None
-    return packed if len(packed) == 8 * len(ids) else None

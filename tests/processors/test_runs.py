@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from processors import runs as runs_module
+from processors import runrows
 from processors.runs import RunRow, RunsConfig, RunsProcessor, SpanFacts, TraceRuns, assemble
 
 T = "ab" * 16
@@ -112,14 +112,14 @@ def test_a_run_lists_its_own_llm_and_tool_spans_by_start_as_span_runs_has_them()
 def test_a_run_with_more_calls_than_can_be_listed_lists_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runs_module, "MAX_LISTED_CALLS", 2)
+    monkeypatch.setattr(runrows, "MAX_LISTED_CALLS", 2)
     runs = runs_of(nested())
     assert runs[sid(1)].call_span_ids == bytes.fromhex(sid(2) + sid(7))
     assert runs[sid(3)].call_span_ids is None  # three: its detail asks span_runs
 
 
-def test_a_run_with_a_span_id_that_is_not_16_hex_lists_none() -> None:
-    for odd in ("not-hex", "abcd"):  # not hex; hex of 2 bytes, not 8
+def test_a_run_with_a_span_id_not_16_lowercase_hex_lists_none() -> None:
+    for odd in ("not-hex", "abcd", "ABCDEF0123456789", "00 11 22 33 44 55 66 77"):
         runs = runs_of([agent(1, None), llm(2, 1), llm(3, 1, span_id=odd)])
         assert runs[sid(1)].call_span_ids is None
 
