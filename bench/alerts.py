@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collector import alerts_store as st  # noqa: E402
-from collector.alerts_config import AlertsConfig  # noqa: E402
-from collector.alerts_follow import AlertsConsumer  # noqa: E402
-from collector.follow import RunFollower  # noqa: E402
-from processors.alerts import AlertEngine  # noqa: E402
-from processors.alerts_rules import AlertRuleSpec, Condition  # noqa: E402
+from collector.alerts import store as st  # noqa: E402
+from collector.alerts.config import AlertsConfig  # noqa: E402
+from collector.alerts.consumer import AlertsConsumer  # noqa: E402
+from collector.runs.follow import RunFollower  # noqa: E402
+from processors.alerts.engine import AlertEngine  # noqa: E402
+from processors.alerts.rules import AlertRuleSpec, Condition  # noqa: E402
 from tests.stores import service_store  # noqa: E402
 
 CONDITIONS: tuple[tuple[Condition, float], ...] = (

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest import CONFIG, KEY, READ, SPANS, drive, payloads  # noqa: E402
-from collector import compaction  # noqa: E402
-from collector.compaction import CompactionConfig  # noqa: E402
+from collector.governance import compaction  # noqa: E402
+from collector.governance.compaction import CompactionConfig  # noqa: E402
 from collector.model import Signal  # noqa: E402
 from collector.pipeline import process_payload  # noqa: E402
-from collector.store import Store, StoreSettings  # noqa: E402
+from collector.store.writer import Store, StoreSettings  # noqa: E402
 
 
 def build(tmp: str, seconds: float, workers: int) -> list[bytes]:

@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.read_data import DAYS, ORG, build  # noqa: E402
-from collector import query_metrics as qm  # noqa: E402
-from collector import query_runs as qr  # noqa: E402
 from collector.config import ConfigOverrides, load_config  # noqa: E402
-from collector.query import Window  # noqa: E402
-from collector.read_api import read_overview  # noqa: E402
-from collector.run_detail import get_detail  # noqa: E402
+from collector.read import metrics as qm  # noqa: E402
+from collector.read import runs as qr  # noqa: E402
+from collector.read.api import read_overview  # noqa: E402
+from collector.read.detail import get_detail  # noqa: E402
 from collector.service import store_settings  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.store.query import Window  # noqa: E402
+from collector.store.writer import Store  # noqa: E402
 
 KEY = "al_read_0badc0de_" + "0" * 40
 CONFIG = """

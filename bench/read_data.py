@@ -13,12 +13,12 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from collector.compaction import CompactionConfig, apply_layout, compact
-from collector.dedup import run_key
-from collector.derive_schema import add_run_keys
+from collector.governance.compaction import CompactionConfig, apply_layout, compact
 from collector.model import Signal
-from collector.schema import DERIVED_TABLES, create_derived_sql, create_table_sql
-from collector.store import META_DDL, Store, StoreSettings, connect
+from collector.runs.upkeep import add_run_keys
+from collector.store.dedup import run_key
+from collector.store.schema import DERIVED_TABLES, create_derived_sql, create_table_sql
+from collector.store.writer import META_DDL, Store, StoreSettings, connect
 
 ORG = "bench"
 DAYS = 30
@@ -87,7 +87,7 @@ SELECT '{ORG}', trace_id, span_id, trace_id || sid, span_type, start_ns FROM ({_
 
 
 def run_keys(n: int) -> pa.Table:
-    """The integer lookup key the deriver gives each run (`collector.dedup.run_key`), for the
+    """The integer lookup key the deriver gives each run (`collector.store.dedup.run_key`), for the
     run ids `_RUN_BASE` makes: md5(i) then 16 hex of md5('s' || i)."""
     keys = []
     for i in range(n):
@@ -102,7 +102,7 @@ def build(
 ) -> dict[str, float]:
     """Creates and fills the tables, a day at a time (a file a day and table, each sorted by its
     lookup key as the server's compaction sorts it), then merges the small files with the
-    server's compaction (`collector/compaction.py`); returns seconds per step."""
+    server's compaction (`collector/governance/compaction.py`); returns seconds per step."""
     con = connect(settings)
     con.execute("USE lake")
     for ddl in (create_table_sql(Signal.TRACES), *META_DDL):

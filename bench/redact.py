@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from collector.decode import decode  # noqa: E402
 from collector.model import Batch, Signal  # noqa: E402
-from processors.normalise import NormaliseConfig, NormaliseProcessor  # noqa: E402
-from processors.redact import RedactConfig, RedactProcessor  # noqa: E402
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor  # noqa: E402
+from processors.redact.processor import RedactConfig, RedactProcessor  # noqa: E402
 from tests.otlp_factory import kv, request_of  # noqa: E402
 
 SPANS = 512

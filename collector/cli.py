@@ -15,9 +15,10 @@ import signal
 import sys
 from pathlib import Path
 
-from collector import __version__, export
+from collector import __version__
 from collector.config import Config, ConfigOverrides, load_config
 from collector.configparse import ConfigError
+from collector.governance import export
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,9 +118,9 @@ def _recompute(config: Config, org: str | None) -> int:
     import duckdb
 
     from collector import registry
-    from collector.reprice import reprice
+    from collector.prices.reprice import reprice
     from collector.service import store_settings
-    from collector.store import connect
+    from collector.store.writer import connect
 
     cost = registry.build_processor(registry.components(config), "cost")
     if cost is None:
@@ -141,9 +142,9 @@ def _update_prices(source: str, out: Path | None) -> int:
     """Fetch, convert, merge and validate everything before the book file is replaced."""
     from datetime import UTC, datetime
 
-    from collector import priceimport
-    from collector.pricebook import SHIPPED_PATH
-    from collector.pricefeed import fetch, write_atomically
+    from collector.prices import importers as priceimport
+    from collector.prices.book import SHIPPED_PATH
+    from collector.prices.feed import fetch, write_atomically
 
     out = out or SHIPPED_PATH
     current = out if out.exists() else SHIPPED_PATH

@@ -15,19 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from collector.alerts_config import AlertsConfig
-from collector.compaction import CompactionConfig
-from collector.config_auth import AuthConfig, KeyConfig, OrgConfig
-from collector.config_outbound import NotificationsConfig
-from collector.config_receivers import (
-    GrpcConfig,
-    HttpConfig,
-    OtlpProtocols,
-    OtlpReceiverConfig,
-    ReceiversConfig,
-    endpoint_issues,
-    split_endpoint,
-)
+from collector.alerts.config import AlertsConfig
+from collector.auth.config import AuthConfig, KeyConfig, OrgConfig
 from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
@@ -39,13 +28,24 @@ from collector.configparse import (
     parse_dataclass,
     suggest,
 )
-from collector.judge import JudgeConfig
-from collector.logs_config import EvalLogsConfig
-from collector.mcp_store import McpConfig
-from collector.outbound import OutboundPolicy
-from collector.pricefeed import PricesConfig
-from collector.retention import RetentionConfig
-from collector.roi_runs import RoiConfig
+from collector.evals.config import EvalLogsConfig
+from collector.evals.judge import JudgeConfig
+from collector.governance.compaction import CompactionConfig
+from collector.governance.retention import RetentionConfig
+from collector.mcp.store import McpConfig
+from collector.outbound.client import OutboundPolicy
+from collector.outbound.config import NotificationsConfig
+from collector.prices.feed import PricesConfig
+from collector.receivers.config import (
+    GrpcConfig,
+    HttpConfig,
+    OtlpProtocols,
+    OtlpReceiverConfig,
+    ReceiversConfig,
+    endpoint_issues,
+    split_endpoint,
+)
+from collector.roi.runs import RoiConfig
 from collector.secretbox import SecretsConfig
 
 # ConfigError and ConfigIssue are re-exported: callers of load_config catch them from here.
@@ -140,7 +140,9 @@ class StorageConfig:
     dedup_window_s: int = field(default=900, metadata=bounds(ge=0))
     fsync: bool = True
     max_size_mib: int | None = field(default=None, metadata=bounds(ge=1))
-    on_full: Literal["drop_oldest", "refuse"] = "refuse"  # past max_size_mib (collector/diskcap.py)
+    on_full: Literal["drop_oldest", "refuse"] = (
+        "refuse"  # past max_size_mib (collector/governance/diskcap.py)
+    )
     size_check_interval_s: int = field(default=10, metadata=bounds(ge=1))
     reader_copy_interval_s: int = field(default=0, metadata=bounds(ge=0))
     """Publish `catalog.reader.ducklake` for other processes' readers this often; 0: never."""
@@ -233,13 +235,13 @@ class Config:
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     prices: PricesConfig = field(default_factory=PricesConfig)
     roi: RoiConfig = field(default_factory=RoiConfig)
-    # Outbound requests (collector/outbound.py), email, the LLM judge, secrets at rest.
+    # Outbound requests (collector/outbound/client.py), email, the LLM judge, secrets at rest.
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
-    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # collector/alerts_config.py
-    logs: EvalLogsConfig = field(default_factory=EvalLogsConfig)  # collector/logs_config.py
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # collector/alerts/config.py
+    logs: EvalLogsConfig = field(default_factory=EvalLogsConfig)  # collector/evals/config.py
 
     def validate(self) -> list[ConfigIssue]:
         return self._pipeline_issues() + self._listener_issues()

@@ -1,7 +1,7 @@
 """The one decode path: OTLP requests (protobuf, or OTLP/JSON mapped onto protobuf) → `Batch`es.
 
 Receivers over gRPC and HTTP hand their payload bytes here (often inside a worker process);
-the result goes to the processors and then to the store in the columns of `collector.schema`.
+the result goes to the processors and then to the store in the columns of `collector.store.schema`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from collector.dedup import span_key
 from collector.model import Batch, MalformedPayload, Signal
+from collector.store.dedup import span_key
 
 REQUEST_TYPES: dict[Signal, type[Message]] = {
     Signal.TRACES: ExportTraceServiceRequest,

@@ -32,7 +32,7 @@ from collector.model import (
     Signal,
     StoreUnavailable,
 )
-from collector.schema import to_table
+from collector.store.schema import to_table
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from collector.query import fetch
-from collector.query_runs import RunDetail
-from collector.readers import Reads
+from collector.read.runs import RunDetail
+from collector.store.query import fetch
+from collector.store.readers import Reads
 
 # Events linked to a run: by run id (ours or the framework's), else by trace, pinned to the run
 # whose spans include the event's span (a traceparent's parent span), else to the trace's top run.

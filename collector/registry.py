@@ -12,37 +12,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.alerts_api import AlertsApi
-from collector.alerts_config import declared_rules
-from collector.alerts_follow import AlertsConsumer
-from collector.auth import Authenticator
+from collector.alerts.api import AlertsApi
+from collector.alerts.config import declared_rules
+from collector.alerts.consumer import AlertsConsumer
+from collector.auth.keys import Authenticator
 from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
-from collector.derive import RunDeriver
-from collector.follow import RunConsumer
-from collector.logs_model import RuleEngine
-from collector.logs_runs import LogRulesConsumer
+from collector.evals.model import RuleEngine
+from collector.evals.runs import LogRulesConsumer
 from collector.model import Exporter, Processor, Signal
 from collector.model import Redactor as PayloadRedactor
-from collector.outbound import OutboundPolicy
+from collector.outbound.client import OutboundPolicy
 from collector.pipeline import ProcessorFactory
-from collector.pricebook import PriceBook
-from collector.pricefeed import BookSource, book_source
-from collector.roi_runs import RoiRuns
+from collector.prices.book import PriceBook
+from collector.prices.feed import BookSource, book_source
+from collector.roi.runs import RoiRuns
+from collector.roi.tasktypes import load_catalogue
+from collector.runs.derive import RunDeriver
+from collector.runs.follow import RunConsumer
 from collector.secretbox import SecretBox
-from collector.store import Store
-from collector.tasktypes import load_catalogue
+from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
 from exporters.notify import Channel, Notification, SmtpSettings, channel_from_spec
-from exporters.otlp import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
+from exporters.otlp.forward import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
-from processors.alerts import AlertEngine
-from processors.alerts_rules import AlertRuleSpec, DeclaredRule
+from processors.alerts.engine import AlertEngine
+from processors.alerts.rules import AlertRuleSpec, DeclaredRule
 from processors.cost import CostConfig, CostProcessor
-from processors.normalise import NormaliseConfig, NormaliseProcessor
-from processors.redact import RedactConfig, Redactor, RedactProcessor
-from processors.rules import RuleEngine as OutputRules
-from processors.runs import RunsConfig, RunsProcessor
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor
+from processors.output_rules.engine import RuleEngine as OutputRules
+from processors.redact.processor import RedactConfig, Redactor, RedactProcessor
+from processors.runs.assemble import RunsConfig, RunsProcessor
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def build_deriver(
 
 def build_run_consumers(config: Config, parts: Components, store: Store) -> list[RunConsumer]:
     """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
-    each behind its own watermark; see `collector/follow.py`."""
+    each behind its own watermark; see `collector/runs/follow.py`."""
     consumers: list[RunConsumer] = []
     if config.roi.enabled:
         consumers.append(RoiRuns(config.roi, load_catalogue()))
@@ -265,7 +265,7 @@ def build_exporters(
 
 def build_alerts(config: Config, store: Store) -> AlertsConsumer:
     """The alerts run consumer: `alerts.rules` upserted at start, decisions by
-    `processors/alerts.py`, notifications through the channels of `exporters/notify.py`."""
+    `processors/alerts/engine.py`, notifications through the channels of `exporters/notify.py`."""
     issues: list[ConfigIssue] = []
     rules = declared_rules(config.alerts, DeclaredRule, issues, _channel_check(config))
     if issues:
@@ -280,7 +280,7 @@ def build_alerts(config: Config, store: Store) -> AlertsConsumer:
 
 
 def build_alerts_api(config: Config, store: Store, auth: Authenticator) -> AlertsApi:
-    """The admin API of alert rules, checking bodies with `processors/alerts_rules.py` and
+    """The admin API of alert rules, checking bodies with `processors/alerts/rules.py` and
     channels with `build_channel` (a refused URL or a missing SMTP server is a 422)."""
     box = SecretBox.open(Path(config.storage.path), config.secrets.key)
     return AlertsApi(store, auth, AlertRuleSpec, check_channel=_channel_check(config), box=box)
@@ -302,5 +302,6 @@ def build_channel(
 
 
 def build_rule_engine() -> RuleEngine:
-    """The output rules of /api/logs (`processors/rules.py`): value checks and evaluation."""
+    """The output rules of /api/logs (`processors/output_rules/engine.py`): value checks and
+    evaluation."""
     return OutputRules()

@@ -21,31 +21,31 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from collector import registry
-from collector.admin_api import AdminApi
-from collector.auth import Authenticator, bootstrap_default_org, ensure_org
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.auth.api import AdminApi
+from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
 from collector.banner import print_ready
 from collector.config import Config, split_endpoint
-from collector.derive import WATERMARK as DERIVE_WATERMARK
-from collector.derive import RunDeriver
-from collector.follow import RunFollower
-from collector.lake import prime_table_stats
-from collector.logs_api import LogsApi
-from collector.maintenance import Maintenance
-from collector.mcp_api import McpApi
-from collector.mcp_read_api import McpReadApi
+from collector.evals.api import LogsApi
+from collector.governance.maintenance import Maintenance
+from collector.mcp.api import McpApi
+from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
 from collector.pipeline import DecodePool, Limits, Pipeline
-from collector.pricebook import PriceBook
-from collector.pricefeed import PriceFeed
-from collector.ratelimit import SlidingWindowLimiter
-from collector.read_api import ReadApi
+from collector.prices.book import PriceBook
+from collector.prices.feed import PriceFeed
+from collector.read.api import ReadApi
+from collector.read.views import create_views
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
-from collector.roi_api import RoiApi
-from collector.store import Store, StoreSettings
-from collector.tasktypes import load_catalogue
+from collector.roi.api import RoiApi
+from collector.roi.tasktypes import load_catalogue
+from collector.runs.derive import WATERMARK as DERIVE_WATERMARK
+from collector.runs.derive import RunDeriver
+from collector.runs.follow import RunFollower
+from collector.store.lake import prime_table_stats
+from collector.store.writer import Store, StoreSettings
 from collector.telemetry import Metrics, histogram_lines
-from collector.views import create_views
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024

@@ -1,7 +1,7 @@
 """Notification channels: Slack incoming webhooks, signed generic webhooks, email over SMTP.
 
 Alerts and flagged logs become a `Notification`; `collector/registry.py` builds the channel a
-rule names, and `send` delivers it over `collector/outbound.py` (HTTP) or smtplib (email).
+rule names, and `send` delivers it over `collector/outbound/client.py` (HTTP) or smtplib (email).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Protocol
 
-from collector.config_outbound import SmtpSettings
-from collector.outbound import (
+from collector.outbound.client import (
     OutboundFailed,
     OutboundPolicy,
     backoff,
@@ -24,6 +23,7 @@ from collector.outbound import (
     deliver_or_error,
     label,
 )
+from collector.outbound.config import SmtpSettings
 
 __all__ = [
     "Channel", "EmailChannel", "Notification", "SlackChannel", "SmtpSettings", "WebhookChannel",

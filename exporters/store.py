@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collector.model import Accepted, Rows
-from collector.store import Store
+from collector.store.writer import Store
 
 
 @dataclass(frozen=True)

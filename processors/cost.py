@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.model import Batch, Signal
-from collector.pricebook import PriceBook, Rates
+from collector.prices.book import PriceBook, Rates
 
 _PER_MILLION = 1_000_000
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from processors.runtree import SpanFacts
-from processors.semconv import GENERIC_RUN_NAMES
+from processors.normalise.semconv import GENERIC_RUN_NAMES
+from processors.runs.tree import SpanFacts
 
 STATUS_OK, STATUS_ERROR = 1, 2  # OTLP status codes
 TIMEOUT_WORDS = ("timeout", "timed out", "deadline exceeded", "deadline_exceeded")

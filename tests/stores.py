@@ -1,6 +1,6 @@
 """A store laid out as the service lays it out at start, for tests that read it in process.
 
-Opens a Store in a temp dir with the derived tables and the views (`collector/views.py`), so
+Opens a Store in a temp dir with the derived tables and the views (`collector/read/views.py`), so
 query tests see the same tables the running server has.
 """
 
@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from collector.schema import DERIVED_TABLES, create_derived_sql
-from collector.store import Store, StoreSettings
-from collector.views import create_views
+from collector.read.views import create_views
+from collector.store.schema import DERIVED_TABLES, create_derived_sql
+from collector.store.writer import Store, StoreSettings
 
 
 @contextmanager

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from starlette.routing import Match, Route
 
-from collector.auth import Authenticator
-from collector.read_api import ReadApi
-from collector.store import Store, StoreSettings
+from collector.auth.keys import Authenticator
+from collector.read.api import ReadApi
+from collector.store.writer import Store, StoreSettings
 from tests.e2e.server import KEYS, Server, make_server
 from tests.otlp_factory import agent_trace, export_request
 

@@ -45,7 +45,7 @@ def test_model_imports_nothing_of_ours() -> None:
 
 
 def test_processors_are_pure() -> None:
-    allowed = {"collector.model", "collector.schema", "collector.pricebook"}
+    allowed = {"collector.model", "collector.store.schema", "collector.prices.book"}
     forbidden_stdlib = {
         "socket",
         "urllib",

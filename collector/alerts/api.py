@@ -2,7 +2,7 @@
 enable, disable) and manual resolution of alert events (`PATCH /api/alert-events/{id}`).
 
 Admin keys of the org only; bodies are checked with the engine's rule dataclass through the
-config parser (`collector/configparse.py`); records go to `collector/alerts_store.py`.
+config parser (`collector/configparse.py`); records go to `collector/alerts/store.py`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import alerts_store as st
-from collector.auth import Authenticator, AuthError
+from collector.alerts import store as st
+from collector.api.body import read_json_object
+from collector.api.shapes import iso
+from collector.auth.keys import Authenticator, AuthError
 from collector.configparse import ConfigIssue, parse_dataclass
 from collector.errors import ApiError, error_response, from_api_error
 from collector.model import Principal
-from collector.read_api_json import iso
-from collector.receivers.native import read_json_object
 from collector.secretbox import SecretBox
-from collector.store import LAKE, Store
+from collector.store.writer import LAKE, Store
 
 ChannelCheck = Callable[[Mapping[str, Any]], None]
 """Raises ValueError with a reason when a channel spec cannot be used (e.g. a refused URL)."""

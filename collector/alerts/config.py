@@ -2,7 +2,7 @@
 delivery retries, and the rules declared in the file.
 
 Parsed with the rest of the config (`collector/config.py`); each entry of `rules` is checked by
-the registry against `processors/alerts_rules.py` and upserted by name at start.
+the registry against `processors/alerts/rules.py` and upserted by name at start.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def declared_rules(
     check_channel: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> list[tuple[str, Any]]:
     """`(org, spec)` of each entry of `alerts.rules`, checked with `rule_type` (the registry's
-    `processors.alerts_rules.DeclaredRule`); every problem is added to `issues` with its path."""
+    `processors.alerts.rules.DeclaredRule`); every problem is added to `issues` with its path."""
     out: list[tuple[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for i, raw in enumerate(config.rules):

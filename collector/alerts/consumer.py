@@ -1,10 +1,10 @@
 """The "alerts" run consumer: fires per-run rules on finished runs, opens and resolves window
 rules' events on ticks, and queues each notification in the outbox of the same transaction.
 
-Fed by `collector/follow.py` (finished runs, once per committed fact); rules come from
-`alert_rules` (the API and the config), window aggregates from `collector/alerts_window.py`
+Fed by `collector/runs/follow.py` (finished runs, once per committed fact); rules come from
+`alert_rules` (the API and the config), window aggregates from `collector/alerts/window.py`
 (read after each step, off the writer thread), decisions from the registry's engine
-(`processors/alerts.py`); notifications leave through `collector/alerts_outbox.py`.
+(`processors/alerts/engine.py`); notifications leave through `collector/alerts/outbox.py`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any, Protocol
 
 import duckdb
 
-from collector import alerts_store as st
-from collector import alerts_window
-from collector.alerts_config import AlertsConfig
-from collector.alerts_outbox import Outbox, Sender, store_closed
+from collector.alerts import store as st
+from collector.alerts import window as alerts_window
+from collector.alerts.config import AlertsConfig
+from collector.alerts.outbox import Outbox, Sender, store_closed
+from collector.api.shapes import rfc3339
 from collector.model import StoreUnavailable
-from collector.read_api_json import rfc3339
 from collector.secretbox import SecretBox
-from collector.store import LAKE, Store
+from collector.store.writer import LAKE, Store
 
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
@@ -35,7 +35,8 @@ Ready = dict[str, tuple[datetime, int, alerts_window.Aggregates]]
 
 
 class Engine(Protocol):
-    """What the consumer needs of `processors.alerts.AlertEngine` (handed in by the registry)."""
+    """What the consumer needs of `processors.alerts.engine.AlertEngine` (handed in by the
+    registry)."""
 
     @property
     def spec_type(self) -> Callable[..., Any]: ...

@@ -1,7 +1,7 @@
 """The alert notification outbox: rows queued with their event, delivered after the commit,
 retried with backoff, and `notification_sent` set once every channel has delivered.
 
-`collector/alerts_follow.py` queues rows in its transaction and kicks delivery after each step;
+`collector/alerts/consumer.py` queues rows in its transaction and kicks delivery after each step;
 channels are reached through the `send` callable the registry builds (`exporters/notify.py`).
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 
 import duckdb
 
-from collector import alerts_store as st
-from collector.alerts_config import AlertsConfig
+from collector.alerts import store as st
+from collector.alerts.config import AlertsConfig
 from collector.model import StoreUnavailable
 from collector.secretbox import SecretBox
-from collector.store import LAKE, Store
+from collector.store.writer import LAKE, Store
 
 log = logging.getLogger(__name__)
 Sender = Callable[[Mapping[str, Any], Mapping[str, Any]], Awaitable[None]]

@@ -1,7 +1,7 @@
 """Alert tables (`alert_rules`, `alert_events`, `alert_outbox`): DDL, rule records, the event
 feed and its JSON shape (`AlertEvent` of `dashboard-read-api.txt`), manual resolution.
 
-Written by `collector/alerts_follow.py` (on the writer thread) and `collector/alerts_api.py`;
+Written by `collector/alerts/consumer.py` (on the writer thread) and `collector/alerts/api.py`;
 read by the read API (`GET /api/alert-events`, a run's `alert_events`).
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import duckdb
 
-from collector.query import Window
-from collector.read_api_json import rfc3339
-from collector.readers import Reads
+from collector.api.shapes import rfc3339
 from collector.secretbox import SecretBox
-from collector.store import LAKE, Store
+from collector.store.query import Window
+from collector.store.readers import Reads
+from collector.store.writer import LAKE, Store
 
 DDL = (
     f"""CREATE TABLE IF NOT EXISTS {LAKE}.alert_rules (

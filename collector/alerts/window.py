@@ -2,7 +2,7 @@
 
 Parametrised SQL over `runs` (derived), the `tool_calls` view and the output-evaluation
 `eval_logs` table (when it exists), run on reader cursors by `WindowEvaluator` after each step;
-`collector/alerts_follow.py` turns them into event decisions in its next step.
+`collector/alerts/consumer.py` turns them into event decisions in its next step.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
-from collector.query import ERROR_STATUSES
-from collector.store import LAKE, Store
+from collector.store.query import ERROR_STATUSES
+from collector.store.writer import LAKE, Store
 
 MAX_SUBJECTS = 1000
 # A workflow counts as known to a run-count floor when it ran within this long before the window.

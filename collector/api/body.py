@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from collector.auth import Authenticator, AuthError
+from collector.auth.keys import Authenticator, AuthError
 from collector.errors import ApiError
 from collector.model import Principal
 from collector.receivers.otlp_http import read_body

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from collector.errors import ApiError
-from collector.query import Window
+from collector.store.query import Window
 
 DEFAULT_WINDOW = timedelta(days=30)
 _EPOCH_MS = re.compile(r"^-?\d{1,16}$")

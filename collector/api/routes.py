@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.auth import Authenticator, AuthError
+from collector.api.params import Params
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.auth.keys import Authenticator, AuthError
 from collector.errors import ApiError, error_response, from_api_error
 from collector.model import Principal, StoreUnavailable
-from collector.ratelimit import SlidingWindowLimiter
-from collector.read_api_params import Params
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from collector.query_metrics import Bucket, Overview, ToolStats, Totals, WorkflowSummary
 from collector.query_run_roi import RoiEvent
-from collector.query_runs import LlmCall, RunDetail, RunSummary, ToolEvent
+from collector.read.metrics import Bucket, Overview, ToolStats, Totals, WorkflowSummary
+from collector.read.runs import LlmCall, RunDetail, RunSummary, ToolEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO_USD = Decimal("0.000001")
@@ -106,7 +106,7 @@ def run_detail(d: RunDetail, alert_events: list[dict[str, Any]] | None = None) -
         "child_runs": [run_summary(c) for c in d.child_runs],
         "child_run_count": d.child_run_count,
         "combined_cost_usd": usd(d.combined_cost_usd),
-        "alert_events": alert_events or [],  # the newest five (collector/alerts_store.py)
+        "alert_events": alert_events or [],  # the newest five (collector/alerts/store.py)
     }
 
 

@@ -1,6 +1,6 @@
 """Admin HTTP API for an org's own keys: create (secret shown once), list, revoke.
 
-Requests carry an admin key of the org; records come from and go to `collector.auth`
+Requests carry an admin key of the org; records come from and go to `collector.auth.keys`
 (the `api_keys` table). Other orgs' keys are invisible: a 404, never a 403.
 """
 
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.auth import Authenticator, AuthError
+from collector.auth.keys import Authenticator, AuthError
 from collector.errors import ApiError, error_response, from_api_error
 from collector.model import SCOPES, Principal
 

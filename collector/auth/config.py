@@ -1,7 +1,7 @@
 """The `auth:` section of the config: orgs and the keys declared for them (valid while declared).
 
 Parsed by `collector/config.py` with the rest of the file; the service declares these keys to
-`collector.auth.Authenticator`. A key's value never appears in an error message.
+`collector.auth.keys.Authenticator`. A key's value never appears in an error message.
 """
 
 from __future__ import annotations

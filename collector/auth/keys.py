@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collector.model import KEY_PATTERN, KIND_OF_SCOPE, SCOPE_OF_KIND, SCOPES, Principal, Scope
-from collector.store import Store
+from collector.store.writer import Store
 
 PREFIX_OF_SCOPE: dict[Scope, str] = {scope: f"al_{kind}_" for scope, kind in KIND_OF_SCOPE.items()}
 

@@ -21,32 +21,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import logs_callbacks as cb
-from collector import logs_json as lj
-from collector import logs_store as ls
-from collector import outbound
-from collector.auth import Authenticator
+from collector.api.body import read_json_object
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.auth.keys import Authenticator
 from collector.config import Config
 from collector.errors import ApiError
-from collector.judge import Judge
-from collector.logs_auth import LogsAuth
-from collector.logs_config import EvalLogsConfig
-from collector.logs_eval import Evaluator, verdict_fields
+from collector.evals import callbacks as cb
+from collector.evals import shapes as lj
+from collector.evals import store as ls
+from collector.evals.auth import LogsAuth
+from collector.evals.config import EvalLogsConfig
+from collector.evals.evaluate import Evaluator, verdict_fields
+from collector.evals.judge import Judge
+from collector.evals.media import Media
+from collector.evals.model import Redactor, RuleEngine
+from collector.evals.projects import Projects
+from collector.evals.request import LogInput, parse_log
+from collector.evals.review import LogViews, find_log
+from collector.evals.rules import RuleCache
+from collector.evals.rules_api import RulesApi
+from collector.evals.workspace import Workspace
 from collector.logs_http import endpoint
-from collector.logs_media import Media
-from collector.logs_model import Redactor, RuleEngine
-from collector.logs_projects import Projects
-from collector.logs_request import LogInput, parse_log
-from collector.logs_review import LogViews, find_log
-from collector.logs_rules import RuleCache
-from collector.logs_rules_api import RulesApi
-from collector.logs_workspace import Workspace
-from collector.mcp_store import Sequencer
+from collector.mcp.store import Sequencer
 from collector.model import Rows
-from collector.ratelimit import SlidingWindowLimiter
-from collector.receivers.native import read_json_object
+from collector.outbound import client as outbound
 from collector.secretbox import SecretBox
-from collector.store import Store
+from collector.store.writer import Store
 
 MIB = 1024 * 1024
 TOO_MANY = {"error": "Too many requests. Please slow down and try again shortly."}

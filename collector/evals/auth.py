@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
-from collector import logs_store as ls
-from collector.auth import Authenticator, AuthError, display_prefix, hash_secret, parse_key
+from collector.auth.keys import Authenticator, AuthError, display_prefix, hash_secret, parse_key
 from collector.errors import ApiError
-from collector.store import Store
+from collector.evals import store as ls
+from collector.store.writer import Store
 
 Need = Literal["ingest", "read", "admin"]
 TOKEN = re.compile(r"wh-([0-9a-f]{8})_([0-9a-f]{40})")

@@ -18,10 +18,10 @@ from typing import Any
 
 import duckdb
 
-from collector import logs_store as ls
-from collector import outbound
-from collector.read_api_json import iso
-from collector.store import Store
+from collector.api.shapes import iso
+from collector.evals import store as ls
+from collector.outbound import client as outbound
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 # callbackEvents → which events call back: "evaluated:<status>" or "decision".

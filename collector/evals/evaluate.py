@@ -19,11 +19,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from collector import logs_callbacks as cb
-from collector import logs_store as ls
-from collector.logs_model import Redactor, RuleEngine, RuleResultLike
-from collector.logs_rules import Rule, RuleCache
-from collector.store import Store
+from collector.evals import callbacks as cb
+from collector.evals import store as ls
+from collector.evals.model import Redactor, RuleEngine, RuleResultLike
+from collector.evals.rules import Rule, RuleCache
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 SWEEP_S = 5.0  # how often pending logs nobody queued (traced runs, another node's) are found

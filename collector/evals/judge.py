@@ -1,8 +1,9 @@
 """The LLM judge: asks Anthropic, OpenAI or OpenRouter whether an output meets a criterion.
 
 Output rules of type `llm_judge` call `Judge.evaluate` with the workspace's key; requests leave
-through `collector/outbound.py` (bounded time and size, retried with backoff) and the provider's
-answer is parsed (`collector/judge_answer.py`) into a `JudgeVerdict`, or a `JudgeError`.
+through `collector/outbound/client.py` (bounded time and size, retried with backoff) and the
+provider's answer is parsed (`collector/evals/judge_answer.py`) into a `JudgeVerdict`, or a
+`JudgeError`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import Any, Literal, cast, get_args
 import httpx
 
 from collector.configparse import ConfigIssue, bounds
-from collector.judge_answer import (
+from collector.evals.judge_answer import (
     JudgeError,
     JudgeVerdict,
     completion_text,
     parse_verdict,
     provider_error,
 )
-from collector.outbound import (
+from collector.outbound.client import (
     OutboundClient,
     OutboundFailed,
     OutboundPolicy,

@@ -1,7 +1,7 @@
 """Reading an LLM judge's answer: the provider's response document → text → `JudgeVerdict`.
 
-`collector/judge.py` hands in the parsed JSON of an Anthropic Messages or OpenAI/OpenRouter chat
-completion; refusals, truncation, provider errors and answers without the asked-for JSON object
+`collector/evals/judge.py` hands in the parsed JSON of an Anthropic Messages or OpenAI/OpenRouter
+chat completion; refusals, truncation, provider errors and answers without the asked-for JSON object
 become `JudgeError` with a message fit for a rule result (never the API key).
 """
 

@@ -27,11 +27,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from collector import outbound
 from collector.errors import ApiError
-from collector.logs_auth import LogsAuth
+from collector.evals.auth import LogsAuth
+from collector.evals.model import Redactor
 from collector.logs_http import endpoint
-from collector.logs_model import Redactor
+from collector.outbound import client as outbound
 
 SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -1,5 +1,5 @@
 """The vocabulary shared by the logs modules: the rule engine's shape (built by the registry
-from `processors/rules.py`), the redactor hook and the decision/verdict enums.
+from `processors/output_rules/engine.py`), the redactor hook and the decision/verdict enums.
 
 `logs_api`, `logs_eval` and `logs_runs` type against these Protocols; the service hands in the
 real objects, so nothing in collector/ imports processors/.

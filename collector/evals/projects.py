@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import logs_query as lq
-from collector import logs_store as ls
+from collector.api.body import read_json_object
+from collector.api.shapes import iso
 from collector.errors import ApiError
-from collector.logs_auth import LogsAuth
+from collector.evals import queries as lq
+from collector.evals import store as ls
+from collector.evals.auth import LogsAuth
 from collector.logs_http import endpoint, path_param
-from collector.read_api_json import iso
-from collector.receivers.native import read_json_object
-from collector.store import Store
+from collector.store.writer import Store
 
 MAX_ICON_CHARS = 64
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import duckdb
 
-from collector import logs_store as ls
-from collector.readers import Reads
-from collector.store import Store
+from collector.evals import store as ls
+from collector.store.readers import Reads
+from collector.store.writer import Store
 
 SORTS = {
     "timestamp": "created_at",

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from collector.api.params import parse_time
 from collector.errors import ApiError
-from collector.read_api_params import parse_time
 
 MAX_OUTPUT_CHARS = 50_000
 MAX_NAME_CHARS = 200

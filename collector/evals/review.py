@@ -17,18 +17,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import logs_callbacks as cb
-from collector import logs_json as lj
-from collector import logs_query as lq
-from collector import logs_store as ls
+from collector.api.body import read_json_object
+from collector.api.params import Params
 from collector.errors import ApiError
-from collector.logs_auth import LogsAuth, Need
+from collector.evals import callbacks as cb
+from collector.evals import queries as lq
+from collector.evals import shapes as lj
+from collector.evals import store as ls
+from collector.evals.auth import LogsAuth, Need
+from collector.evals.model import DECISIONS, STATUSES
+from collector.evals.workspace import Workspace
 from collector.logs_http import endpoint, path_param
-from collector.logs_model import DECISIONS, STATUSES
-from collector.logs_workspace import Workspace
-from collector.read_api_params import Params
-from collector.receivers.native import read_json_object
-from collector.store import Store
+from collector.store.writer import Store
 
 BULK_ACTIONS = {"approve": "approved", "reject": "rejected", "delete": None}
 MAX_BULK = 1000

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from collector import logs_store as ls
+from collector.api.shapes import iso
 from collector.errors import ApiError
-from collector.logs_model import CompiledRuleLike, RuleEngine
-from collector.read_api_json import iso
-from collector.store import Store
+from collector.evals import store as ls
+from collector.evals.model import CompiledRuleLike, RuleEngine
+from collector.store.writer import Store
 
 CACHE_TTL_S = 5.0  # another node's rule change is seen within this long
 MAX_RULES = 500

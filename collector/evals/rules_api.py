@@ -15,16 +15,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import logs_store as ls
+from collector.api.body import read_json_object
 from collector.errors import ApiError
-from collector.logs_auth import LogsAuth
-from collector.logs_eval import Evaluator
+from collector.evals import store as ls
+from collector.evals.auth import LogsAuth
+from collector.evals.evaluate import Evaluator
+from collector.evals.model import RuleEngine
+from collector.evals.request import MAX_OUTPUT_CHARS
+from collector.evals.rules import MAX_RULES, Rule, RuleCache, parse_rule_body, rule_json
 from collector.logs_http import endpoint, path_param
-from collector.logs_model import RuleEngine
-from collector.logs_request import MAX_OUTPUT_CHARS
-from collector.logs_rules import MAX_RULES, Rule, RuleCache, parse_rule_body, rule_json
-from collector.receivers.native import read_json_object
-from collector.store import Store
+from collector.store.writer import Store
 
 RULE_COLUMNS = [n for n, _ in ls.TABLES["eval_rules"]]
 

@@ -1,7 +1,7 @@
 """Output rules on traced runs: the "log_rules" run consumer. A rule whose `workflowName` names a
 workflow evaluates each finished run's final output, as a log linked to the run (`run_id`).
 
-The follower (`collector/follow.py`) hands finished runs on the writer thread; deterministic
+The follower (`collector/runs/follow.py`) hands finished runs on the writer thread; deterministic
 rules are applied here, in the same transaction that moves the watermark; a run with an
 `llm_judge` rule is written `pending` and the logs evaluator judges it (network I/O).
 """
@@ -13,11 +13,11 @@ from typing import Any
 
 import duckdb
 
-from collector import logs_callbacks as cb
-from collector import logs_store as ls
-from collector.logs_eval import Evaluation, rule_result, verdict_fields
-from collector.logs_model import RuleEngine
-from collector.logs_rules import Rule
+from collector.evals import callbacks as cb
+from collector.evals import store as ls
+from collector.evals.evaluate import Evaluation, rule_result, verdict_fields
+from collector.evals.model import RuleEngine
+from collector.evals.rules import Rule
 
 NAME = "log_rules"
 SENDER = "traced-run"  # what `userId` / key_id shows for logs made from runs

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from collector import logs_store as ls
-from collector.read_api_json import iso
+from collector.api.shapes import iso
+from collector.evals import store as ls
 
 PREVIEW_CHARS = 200
 

@@ -23,16 +23,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import logs_store as ls
-from collector import outbound
+from collector.api.body import read_json_object
 from collector.errors import ApiError
-from collector.logs_auth import LogsAuth
-from collector.logs_callbacks import WEBHOOK_EVENTS
-from collector.logs_eval import JudgeSettings
+from collector.evals import store as ls
+from collector.evals.auth import LogsAuth
+from collector.evals.callbacks import WEBHOOK_EVENTS
+from collector.evals.evaluate import JudgeSettings
 from collector.logs_http import endpoint
-from collector.receivers.native import read_json_object
+from collector.outbound import client as outbound
 from collector.secretbox import SecretBox, preview
-from collector.store import Store
+from collector.store.writer import Store
 
 PROVIDERS = ("anthropic", "openai", "openrouter")
 FLAGS = (
@@ -254,7 +254,7 @@ class Workspace:
 
 def _load_models() -> list[dict[str, str]]:
     """config/log_models.json from a checkout, else from the installed agentledger_config."""
-    candidates = [Path(__file__).resolve().parent.parent / "config" / MODELS_FILE]
+    candidates = [Path(__file__).resolve().parents[2] / "config" / MODELS_FILE]
     spec = importlib.util.find_spec("agentledger_config")
     candidates += (
         [Path(p, MODELS_FILE) for p in (spec.submodule_search_locations or [])] if spec else []

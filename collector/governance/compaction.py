@@ -1,8 +1,9 @@
 """Store maintenance: merge the small Parquet files of frequent commits, flush inlined rows, and
 reclaim the disk of expired snapshots without ever expiring one a change-feed consumer still needs.
 
-Runs from `collector/maintenance.py` on a schedule against the service's store: merges on a cursor
-of its own (commits go on meanwhile), falling back to the writer thread when deletes conflict.
+Runs from `collector/governance/maintenance.py` on a schedule against the service's store: merges on
+a cursor of its own (commits go on meanwhile), falling back to the writer thread when deletes
+conflict.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 import duckdb
 
 from collector.configparse import bounds
-from collector.store import LAKE, Store
+from collector.store.writer import LAKE, Store
 
 log = logging.getLogger(__name__)
 _META = f"__ducklake_metadata_{LAKE}"

@@ -1,8 +1,9 @@
 """The disk cap: `storage.max_size_mib` with `storage.on_full` — refuse new data (a retryable
 503 / UNAVAILABLE) or drop the oldest data first, across kinds, until the store fits again.
 
-`collector/maintenance.py` calls `check()` on a schedule (it measures the data dir); the store
-calls `admit()` before queueing every append, so every receiver answers a full store the same way.
+`collector/governance/maintenance.py` calls `check()` on a schedule (it measures the data dir); the
+store calls `admit()` before queueing every append, so every receiver answers a full store the same
+way.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from collector import compaction, retention
-from collector.lake import StoreSettings
+from collector.governance import compaction, retention
 from collector.model import Rows, StoreUnavailable
-from collector.store import LAKE, Store
+from collector.store.lake import StoreSettings
+from collector.store.writer import LAKE, Store
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)

@@ -30,11 +30,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from collector.auth import Authenticator, AuthError
+from collector.api.params import parse_time
+from collector.auth.keys import Authenticator, AuthError
 from collector.errors import ApiError, from_api_error
-from collector.read_api_params import parse_time
-from collector.retention import KINDS, Target, cutoff_value
-from collector.store import LAKE, Store, StoreSettings, connect
+from collector.governance.retention import KINDS, Target, cutoff_value
+from collector.store.writer import LAKE, Store, StoreSettings, connect
 
 FORMATS = ("parquet", "csv", "jsonl")
 MEDIA = {

@@ -17,16 +17,17 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from collector import compaction, readercopy, retention
-from collector.auth import Authenticator
-from collector.compaction import CompactionConfig
+from collector.auth.keys import Authenticator
 from collector.config import Config
-from collector.diskcap import DiskCap
-from collector.export import ExportApi
+from collector.governance import compaction, retention
+from collector.governance.compaction import CompactionConfig
+from collector.governance.diskcap import DiskCap
+from collector.governance.export import ExportApi
+from collector.governance.retention import RetentionConfig
+from collector.governance.retention_api import RetentionApi
 from collector.model import StoreUnavailable
-from collector.retention import RetentionConfig
-from collector.retention_api import RetentionApi
-from collector.store import Store
+from collector.store import readercopy
+from collector.store.writer import Store
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Literal
 import duckdb
 
 from collector.configparse import ConfigIssue, bounds
-from collector.store import LAKE, Store
+from collector.store.writer import LAKE, Store
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 where it comes from) and `PUT`/`PATCH /api/retention` (set days, 0 = forever, null = default).
 
 Requests carry an admin key of the org; overrides go to `retention_settings` through
-`collector/retention.py`, the config's values being the defaults.
+`collector/governance/retention.py`, the config's values being the defaults.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import retention
-from collector.auth import Authenticator, AuthError
+from collector.auth.keys import Authenticator, AuthError
 from collector.errors import ApiError, error_response, from_api_error
+from collector.governance import retention
+from collector.governance.retention import KINDS, RetentionConfig
 from collector.model import StoreUnavailable
-from collector.retention import KINDS, RetentionConfig
-from collector.store import Store
+from collector.store.writer import Store
 
 MAX_DAYS = 36_500.0
 

@@ -18,13 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import mcp_store
-from collector.auth import Authenticator
+from collector.api.body import authenticate_ingest, read_json_object
+from collector.auth.keys import Authenticator
 from collector.errors import ApiError, error_response, from_api_error
-from collector.mcp_store import PRIMITIVE_TYPES, McpConfig, Sequencer
+from collector.mcp import store as mcp_store
+from collector.mcp.store import PRIMITIVE_TYPES, McpConfig, Sequencer
 from collector.model import Redactor, Rows, StoreUnavailable
-from collector.receivers.native import authenticate_ingest, read_json_object
-from collector.store import Store
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from collector.query import MAX_DETAIL_SPANS, MAX_GROUPS, Window, fetch
-from collector.store import Store
+from collector.store.query import MAX_DETAIL_SPANS, MAX_GROUPS, Window, fetch
+from collector.store.writer import Store
 
 # The session a row names: its latest capture-session (if any) beside its events' totals. A
 # session that only events name is "implicit"; it starts at its first arrival either way.

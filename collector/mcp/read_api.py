@@ -13,16 +13,16 @@ from typing import Any
 
 from starlette.routing import Route
 
-from collector import mcp_query as mq
-from collector.auth import Authenticator
+from collector.api.params import Params, decode_cursor, encode_cursor
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.routes import Handler, read_routes
+from collector.api.shapes import iso, rfc3339
+from collector.auth.keys import Authenticator
 from collector.errors import ApiError
-from collector.mcp_store import PRIMITIVE_TYPES
+from collector.mcp import queries as mq
+from collector.mcp.store import PRIMITIVE_TYPES
 from collector.model import Principal
-from collector.ratelimit import SlidingWindowLimiter
-from collector.read_api_json import iso, rfc3339
-from collector.read_api_params import Params, decode_cursor, encode_cursor
-from collector.read_routes import Handler, read_routes
-from collector.store import Store
+from collector.store.writer import Store
 
 SESSION_SORT = "first_seen_desc"  # the one order; the cursor records it like the runs cursor
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
-from collector.schema import Column
-from collector.store import LAKE
+from collector.store.schema import Column
+from collector.store.writer import LAKE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PayloadMode = Literal["full", "truncate", "none"]

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from collector.configparse import bounds
-from collector.outbound_guard import (
+from collector.outbound.guard import (
     OutboundRefused,
     Resolver,
     check_url,

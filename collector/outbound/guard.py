@@ -1,4 +1,5 @@
-"""The SSRF guard of `collector/outbound.py`: which URLs and addresses the server may contact.
+"""The SSRF guard of `collector/outbound/client.py`: which URLs and addresses the server may
+contact.
 
 URLs come from users (callbacks, attachments, webhooks); names are resolved here, every address
 is checked, and the httpx transport built here connects to exactly the address that was checked.
@@ -20,7 +21,7 @@ import httpcore
 import httpx
 
 if TYPE_CHECKING:
-    from collector.outbound import OutboundPolicy
+    from collector.outbound.client import OutboundPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SHIPPED_PATH = Path(__file__).resolve().parent.parent / "config" / "prices.json"
+SHIPPED_PATH = Path(__file__).resolve().parents[2] / "config" / "prices.json"
 
 _RATE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
 _MODEL_KEYS = frozenset({"id", "provider", "openrouter_id", "aliases", "tiers", *_RATE_KEYS})

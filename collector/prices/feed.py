@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from collector import priceimport
 from collector.configparse import ConfigIssue, bounds
-from collector.pricebook import SHIPPED_PATH, PriceBook, parse_price_book
+from collector.prices import importers as priceimport
+from collector.prices.book import SHIPPED_PATH, PriceBook, parse_price_book
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from collector.pricebook import ModelPrice, PriceBook, parse_price_book
+from collector.prices.book import ModelPrice, PriceBook, parse_price_book
 
 _RATE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
 _MILLION = Decimal(1_000_000)

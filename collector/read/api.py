@@ -13,20 +13,20 @@ from typing import Any
 
 from starlette.routing import Route
 
-from collector import alerts_store
-from collector import query_metrics as qm
-from collector import query_runs as qr
-from collector import read_api_json as js
-from collector.auth import Authenticator
+from collector.alerts import store as alerts_store
+from collector.api import shapes as js
+from collector.api.params import Params, decode_cursor, encode_cursor
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.routes import Handler, read_routes
+from collector.auth.keys import Authenticator
 from collector.errors import ApiError
 from collector.model import Principal
-from collector.query import RUN_STATUSES, Window
-from collector.ratelimit import SlidingWindowLimiter
-from collector.read_api_compare import CompareApi
-from collector.read_api_params import Params, decode_cursor, encode_cursor
-from collector.read_routes import Handler, read_routes
-from collector.run_detail import get_detail
-from collector.store import Store
+from collector.read import metrics as qm
+from collector.read import runs as qr
+from collector.read.compare_api import CompareApi
+from collector.read.detail import get_detail
+from collector.store.query import RUN_STATUSES, Window
+from collector.store.writer import Store
 
 TIMESERIES_GROUPS = ("workflow", "model", "status")
 ALERT_EVENTS_MAX_LIMIT = 100

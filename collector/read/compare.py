@@ -10,9 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from collector.query import MAX_DETAIL_SPANS, fetch
-from collector.query_runs import RunSummary
-from collector.store import Store
+from collector.read.runs import RunSummary
+from collector.store.query import MAX_DETAIL_SPANS, fetch
+from collector.store.writer import Store
 
 # The same columns, in the same order, as `query_runs.RunSummary`, plus the run's trace.
 _RUNS_SQL = """SELECT run_id, workflow_name, run_id_external, status, cost_usd, total_tokens,

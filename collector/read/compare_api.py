@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from collector import query_compare as qc
-from collector import read_api_json as js
+from collector.api import shapes as js
+from collector.api.params import Params
 from collector.errors import ApiError
 from collector.model import Principal
-from collector.read_api_params import Params
-from collector.store import Store
+from collector.read import compare as qc
+from collector.store.writer import Store
 
 _MAX_ID_LENGTH = 200  # run ids are 48 hex; anything far longer is not worth a query
 

@@ -1,9 +1,9 @@
 """One run's detail for `GET /api/runs/{id}`: the run, its LLM calls and tool events, child runs,
 combined cost, alert events, output evaluations and ROI events, read from the store's tables.
 
-The lookups run on two snapshot readers (`collector/readers.py`) on two threads, so that one
+The lookups run on two snapshot readers (`collector/store/readers.py`) on two threads, so that one
 DuckLake transaction serves several queries and each thread's planning overlaps the other's
-(DuckDB releases the GIL). The read API serialises the result (`collector/read_api_json.py`).
+(DuckDB releases the GIL). The read API serialises the result (`collector/api/shapes.py`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from collector import alerts_store
-from collector import logs_query as lq
-from collector import query_runs as qr
-from collector.dedup import run_key
+from collector.alerts import store as alerts_store
+from collector.evals import queries as lq
 from collector.query_run_roi import RoiEvent, run_roi
-from collector.readers import Reads
-from collector.store import LAKE, Store
+from collector.read import runs as qr
+from collector.store.dedup import run_key
+from collector.store.readers import Reads
+from collector.store.writer import LAKE, Store
 
 _META = f"__ducklake_metadata_{LAKE}"
 # Tables of features a store may not use at all (alert rules, output rules, ROI tracking).

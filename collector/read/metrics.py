@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.query import (
+from collector.store.query import (
     ERROR_STATUSES,
     MAX_BUCKETS,
     MAX_GROUPS,
@@ -18,7 +18,7 @@ from collector.query import (
     epoch_us,
     fetch,
 )
-from collector.readers import Reads
+from collector.store.readers import Reads
 
 _ERR = "list_contains($errors::VARCHAR[], status)"
 _COST = "coalesce(cost_usd, 0.0)"
@@ -98,7 +98,7 @@ _TOOLS_SQL = """WITH wr AS (
         JOIN spans s ON s.org = sr.org AND s.trace_id = sr.trace_id AND s.span_id = sr.span_id
         WHERE sr.org = $org AND sr.span_type = 'tool' AND s.org = $org
         UNION ALL
-        -- MCP calls captured with a trace id of one of these runs (see collector/views.py)
+        -- MCP calls captured with a trace id of one of these runs (see collector/read/views.py)
         SELECT t.tool_name, t.run_id, NOT t.success, t.latency_ms
         FROM tool_calls t JOIN wr ON wr.run_id = t.run_id
         WHERE t.org = $org AND t.origin = 'mcp'

@@ -1,6 +1,6 @@
 """Named queries over derived runs: the filtered, keyset-paged run list and one run's detail.
 
-Reads `runs` and `span_runs` (filled by `collector/derive.py`) joined to `spans`; every query
+Reads `runs` and `span_runs` (filled by `collector/runs/derive.py`) joined to `spans`; every query
 is parametrised SQL scoped by org, with a row cap; the read API serialises the results.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.dedup import run_key
-from collector.query import MAX_CHILD_RUNS, MAX_DETAIL_SPANS, Window, fetch
-from collector.readers import Reads
+from collector.store.dedup import run_key
+from collector.store.query import MAX_CHILD_RUNS, MAX_DETAIL_SPANS, Window, fetch
+from collector.store.readers import Reads
 
 _BIGINT_MAX = 9_223_372_036_854_775_807
 
@@ -361,7 +361,7 @@ def run_detail(
 def get_run(store: Reads, org: str, run_id: str) -> RunDetail | None:
     """One of `org`'s runs with its LLM calls and tool events in time order, its direct child
     runs, and the cost of it and all its descendants; None if `org` has no such run. (The read
-    API spreads these queries over two readers: `collector/run_detail.py`.)"""
+    API spreads these queries over two readers: `collector/read/detail.py`.)"""
     row = find_run(store, org, run_id)
     if row is None:
         return None

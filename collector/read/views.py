@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import duckdb
 
-from collector import mcp_store
-from collector.store import LAKE, Store
+from collector.mcp import store as mcp_store
+from collector.store.writer import LAKE, Store
 
 # Message content sent as OTel log records (GenAI events) joined to the span they name.
 _EVENT_CONTENT = """

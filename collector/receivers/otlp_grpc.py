@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from collector.auth import Authenticator
+from collector.auth.keys import Authenticator
 from collector.model import Consume, IngestRequest, Signal
 from collector.receivers.otlp_http import success_response
 from collector.receivers.outcome import classify

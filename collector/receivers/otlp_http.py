@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collector.auth import Authenticator
+from collector.auth.keys import Authenticator
 from collector.model import Accepted, Consume, IngestRequest, MalformedPayload, Signal
 from collector.receivers.outcome import PayloadTooLarge, UnsupportedMedia, classify
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from collector.auth import AuthError
+from collector.auth.keys import AuthError
 from collector.model import MalformedPayload, Overloaded, StoreUnavailable
 
 log = logging.getLogger(__name__)

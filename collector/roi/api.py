@@ -20,21 +20,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector import read_api_json as js
-from collector import roi_reports, roi_store
-from collector.auth import Authenticator, AuthError, parse_key
+from collector.api import shapes as js
+from collector.api.body import authenticate_ingest, read_json_object
+from collector.api.params import Params, decode_cursor, encode_cursor
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.auth.keys import Authenticator, AuthError, parse_key
 from collector.errors import ApiError, error_response, from_api_error
 from collector.model import Principal, Processor, Redactor, Scope, StoreUnavailable
-from collector.ratelimit import SlidingWindowLimiter
-from collector.read_api_params import Params, decode_cursor, encode_cursor
-from collector.receivers.native import authenticate_ingest, read_json_object
-from collector.roi_guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
-from collector.roi_json import event_json, event_record, response_body, task_types_body
-from collector.roi_math import Pricer, UnknownTaskType, compute, processor_pricer
-from collector.roi_request import OUTCOMES, TrackRequest, parse_track
-from collector.roi_settings import KEYS, OrgSettings, merge_patch, parse_settings
-from collector.store import Store
-from collector.tasktypes import Catalogue
+from collector.roi import reports as roi_reports
+from collector.roi import store as roi_store
+from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer
+from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
+from collector.roi.request import OUTCOMES, TrackRequest, parse_track
+from collector.roi.settings import KEYS, OrgSettings, merge_patch, parse_settings
+from collector.roi.shapes import event_json, event_record, response_body, task_types_body
+from collector.roi.tasktypes import Catalogue
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 PAST, FUTURE = timedelta(days=90), timedelta(hours=24)

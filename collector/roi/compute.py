@@ -12,9 +12,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from collector.model import Batch, Processor, Signal
-from collector.roi_request import TrackRequest
-from collector.roi_settings import OrgSettings
-from collector.tasktypes import Catalogue
+from collector.roi.request import TrackRequest
+from collector.roi.settings import OrgSettings
+from collector.roi.tasktypes import Catalogue
 
 HOURS = Decimal("0.001")
 MONEY = Decimal("0.01")

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from collector.query import MAX_GROUPS, MAX_SERIES_ROWS, epoch_us
-from collector.read_api_json import rfc3339
-from collector.roi_store import TABLE, EventFilter, where_sql
-from collector.store import Store
+from collector.api.shapes import rfc3339
+from collector.roi.store import TABLE, EventFilter, where_sql
+from collector.store.query import MAX_GROUPS, MAX_SERIES_ROWS, epoch_us
+from collector.store.writer import Store
 
 GROUP_COLUMNS = ("agent_id", "task_type", "model", "outcome", "currency")
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from collector.api.params import parse_time
 from collector.errors import ApiError
-from collector.read_api_params import parse_time
-from collector.tasktypes import MAX_BASELINE_MINUTES
+from collector.roi.tasktypes import MAX_BASELINE_MINUTES
 
 OUTCOMES = ("success", "failure", "needs_review")
 MAX_EXCERPT = 2000

@@ -1,8 +1,8 @@
 """ROI of traced runs: each finished run of a workflow mapped to a task type (`roi:` in the config)
 becomes an ROI event, with the arithmetic of `POST /v1/track` and the run's priced LLM calls.
 
-A `RunConsumer` ("roi_runs") fed by `collector/follow.py` from the `runs` change feed; it writes
-`roi_events` rows in the transaction that moves its watermark, one event per (org, run_id).
+A `RunConsumer` ("roi_runs") fed by `collector/runs/follow.py` from the `runs` change feed; it
+writes `roi_events` rows in the transaction that moves its watermark, one event per (org, run_id).
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from collector import roi_guard, roi_store
 from collector.configparse import ConfigIssue
-from collector.roi_json import event_record, response_body
-from collector.roi_math import UnknownTaskType, compute, usd_cost
-from collector.roi_request import TrackRequest
-from collector.roi_settings import OrgSettings, parse_settings
-from collector.tasktypes import NAME_RE, Catalogue
+from collector.roi import guard as roi_guard
+from collector.roi import store as roi_store
+from collector.roi.compute import UnknownTaskType, compute, usd_cost
+from collector.roi.request import TrackRequest
+from collector.roi.settings import OrgSettings, parse_settings
+from collector.roi.shapes import event_record, response_body
+from collector.roi.tasktypes import NAME_RE, Catalogue
 
 log = logging.getLogger(__name__)
 

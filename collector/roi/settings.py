@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from collector.tasktypes import NAME_RE, Catalogue, valid_minutes
+from collector.roi.tasktypes import NAME_RE, Catalogue, valid_minutes
 
 PLANS = ("free", "pro", "enterprise")
 # Per-key requests a second (the doc's table) and events a calendar month (UTC) per org.

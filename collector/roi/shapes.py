@@ -10,11 +10,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from collector import read_api_json as js
-from collector.roi_math import Savings
-from collector.roi_request import TrackRequest
-from collector.roi_settings import OrgSettings
-from collector.tasktypes import Catalogue
+from collector.api import shapes as js
+from collector.roi.compute import Savings
+from collector.roi.request import TrackRequest
+from collector.roi.settings import OrgSettings
+from collector.roi.tasktypes import Catalogue
 
 
 def response_body(

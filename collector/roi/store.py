@@ -14,8 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from collector.model import Rows
-from collector.schema import Column
-from collector.store import LAKE, Store
+from collector.store.schema import Column
+from collector.store.writer import LAKE, Store
 
 TABLE = "roi_events"
 IDEMPOTENCY_WINDOW = timedelta(hours=24)

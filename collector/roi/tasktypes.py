@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SHIPPED_PATH = Path(__file__).resolve().parent.parent / "config" / "task_types.json"
+SHIPPED_PATH = Path(__file__).resolve().parents[2] / "config" / "task_types.json"
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
 MAX_BASELINE_MINUTES = 525_600.0  # a year: anything longer is a unit mistake, not a task

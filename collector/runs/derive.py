@@ -1,8 +1,8 @@
 """Derived processing: keeps the `runs` and `span_runs` tables in step with committed spans.
 
 Reads DuckLake's change feed of `spans` from the `runs` watermark, re-assembles every touched
-trace whole with the assembler the registry hands in (`processors/runs.py`), and writes the rows
-and the new watermark in one transaction: a crash anywhere redoes that step, exactly once.
+trace whole with the assembler the registry hands in (`processors/runs/assemble.py`), and writes the
+rows and the new watermark in one transaction: a crash anywhere redoes that step, exactly once.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from collector.dedup import run_key
-from collector.derive_overdue import OverdueRuns
-from collector.derive_schema import add_missing_columns, add_run_keys
 from collector.model import Signal, StoreUnavailable
-from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
-from collector.store import LAKE, Store
-from collector.watermarks import read_watermark, stored_watermark, write_watermark
+from collector.runs.overdue import OverdueRuns
+from collector.runs.upkeep import add_missing_columns, add_run_keys
+from collector.store.dedup import run_key
+from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
+from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
+from collector.store.writer import LAKE, Store
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ TraceKey = tuple[str, str]  # (org, trace_id)
 
 
 class RunsSettings(Protocol):
-    """The parts of `processors.runs.RunsConfig` the deriver uses."""
+    """The parts of `processors.runs.assemble.RunsConfig` the deriver uses."""
 
     @property
     def interval_ms(self) -> int: ...
@@ -51,8 +51,8 @@ class RunsSettings(Protocol):
 
 
 class Assembler(Protocol):
-    """`processors.runs.RunsProcessor`, passed in by the registry (the collector does not import
-    processors): reads `columns` of a trace's spans, returns rows of the derived tables."""
+    """`processors.runs.assemble.RunsProcessor`, passed in by the registry (the collector does not
+    import processors): reads `columns` of a trace's spans, returns rows of the derived tables."""
 
     @property
     def config(self) -> RunsSettings: ...

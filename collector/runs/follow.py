@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import duckdb
 
 from collector.model import StoreUnavailable
-from collector.schema import RUN_COLUMNS
-from collector.store import LAKE, Store
-from collector.watermarks import read_watermark, stored_watermark, write_watermark
+from collector.store.schema import RUN_COLUMNS
+from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
+from collector.store.writer import LAKE, Store
 
 log = logging.getLogger(__name__)
 

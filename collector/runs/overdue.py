@@ -1,5 +1,5 @@
 """Runs still waiting for their root span past `root_timeout_s`, for the run deriver to re-derive
-as timeouts: found in the `runs` table that `collector/derive.py` writes, and only when due.
+as timeouts: found in the `runs` table that `collector/runs/derive.py` writes, and only when due.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from collector.store import Store
+from collector.store.writer import Store
 
 _NS = 1_000_000_000
 _NEVER = 1 << 62  # ns: later than any clock reading

@@ -7,9 +7,9 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from collector.dedup import run_key
-from collector.lake import LAKE
-from collector.schema import DERIVED_TABLES
+from collector.store.dedup import run_key
+from collector.store.lake import LAKE
+from collector.store.schema import DERIVED_TABLES
 
 
 def add_run_keys(cur: duckdb.DuckDBPyConnection) -> int:

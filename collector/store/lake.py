@@ -1,7 +1,7 @@
 """Opening the DuckLake store: where it lives and how it commits (`StoreSettings`), and a
 DuckDB connection with the lake attached, extensions loaded only from their wheels.
 
-`collector/store.py` opens the service's one instance with it; tools and tests open the same
+`collector/store/writer.py` opens the service's one instance with it; tools and tests open the same
 store with it while the server is stopped.
 """
 

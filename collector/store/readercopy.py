@@ -11,8 +11,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from collector.lake import LAKE
-from collector.store import Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 
 READER_NAME = "catalog.reader.ducklake"
 

@@ -1,6 +1,6 @@
 """Reader cursors of the store: a pool of cursors already switched to the lake, and readers that
-keep one transaction (one snapshot) over several queries. `collector/store.py` owns the pool; the
-read APIs query through `Store.query` and `Store.reader()`.
+keep one transaction (one snapshot) over several queries. `collector/store/writer.py` owns the pool;
+the read APIs query through `Store.query` and `Store.reader()`.
 
 Why a pool: `USE lake` on a new cursor is a DuckLake transaction of its own (a snapshot lookup in
 the catalog), so a fresh cursor per query paid for two. Why readers: every DuckLake transaction

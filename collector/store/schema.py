@@ -59,7 +59,7 @@ SPAN_CORE: tuple[Column, ...] = (
     _c("span_key", _I64, "BIGINT", "64-bit hash of (org, trace_id, span_id), for deduplication"),
 )
 
-# Filled by processors/normalise.py and processors/cost.py; NULL when a span says nothing.
+# Filled by processors/normalise/span.py and processors/cost.py; NULL when a span says nothing.
 SPAN_NORMALISED: tuple[Column, ...] = (
     _c("span_type", _STR, "VARCHAR", "agent | llm | tool | other"),
     _c("operation", _STR, "VARCHAR", "gen_ai operation name when known"),
@@ -163,7 +163,7 @@ def to_table(signal: Signal, columns: dict[str, list[object]], n: int) -> pa.Tab
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-# Tables derived from committed spans by `collector/derive.py` (not written by ingest): one row
+# Tables derived from committed spans by `collector/runs/derive.py` (not written by ingest): one row
 # per run, and which run each span belongs to. Recomputed a whole trace at a time.
 RUN_COLUMNS: tuple[Column, ...] = (
     _c("org", _STR, "VARCHAR", "owning org"),
@@ -200,8 +200,8 @@ RUN_COLUMNS: tuple[Column, ...] = (
     _c("updated_at", _TS, "TIMESTAMPTZ", "when this row was derived"),
     # Integer twins of the ids, so a lookup by id compares 8-byte integers instead of 48-char
     # strings over every run; added after the first release, so kept last (ALTER TABLE order).
-    _c("run_key", _I64, "BIGINT", "collector.dedup.run_key of run_id"),
-    _c("parent_run_key", _I64, "BIGINT", "collector.dedup.run_key of parent_run_id"),
+    _c("run_key", _I64, "BIGINT", "collector.store.dedup.run_key of run_id"),
+    _c("parent_run_key", _I64, "BIGINT", "collector.store.dedup.run_key of parent_run_id"),
     # The run's detail picks its calls from the trace's spans by these ids, sparing a lookup
     # in `span_runs` (~15% of its time at 1M runs); NULL for runs derived before the column,
     # or with too many to list. Raw 8-byte ids in one BLOB: half the size of hex, and a

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import duckdb
 
-from collector.store import Store
+from collector.store.writer import Store
 
 
 def read_watermark(cur: duckdb.DuckDBPyConnection, name: str) -> int | None:

@@ -24,14 +24,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from collector.dedup import SpanDedup
-from collector.lake import LAKE, StoreSettings, connect
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
-from collector.readers import CursorPool, SnapshotReader
-from collector.schema import create_table_sql
+from collector.store.dedup import SpanDedup
+from collector.store.lake import LAKE, StoreSettings, connect
+from collector.store.readers import CursorPool, SnapshotReader
+from collector.store.schema import create_table_sql
 from collector.telemetry import StoreStats
 
-# Opening the lake lives in collector/lake.py; callers may keep importing it from here.
+# Opening the lake lives in collector/store/lake.py; callers may keep importing it from here.
 __all__ = ["LAKE", "Store", "StoreSettings", "connect"]
 
 log = logging.getLogger(__name__)

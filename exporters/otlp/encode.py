@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.model import Rows, Signal
-from collector.schema import LOG_COLUMNS, METRIC_COLUMNS, SPAN_CORE
+from collector.store.schema import LOG_COLUMNS, METRIC_COLUMNS, SPAN_CORE
 
 _CODES = {Signal.TRACES: b"T", Signal.LOGS: b"L", Signal.METRICS: b"M"}
 _SIGNALS = {v: k for k, v in _CODES.items()}

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from collector.configparse import INVALID, ConfigIssue, bounds
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
-from collector.store import Store
-from exporters.diskqueue import DiskQueue, QueueFull
-from exporters.otlp_encode import encode, from_record, to_record
-from exporters.otlp_send import GrpcSender, HttpSender, Permanent, Retryable, Sender
+from collector.store.writer import Store
+from exporters.otlp.diskqueue import DiskQueue, QueueFull
+from exporters.otlp.encode import encode, from_record, to_record
+from exporters.otlp.send import GrpcSender, HttpSender, Permanent, Retryable, Sender
 
 log = logging.getLogger(__name__)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -1,6 +1,6 @@
 """OTLP clients of the forward exporter: gRPC (`otlp:`) and HTTP/protobuf (`otlphttp:`).
 
-The sender thread of `exporters/otlp.py` hands each rebuilt Export*ServiceRequest to `send`;
+The sender thread of `exporters/otlp/forward.py` hands each rebuilt Export*ServiceRequest to `send`;
 the answer is sent, retry later (`Retryable`) or never (`Permanent`), as the OTLP spec says.
 """
 

@@ -1,7 +1,7 @@
 """Alert rule evaluation, pure: does a finished run fire a rule, does a window aggregate open,
 keep or resolve an event, is a rule in its cool-down, and what the notification says.
 
-Rules (`processors/alerts_rules.py`), runs and aggregates come from `collector/alerts_follow.py`,
+Rules (`processors/alerts/rules.py`), runs and aggregates come from `collector/alerts/consumer.py`,
 which stores the decisions as alert events and queues the notifications this module words.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from processors.alerts_rules import (
+from processors.alerts.rules import (
     BELOW,
     RUN_COLUMN,
     SAMPLED,

@@ -1,7 +1,7 @@
 """Alert rule definitions: the conditions catalogue and the rule dataclass with its checks.
 
 Rules come from the `alerts.rules` section of the config and from `/api/alert-rules` bodies
-(both parsed by the collector's config parser into `AlertRuleSpec`); `processors/alerts.py`
+(both parsed by the collector's config parser into `AlertRuleSpec`); `processors/alerts/engine.py`
 evaluates them.
 """
 

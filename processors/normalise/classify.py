@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors import semconv
+from processors.normalise import semconv
 
 
 def classify(a: dict[str, Any], name: str, op: str | None, is_root: bool) -> str:

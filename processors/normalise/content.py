@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from processors import semconv
+from processors.normalise import semconv
 
 _MAX_DEPTH = 8
 # Keys that hold text, in the order they are read, across OTel parts, OpenAI/Anthropic messages,

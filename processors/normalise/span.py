@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.model import Batch, Signal
-from collector.schema import SPAN_NORMALISED
-from processors import content, semconv
-from processors.classify import classify, provider
-from processors.usage import provided_cost, usage
+from collector.store.schema import SPAN_NORMALISED
+from processors.normalise import content, semconv
+from processors.normalise.classify import classify, provider
+from processors.normalise.usage import provided_cost, usage
 
 _ERROR_LEVEL_NUM = 17  # logfire: info 9, warn 13, error 17, fatal 21
 _STATUS_ERROR = 2

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from processors import semconv
+from processors.normalise import semconv
 
 Usage = dict[str, int | None]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from processors.rules_fields import json_field, json_keywords
-from processors.rules_text import (
+from processors.output_rules.fields import json_field, json_keywords
+from processors.output_rules.text import (
     Check,
     RuleResult,
     ValueProblem,

@@ -1,8 +1,8 @@
 """The JSON-field output rules: `json_field` (fields present, optionally with a value) and
 `json_field_keyword_required` / `_forbidden` (keywords in one field's text).
 
-`processors/rules.py` builds these from a rule's value; the output's JSON is found and read
-with `processors/rules_json.py`.
+`processors/output_rules/engine.py` builds these from a rule's value; the output's JSON is found and
+read with `processors/output_rules/json_path.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from processors.rules_json import (
+from processors.output_rules.json_path import (
     PathError,
     Step,
     as_text,
@@ -21,7 +21,7 @@ from processors.rules_json import (
     parse_path,
     resolve,
 )
-from processors.rules_text import (
+from processors.output_rules.text import (
     Check,
     RuleResult,
     ValueProblem,

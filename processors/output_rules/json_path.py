@@ -1,7 +1,7 @@
 """JSON paths for output rules: parse `customer.email`, `items[0].sku`, `$.a["b c"]` and find
 the value they name in an AI output that is (or contains) a JSON document.
 
-`processors/rules.py` validates a rule's path with `parse_path` and reads outputs with
+`processors/output_rules/engine.py` validates a rule's path with `parse_path` and reads outputs with
 `extract_json` + `resolve`; pure functions over strings and parsed JSON.
 """
 

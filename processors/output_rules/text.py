@@ -1,8 +1,9 @@
 """Keyword lists and regular expressions of output rules, as a no-code user writes them, and
 the result a rule gives (passed / triggered / error, with why).
 
-`processors/rules.py` parses a rule's `value` with these once (when the rule is created or
-loaded) and matches outputs with the compiled forms; pure, and linear in the output's length.
+`processors/output_rules/engine.py` parses a rule's `value` with these once (when the rule is
+created or loaded) and matches outputs with the compiled forms; pure, and linear in the output's
+length.
 """
 
 from __future__ import annotations

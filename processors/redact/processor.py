@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector.model import Batch, Signal
-from processors.redact_rules import RedactConfig, Redactor, RedactRule, glob_prefilter
+from processors.redact.rules import RedactConfig, Redactor, RedactRule, glob_prefilter
 
 __all__ = ["REDACTIONS_METRIC", "RedactConfig", "RedactProcessor", "RedactRule", "Redactor"]
 

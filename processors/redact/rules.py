@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processors.redact_detect import DETECTORS
+from processors.redact.detect import DETECTORS
 
 Action = Literal["mask", "drop", "hash"]
 _DROP: Any = object()  # sentinel: remove this attribute / array element

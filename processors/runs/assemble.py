@@ -1,5 +1,6 @@
 """Run assembly: one trace's committed spans → its runs (status, totals, child runs) and which run
-each span belongs to. Pure; `collector/derive.py` feeds it spans from the store and writes back.
+each span belongs to. Pure; `collector/runs/derive.py` feeds it spans from the store and writes
+back.
 
 In short (details at each function): run spans are the agent spans; a trace without any has
 one run, its root. Every span belongs to its nearest ancestor run. Spans whose parent has not
@@ -13,11 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processors.loops import detect_loop
 from processors.runfacts import STATUS_ERROR as _STATUS_ERROR
 from processors.runfacts import STATUS_OK as _STATUS_OK
 from processors.runfacts import first_value, says_timeout, workflow_name
-from processors.runrows import (
+from processors.runs.loops import detect_loop
+from processors.runs.rows import (
     SPAN_FACT_FIELDS,
     RunRow,
     SpanRun,
@@ -26,7 +27,7 @@ from processors.runrows import (
     pack_call_ids,
     span_facts,
 )
-from processors.runtree import RunTree, SpanFacts, group_traces, order
+from processors.runs.tree import RunTree, SpanFacts, group_traces, order
 
 _TOKEN_FIELDS = (
     "input_tokens",
@@ -60,7 +61,7 @@ class RunsConfig:
 
 
 class RunsProcessor:
-    """The run assembler as `collector/derive.py` sees it: stored span rows in, table rows out.
+    """The run assembler as `collector/runs/derive.py` sees it: stored span rows in, table rows out.
 
     The collector may not import processors (only the registry does), so the registry hands this
     object to the deriver, which selects `columns` from `spans` and writes the rows it returns.

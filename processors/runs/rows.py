@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from processors.runtree import SpanFacts
+from processors.runs.tree import SpanFacts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -24,7 +24,7 @@ _FIELD_SET = frozenset(SPAN_FACT_FIELDS) - {"links", "received_ns"}
 
 @dataclass(frozen=True)
 class RunRow:
-    """One row of the `runs` table (`collector.schema.RUN_COLUMNS`)."""
+    """One row of the `runs` table (`collector.store.schema.RUN_COLUMNS`)."""
 
     org: str
     run_id: str

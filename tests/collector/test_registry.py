@@ -7,7 +7,7 @@ import pytest
 from collector import registry
 from collector.config import parse_config
 from collector.configparse import ConfigError
-from processors.runs import RunsConfig
+from processors.runs.assemble import RunsConfig
 
 
 def _issues(yaml_data: dict[str, object]) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from collector.store import StoreSettings, connect
+from collector.store.writer import StoreSettings, connect
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from collector.outbound import verify
+from collector.outbound.client import verify
 from tests.e2e.server import KEYS, Server, make_server
 from tests.fixtures.receiver import Answer, Receiver
 from tests.fixtures.smtp import SmtpServer

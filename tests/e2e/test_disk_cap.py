@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import httpx
 
-from collector.diskcap import store_bytes
-from collector.lake import StoreSettings
+from collector.governance.diskcap import store_bytes
+from collector.store.lake import StoreSettings
 from tests.e2e.otlp import PROTOBUF, spans_request
 from tests.e2e.server import KEYS, Server, make_server
 from tests.otlp_factory import kv

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from collector.outbound import verify
+from collector.outbound.client import verify
 from tests.e2e.server import KEYS, Server, make_server
 from tests.fixtures.fake_judges import KEY as JUDGE_KEY
 from tests.fixtures.fake_judges import FakeJudges

@@ -27,11 +27,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from collector.auth import Authenticator
-from collector.ratelimit import SlidingWindowLimiter
-from collector.read_api import ReadApi
-from collector.store import Store
-from tests.collector.test_query import T0, insert, rid, run_row, span, span_run
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.auth.keys import Authenticator
+from collector.read.api import ReadApi
+from collector.store.writer import Store
+from tests.collector.store.test_query import T0, insert, rid, run_row, span, span_run
 from tests.e2e.server import KEYS, Server
 from tests.otlp_factory import agent_trace, export_request
 from tests.stores import service_store

@@ -18,10 +18,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from collector.auth import Authenticator
-from collector.ratelimit import SlidingWindowLimiter
-from collector.store import Store
-from tests.collector.test_query import insert, rid, run_row, span, span_run
+from collector.api.ratelimit import SlidingWindowLimiter
+from collector.auth.keys import Authenticator
+from collector.store.writer import Store
+from tests.collector.store.test_query import insert, rid, run_row, span, span_run
 from tests.e2e.server import KEYS, Server
 from tests.e2e.test_read_api import OTHER_READ, READ, SUMMARY_KEYS, app_client, bearer
 from tests.otlp_factory import agent_trace, export_request

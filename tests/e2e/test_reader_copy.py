@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from collector.lake import ducklake_extension_path
+from collector.store.lake import ducklake_extension_path
 from tests.e2e.otlp import PROTOBUF, spans_request
 from tests.e2e.server import KEYS, make_server
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config_outbound import SmtpSettings
-from collector.outbound import OutboundFailed, OutboundPolicy, OutboundRefused, verify
+from collector.outbound.client import OutboundFailed, OutboundPolicy, OutboundRefused, verify
+from collector.outbound.config import SmtpSettings
 from collector.registry import build_channel
 from exporters.notify import (
     EmailChannel,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from collector.model import Batch, Signal
-from collector.pricebook import load_price_book, parse_price_book
+from collector.prices.book import load_price_book, parse_price_book
 from processors.cost import CostConfig, CostProcessor
-from processors.normalise import normalised_columns
+from processors.normalise.span import normalised_columns
 
 BOOK = parse_price_book(
     {

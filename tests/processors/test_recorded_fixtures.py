@@ -15,9 +15,9 @@ import pytest
 
 from collector.model import Signal
 from collector.pipeline import process_payload
-from collector.pricebook import load_price_book
+from collector.prices.book import load_price_book
 from processors.cost import CostConfig, CostProcessor
-from processors.normalise import NormaliseConfig, NormaliseProcessor
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor
 from tests.fixtures import fake_openai
 
 OTLP = Path(__file__).resolve().parent.parent / "fixtures" / "otlp"

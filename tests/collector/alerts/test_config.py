@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from collector import registry
-from collector.alerts_config import AlertsConfig
+from collector.alerts.config import AlertsConfig
 from collector.config import ConfigError, parse_config
 
 

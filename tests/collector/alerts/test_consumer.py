@@ -1,4 +1,4 @@
-"""Tests for the alerts consumer (`collector/alerts_follow.py`) driven by the real run follower
+"""Tests for the alerts consumer (`collector/alerts/consumer.py`) driven by the real run follower
 over a real DuckLake store: per-run rules once per run across re-derivation and restart,
 window events opening and resolving, manual resolution, cool-down, delivery and its retries.
 """
@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from collector import alerts_store as st
-from collector.alerts_config import AlertsConfig
-from collector.alerts_follow import AlertsConsumer
-from collector.follow import RunFollower
-from collector.query import Window
-from collector.store import Store
-from processors.alerts import AlertEngine
-from processors.alerts_rules import AlertRuleSpec
+from collector.alerts import store as st
+from collector.alerts.config import AlertsConfig
+from collector.alerts.consumer import AlertsConsumer
+from collector.runs.follow import RunFollower
+from collector.store.query import Window
+from collector.store.writer import Store
+from processors.alerts.engine import AlertEngine
+from processors.alerts.rules import AlertRuleSpec
 from tests.stores import service_store
 
 S = 1_000_000_000
@@ -118,7 +118,7 @@ def add_run(store: Store, run_id: str, end_ns: int, **kw: Any) -> None:
     marks = ", ".join("?" for _ in values)
 
     def write(cur: Any) -> None:
-        # Re-derivation replaces a run's row, as collector/derive.py does.
+        # Re-derivation replaces a run's row, as collector/runs/derive.py does.
         cur.execute("DELETE FROM runs WHERE org = ? AND run_id = ?", [values["org"], run_id])
         cur.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(values.values()))
 

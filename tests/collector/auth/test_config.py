@@ -1,4 +1,4 @@
-"""Tests for the `auth:` section (`collector/config_auth.py`): declared keys and orgs, their
+"""Tests for the `auth:` section (`collector/auth/config.py`): declared keys and orgs, their
 shapes, prefixes and scopes, and that a secret never shows in full in an error or a repr.
 """
 

@@ -1,4 +1,4 @@
-"""Tests for `collector/auth.py`: the key format, hashing, `Authenticator` and the bootstrap.
+"""Tests for `collector/auth/keys.py`: the key format, hashing, `Authenticator` and the bootstrap.
 
 Minted keys go through a real store in a temporary directory; declared keys are the config
 file's. Every failure is checked by its machine code, the one API errors carry.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.auth import (
+from collector.auth.keys import (
     Authenticator,
     AuthError,
     KeyRecord,
@@ -25,7 +25,7 @@ from collector.auth import (
     parse_key,
 )
 from collector.model import SCOPES, Principal
-from collector.store import Store, StoreSettings
+from collector.store.writer import Store, StoreSettings
 
 ACME_INGEST = "al_live_aaaa0001_" + "1" * 40
 ACME_READ = "al_read_aaaa0002_" + "2" * 40
@@ -202,7 +202,7 @@ def test_a_new_key_never_reuses_an_existing_id(
         (ACME_INGEST, "aaaa0001", "1" * 40),  # a declared key's id
         ("al_live_0000beef_" + "7" * 40, "0000beef", "7" * 40),
     ]
-    monkeypatch.setattr("collector.auth.mint_key", lambda scope: taken.pop(0))
+    monkeypatch.setattr("collector.auth.keys.mint_key", lambda scope: taken.pop(0))
     key, second = auth.create_key("globex", "ingest", "second")
     assert (key, second.key_id) == ("al_live_0000beef_" + "7" * 40, "0000beef")
     assert auth.authenticate(f"Bearer {first}", "ingest").org == "acme"  # still valid

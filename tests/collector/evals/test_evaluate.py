@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from collector import logs_store as ls
-from collector.auth import Authenticator
+from collector.auth.keys import Authenticator
 from collector.errors import ApiError
-from collector.logs_auth import LogsAuth
-from collector.logs_callbacks import Outbox, deliveries, enqueue
-from collector.logs_eval import Evaluator, JudgeSettings
-from collector.logs_request import parse_log
-from collector.logs_rules import RuleCache
-from collector.outbound import OutboundPolicy
+from collector.evals import store as ls
+from collector.evals.auth import LogsAuth
+from collector.evals.callbacks import Outbox, deliveries, enqueue
+from collector.evals.evaluate import Evaluator, JudgeSettings
+from collector.evals.request import parse_log
+from collector.evals.rules import RuleCache
+from collector.outbound.client import OutboundPolicy
 from collector.registry import build_rule_engine
-from collector.store import Store, StoreSettings
+from collector.store.writer import Store, StoreSettings
 from tests.fixtures.receiver import Answer, Receiver
 
 

@@ -1,4 +1,4 @@
-"""Tests of collector/judge.py against one local fake of all three providers (fake_judges.py):
+"""Tests of collector/evals/judge.py against one local fake of all three providers (fake_judges.py):
 verdicts, request shapes and headers, refusals, garbage, timeouts, retries, Retry-After."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, get_args
 
 import pytest
 
-from collector.judge import (
+from collector.evals.judge import (
     DEFAULT_MODELS,
     KNOWN_MODELS,
     PROVIDERS,
@@ -22,8 +22,8 @@ from collector.judge import (
     JudgeVerdict,
     Provider,
 )
-from collector.judge_answer import parse_verdict
-from collector.outbound import OutboundPolicy
+from collector.evals.judge_answer import parse_verdict
+from collector.outbound.client import OutboundPolicy
 from tests.fixtures.fake_judges import KEY, FakeJudges
 
 POLICY = OutboundPolicy()  # strict: the configured base URL is what makes 127.0.0.1 allowed

@@ -1,6 +1,6 @@
-"""Tests for `collector/compaction.py`: small files of many commits merged while ingest commits and
-queries run concurrently on a real DuckLake store — no row lost or doubled, runs derived from the
-change feed still match a derivation from scratch, and the inlined rows end up in Parquet.
+"""Tests for `collector/governance/compaction.py`: small files of many commits merged while ingest
+commits and queries run concurrently on a real DuckLake store — no row lost or doubled, runs derived
+from the change feed still match a derivation from scratch, and the inlined rows end up in Parquet.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from collector import compaction, retention, roi_store
-from collector.compaction import CompactionConfig
-from collector.derive import RunDeriver
-from collector.store import Store
-from processors.runs import RunsConfig, RunsProcessor
-from tests.collector.test_retention import append_native, append_spans, ns, spans, store
+from collector.governance import compaction, retention
+from collector.governance.compaction import CompactionConfig
+from collector.roi import store as roi_store
+from collector.runs.derive import RunDeriver
+from collector.store.writer import Store
+from processors.runs.assemble import RunsConfig, RunsProcessor
+from tests.collector.governance.test_retention import append_native, append_spans, ns, spans, store
 from tests.stores import service_store
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

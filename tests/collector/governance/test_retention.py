@@ -1,6 +1,7 @@
-"""Tests for `collector/retention.py` (and the reclaiming half of `collector/compaction.py`): a
-real DuckLake store with rows of every kind, old and new, for two orgs; exactly the expired rows
-go, per kind and org, the disk shrinks, and the run deriver still sees every change afterwards.
+"""Tests for `collector/governance/retention.py` (and the reclaiming half of
+`collector/governance/compaction.py`): a real DuckLake store with rows of every kind, old and new,
+for two orgs; exactly the expired rows go, per kind and org, the disk shrinks, and the run deriver
+still sees every change afterwards.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from collector import compaction, mcp_store, retention, roi_store
-from collector.derive import WATERMARK, RunDeriver
+from collector.governance import compaction, retention
+from collector.governance.retention import RetentionConfig
+from collector.mcp import store as mcp_store
 from collector.model import Rows, Signal
-from collector.retention import RetentionConfig
-from collector.schema import to_table
-from collector.store import Store
-from processors.runs import RunsConfig, RunsProcessor
+from collector.roi import store as roi_store
+from collector.runs.derive import WATERMARK, RunDeriver
+from collector.store.schema import to_table
+from collector.store.writer import Store
+from processors.runs.assemble import RunsConfig, RunsProcessor
 from tests.stores import service_store
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

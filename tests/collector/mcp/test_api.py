@@ -19,13 +19,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from collector.auth import Authenticator
-from collector.mcp_api import McpApi
-from collector.mcp_read_api import McpReadApi
-from collector.mcp_store import McpConfig
-from collector.schema import create_derived_sql
-from collector.store import Store, StoreSettings
-from collector.views import create_views
+from collector.auth.keys import Authenticator
+from collector.mcp.api import McpApi
+from collector.mcp.read_api import McpReadApi
+from collector.mcp.store import McpConfig
+from collector.read.views import create_views
+from collector.store.schema import create_derived_sql
+from collector.store.writer import Store, StoreSettings
 
 INGEST = "al_live_aaaa0001_" + "1" * 40
 READ = "al_read_aaaa0002_" + "2" * 40

@@ -1,5 +1,5 @@
 """MCP capture, continued: session ordering and fields, the session list, the read routes'
-checks, the analytics numbers and the `tool_calls` view, through `tests/collector/test_mcp.py`'s
+checks, the analytics numbers and the `tool_calls` view, through `tests/collector/mcp/test_api.py`'s
 client over a real tmp Store.
 """
 
@@ -15,8 +15,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from collector.store import LAKE, Store
-from tests.collector.test_mcp import DOC_EXAMPLE, INGEST, OTHER_READ, _event, _get, client
+from collector.store.writer import LAKE, Store
+from tests.collector.mcp.test_api import DOC_EXAMPLE, INGEST, OTHER_READ, _event, _get, client
 
 __all__ = ["client"]  # the fixture, shared with test_mcp
 

@@ -1,5 +1,5 @@
-"""Tests of collector/outbound.py: SSRF refusals, connect-to-checked-address, bounds, signing,
-delivery with retries; against a real local HTTP receiver (tests/fixtures/receiver.py)."""
+"""Tests of collector/outbound/client.py: SSRF refusals, connect-to-checked-address, bounds,
+signing, delivery with retries; against a real local HTTP receiver (tests/fixtures/receiver.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.outbound import (
+from collector.outbound.client import (
     OutboundClient,
     OutboundFailed,
     OutboundPolicy,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.pricebook import PriceBook, candidate_names, load_price_book, parse_price_book
+from collector.prices.book import PriceBook, candidate_names, load_price_book, parse_price_book
 
 
 @pytest.fixture(scope="module")

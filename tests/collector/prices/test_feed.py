@@ -21,8 +21,8 @@ from collector.config import parse_config
 from collector.configparse import ConfigError
 from collector.model import Signal
 from collector.pipeline import DecodePool
-from collector.pricebook import SHIPPED_PATH, PriceBook
-from collector.pricefeed import STATE_FILE, BookSource, PriceFeed, PricesConfig, redact_url
+from collector.prices.book import SHIPPED_PATH, PriceBook
+from collector.prices.feed import STATE_FILE, BookSource, PriceFeed, PricesConfig, redact_url
 from collector.telemetry import Metrics
 from tests.otlp_factory import export_request, kv
 
@@ -151,7 +151,7 @@ def test_a_failing_fetch_keeps_the_last_good_book_and_is_retried_sooner(
 
     state.status, state.body = status, body
     clock.now += 3600
-    with caplog.at_level(logging.WARNING, "collector.pricefeed"):
+    with caplog.at_level(logging.WARNING, "collector.prices.feed"):
         assert feed.tick() == "failed"
     assert feed.book is good and len(seen) == 1
     assert source.load() == good

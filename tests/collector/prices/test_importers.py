@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from collector import priceimport
 from collector.cli import main
-from collector.pricebook import SHIPPED_PATH, load_price_book, parse_price_book
+from collector.prices import importers as priceimport
+from collector.prices.book import SHIPPED_PATH, load_price_book, parse_price_book
 
 OPENROUTER: dict[str, Any] = {
     "data": [

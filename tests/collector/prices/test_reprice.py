@@ -11,11 +11,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from collector.cli import main
 from collector.model import Rows, Signal
 from collector.pipeline import process_payload
-from collector.pricebook import load_price_book
-from collector.reprice import reprice
-from collector.store import Store, StoreSettings, connect
+from collector.prices.book import load_price_book
+from collector.prices.reprice import reprice
+from collector.store.writer import Store, StoreSettings, connect
 from processors.cost import CostConfig, CostProcessor
-from processors.normalise import NormaliseConfig, NormaliseProcessor
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor
 from tests.otlp_factory import export_request, kv
 
 

@@ -1,4 +1,4 @@
-"""Tests for `collector/query_compare.py`: two runs and their spans inserted by hand into a tmp
+"""Tests for `collector/read/compare.py`: two runs and their spans inserted by hand into a tmp
 DuckLake store, compared; the alignment, deltas and tool edit scripts are worked out by hand.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from collector import query_compare as qc
-from collector.store import Store
-from tests.collector.test_query import S, insert, rid, run_row, span, span_run
+from collector.read import compare as qc
+from collector.store.writer import Store
+from tests.collector.store.test_query import S, insert, rid, run_row, span, span_run
 from tests.stores import service_store
 
 

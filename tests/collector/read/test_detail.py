@@ -1,4 +1,4 @@
-"""Tests for `collector/run_detail.py`: a run's detail read on two readers must equal the plain
+"""Tests for `collector/read/detail.py`: a run's detail read on two readers must equal the plain
 sequential queries of `query_runs.get_run`, whether the run's row lists its calls or not,
 including the fallback for big traces, the side tables (alert events) and failures on either
 thread. A real DuckLake store in a temp dir.
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from collector import alerts_store
-from collector import query_runs as qr
-from collector import run_detail as rd
-from collector.store import Store
-from tests.collector.test_query import T0, insert, rid, run_row, span, span_run
+from collector.alerts import store as alerts_store
+from collector.read import detail as rd
+from collector.read import runs as qr
+from collector.store.writer import Store
+from tests.collector.store.test_query import T0, insert, rid, run_row, span, span_run
 from tests.stores import service_store
 
 

@@ -22,11 +22,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette asks for the `httpx2` fork; httpx works
     from starlette.testclient import TestClient
 
-from collector.auth import Authenticator, ensure_org
-from collector.pricebook import load_price_book
-from collector.roi_api import RoiApi
-from collector.store import Store, StoreSettings
-from collector.tasktypes import load_catalogue
+from collector.auth.keys import Authenticator, ensure_org
+from collector.prices.book import load_price_book
+from collector.roi.api import RoiApi
+from collector.roi.tasktypes import load_catalogue
+from collector.store.writer import Store, StoreSettings
 from processors.cost import CostConfig, CostProcessor
 from tests.e2e.server import KEYS
 

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 from collector.errors import ApiError
-from collector.pricebook import load_price_book
-from collector.roi_math import (
+from collector.prices.book import load_price_book
+from collector.roi.compute import (
     UnknownTaskType,
     compute,
     hours_saved,
     processor_pricer,
     resolve_baseline,
 )
-from collector.roi_request import parse_track
-from collector.roi_settings import CustomType, OrgSettings, merge_patch, parse_settings
-from collector.tasktypes import load_catalogue, parse_catalogue
+from collector.roi.request import parse_track
+from collector.roi.settings import CustomType, OrgSettings, merge_patch, parse_settings
+from collector.roi.tasktypes import load_catalogue, parse_catalogue
 from processors.cost import CostConfig, CostProcessor
 
 CATALOGUE = load_catalogue()

@@ -14,17 +14,28 @@ from typing import Any
 
 import pytest
 
-from collector import query_runs as qr
-from collector import read_api_json as js
-from collector import roi_store
+from collector.api import shapes as js
 from collector.config import parse_config
 from collector.configparse import ConfigError
-from collector.follow import RunFollower
 from collector.query_run_roi import run_roi
-from collector.roi_runs import RoiConfig, RoiRuns, event_id
-from collector.store import Store
-from collector.tasktypes import load_catalogue
-from tests.collector.test_derive import T0, T1, T2, S, agent, append, deriver, llm, settings, sid
+from collector.read import runs as qr
+from collector.roi import store as roi_store
+from collector.roi.runs import RoiConfig, RoiRuns, event_id
+from collector.roi.tasktypes import load_catalogue
+from collector.runs.follow import RunFollower
+from collector.store.writer import Store
+from tests.collector.runs.test_derive import (
+    T0,
+    T1,
+    T2,
+    S,
+    agent,
+    append,
+    deriver,
+    llm,
+    settings,
+    sid,
+)
 
 CATALOGUE = load_catalogue()
 COLS = (
@@ -156,7 +167,7 @@ def test_only_mapped_workflows_per_org_and_known_task_types(
     append(store, [agent(T2, 1, agent_name="other"), llm(T2, 2, 1)])
     append(store, [agent(T2, 1, agent_name="unmapped", **g), llm(T2, 2, 1, **g)], org="globex")
     d.step()
-    with caplog.at_level(logging.WARNING, "collector.roi_runs"):
+    with caplog.at_level(logging.WARNING, "collector.roi.runs"):
         assert f.step() == 4
     rows = store.query("SELECT org, agent_id, task_type FROM roi_events ORDER BY org")
     assert rows == [

@@ -1,4 +1,4 @@
-"""Tests for `collector/derive.py`: a real DuckLake store in a temporary directory, spans
+"""Tests for `collector/runs/derive.py`: a real DuckLake store in a temporary directory, spans
 appended in several commits and out of order, runs derived from the change feed and read back.
 """
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from collector.dedup import run_key
-from collector.derive import RunDeriver
 from collector.model import Rows, Signal
-from collector.schema import to_table
-from collector.store import Store, StoreSettings
-from processors.runs import RunsConfig, RunsProcessor
+from collector.runs.derive import RunDeriver
+from collector.store.dedup import run_key
+from collector.store.schema import to_table
+from collector.store.writer import Store, StoreSettings
+from processors.runs.assemble import RunsConfig, RunsProcessor
 
 T1, T2 = "a1" * 16, "b2" * 16
 S = 1_000_000_000

@@ -1,5 +1,5 @@
-"""Tests for `collector/follow.py`: spans appended to a real DuckLake store, runs derived by the
-real deriver, and consumers fed from the runs change feed exactly once, across restarts.
+"""Tests for `collector/runs/follow.py`: spans appended to a real DuckLake store, runs derived by
+the real deriver, and consumers fed from the runs change feed exactly once, across restarts.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from collector.follow import RunFollower
-from collector.store import Store
-from tests.collector.test_derive import T1, T2, agent, append, deriver, llm, settings, sid
+from collector.runs.follow import RunFollower
+from collector.store.writer import Store
+from tests.collector.runs.test_derive import T1, T2, agent, append, deriver, llm, settings, sid
 
 
 class Recorder:

@@ -1,4 +1,4 @@
-"""Tests for `collector/dedup.py`: the recent span-hash generations the store writer consults.
+"""Tests for `collector/store/dedup.py`: the recent span-hash generations the store writer consults.
 
 Hashes are plain uint64 arrays (the store gets them from DuckDB's `hash()`); times are given
 explicitly, so expiry is tested without sleeping.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from collector.dedup import RecentKeys
+from collector.store.dedup import RecentKeys
 
 
 def u64(*values: int) -> np.ndarray:

@@ -13,14 +13,19 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from collector import query_metrics as qm
-from collector import query_runs as qr
-from collector.dedup import run_key
 from collector.model import Signal
-from collector.query import Window, derived_tables_ready
-from collector.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema, to_table
-from collector.store import Store, StoreSettings
-from collector.views import create_views
+from collector.read import metrics as qm
+from collector.read import runs as qr
+from collector.read.views import create_views
+from collector.store.dedup import run_key
+from collector.store.query import Window, derived_tables_ready
+from collector.store.schema import (
+    DERIVED_TABLES,
+    create_derived_sql,
+    derived_arrow_schema,
+    to_table,
+)
+from collector.store.writer import Store, StoreSettings
 
 T0 = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 S = 1_000_000_000

@@ -1,5 +1,5 @@
-"""Tests for `collector/readers.py` through a real store: pooled reader cursors and readers that
-keep one snapshot over several queries (timeouts, failed queries, commits in between).
+"""Tests for `collector/store/readers.py` through a real store: pooled reader cursors and readers
+that keep one snapshot over several queries (timeouts, failed queries, commits in between).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from collector.store import Store, StoreSettings
+from collector.store.writer import Store, StoreSettings
 
 _SLOW = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)"
 

@@ -1,4 +1,5 @@
-"""Tests for `collector/store.py`: the DuckLake store in a temporary directory, used directly.
+"""Tests for `collector/store/writer.py`: the DuckLake store in a temporary directory, used
+directly.
 
 Rows are built the way the pipeline builds them (decode → `to_table`), appended concurrently
 to exercise group commit, and read back with `Store.query` or from a reopened store.
@@ -22,10 +23,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.decode import decode
-from collector.lake import prime_table_stats
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
-from collector.schema import to_table
-from collector.store import Store, StoreSettings
+from collector.store.lake import prime_table_stats
+from collector.store.schema import to_table
+from collector.store.writer import Store, StoreSettings
 from tests.otlp_factory import export_request, kv
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

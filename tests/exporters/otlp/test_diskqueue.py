@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.diskqueue import DiskQueue, QueueFull
+from exporters.otlp.diskqueue import DiskQueue, QueueFull
 
 
 def queue(path: Path, **bounds: int) -> DiskQueue:

@@ -1,4 +1,4 @@
-"""Tests for `processors/alerts.py`: every condition firing just above its threshold and not
+"""Tests for `processors/alerts/engine.py`: every condition firing just above its threshold and not
 firing at it, window decisions (open / keep / resolve / clear), cool-down and the wording.
 """
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from processors.alerts import (
+from processors.alerts.engine import (
     Aggregate,
     Decision,
     OpenEvent,
@@ -18,7 +18,7 @@ from processors.alerts import (
     notification,
     run_value,
 )
-from processors.alerts_rules import AlertRuleSpec
+from processors.alerts.rules import AlertRuleSpec
 
 S = 1_000_000_000
 

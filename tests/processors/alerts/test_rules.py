@@ -1,4 +1,4 @@
-"""Tests for `processors/alerts_rules.py`: a bad rule is refused with a message naming the
+"""Tests for `processors/alerts/rules.py`: a bad rule is refused with a message naming the
 field, through the same config parser the YAML file and the API use.
 """
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from collector.configparse import ConfigIssue, parse_dataclass
-from processors.alerts_rules import AlertRuleSpec, DeclaredRule, scope_of
+from processors.alerts.rules import AlertRuleSpec, DeclaredRule, scope_of
 
 
 def problems(**raw: Any) -> list[str]:

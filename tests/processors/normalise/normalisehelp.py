@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from collector.model import Batch, Signal
-from collector.schema import SPAN_NORMALISED
-from processors.normalise import NormaliseConfig, NormaliseProcessor
+from collector.store.schema import SPAN_NORMALISED
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor
 
 
 def span(

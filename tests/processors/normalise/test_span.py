@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 from collector.model import Batch, Signal
-from collector.schema import SPAN_NORMALISED
-from processors.normalise import NormaliseConfig, NormaliseProcessor, normalised_columns
-from tests.processors.normalisehelp import one, run, span
+from collector.store.schema import SPAN_NORMALISED
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor, normalised_columns
+from tests.processors.normalise.normalisehelp import one, run, span
 
 
 def test_empty_columns_helper_covers_every_normalised_column() -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from collector.model import Batch, Signal
-from processors.normalise import NormaliseConfig, NormaliseProcessor
-from tests.processors.normalisehelp import one, run, span
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor
+from tests.processors.normalise.normalisehelp import one, run, span
 
 
 def test_pydantic_ai_run_llm_tool_and_pending_span_dropped() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from tests.processors.normalisehelp import one, run, span
+from tests.processors.normalise.normalisehelp import one, run, span
 
 
 def test_openinference_llm_with_flattened_messages_and_cost() -> None:

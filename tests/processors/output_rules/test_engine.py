@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from processors.rules import RULE_TYPES, RuleResult, ValueProblem, combine, compile_rule
+from processors.output_rules.engine import (
+    RULE_TYPES,
+    RuleResult,
+    ValueProblem,
+    combine,
+    compile_rule,
+)
 
 
 def outcome(rule_type: str, value: str, output: str, confidence: float | None = None) -> str:

@@ -17,9 +17,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from collector.configparse import ConfigIssue, parse_dataclass
 from collector.decode import decode
 from collector.model import Signal
-from collector.schema import TABLES
-from processors.normalise import NormaliseConfig, NormaliseProcessor
-from processors.redact import REDACTIONS_METRIC, RedactConfig, Redactor, RedactProcessor, RedactRule
+from collector.store.schema import TABLES
+from processors.normalise.span import NormaliseConfig, NormaliseProcessor
+from processors.redact.processor import (
+    REDACTIONS_METRIC,
+    RedactConfig,
+    Redactor,
+    RedactProcessor,
+    RedactRule,
+)
 from tests.otlp_factory import kv
 
 KEY = "k" * 32

@@ -1,4 +1,4 @@
-"""Tests for `processors/runs.py` (with `runtree.py` and `loops.py`): run assembly from the
+"""Tests for `processors/runs/assemble.py` (with `runtree.py` and `loops.py`): run assembly from the
 normalised facts of one trace's spans, built here by hand, with no store involved.
 """
 
@@ -10,8 +10,15 @@ from typing import Any
 
 import pytest
 
-from processors import runrows
-from processors.runs import RunRow, RunsConfig, RunsProcessor, SpanFacts, TraceRuns, assemble
+from processors.runs import rows as runrows
+from processors.runs.assemble import (
+    RunRow,
+    RunsConfig,
+    RunsProcessor,
+    SpanFacts,
+    TraceRuns,
+    assemble,
+)
 
 T = "ab" * 16
 OTHER = "cd" * 16
