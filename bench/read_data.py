@@ -16,7 +16,7 @@ import pyarrow as pa
 from collector.governance.compaction import CompactionConfig, apply_layout, compact
 from collector.model import Signal
 from collector.runs.upkeep import add_run_keys
-from collector.store.dedup import run_key
+from collector.store.keys import run_key
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, create_table_sql
 from collector.store.writer import META_DDL, Store, StoreSettings, connect
 

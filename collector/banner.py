@@ -6,13 +6,19 @@ Written to the service's output stream once the listeners are up; the keys are n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TextIO
+from dataclasses import dataclass, field
+from typing import TextIO
 
 from collector import __version__
 from collector.model import Scope
 
-if TYPE_CHECKING:
-    from collector.service import Endpoints
+
+@dataclass
+class Endpoints:
+    grpc: str | None = None
+    http: str | None = None
+    api: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def print_ready(

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Literal
 
 from collector.alerts.config import AlertsConfig
+from collector.api.server import ApiConfig
 from collector.auth.config import AuthConfig, KeyConfig, OrgConfig
 from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
     ConfigError,
     ConfigIssue,
-    bounds,
     describe,
     join,
     parse_dataclass,
@@ -32,9 +32,9 @@ from collector.evals.config import EvalLogsConfig
 from collector.evals.judge import JudgeConfig
 from collector.governance.compaction import CompactionConfig
 from collector.governance.retention import RetentionConfig
-from collector.mcp.store import McpConfig
-from collector.outbound.client import OutboundPolicy
-from collector.outbound.config import NotificationsConfig
+from collector.mcp.config import McpConfig
+from collector.outbound.config import NotificationsConfig, OutboundPolicy
+from collector.pipeline import LimitsConfig
 from collector.prices.feed import PricesConfig
 from collector.receivers.config import (
     GrpcConfig,
@@ -42,11 +42,11 @@ from collector.receivers.config import (
     OtlpProtocols,
     OtlpReceiverConfig,
     ReceiversConfig,
-    endpoint_issues,
     split_endpoint,
 )
-from collector.roi.runs import RoiConfig
+from collector.roi.config import RoiConfig
 from collector.secretbox import SecretsConfig
+from collector.store.config import StorageConfig
 
 # ConfigError and ConfigIssue are re-exported: callers of load_config catch them from here.
 __all__ = [
@@ -126,65 +126,6 @@ class ServiceConfig:
             for name in self.pipelines
             if not _PIPELINE.fullmatch(name)
         ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class StorageConfig:
-    """Where the DuckLake store lives. Relative paths are relative to the working directory."""
-
-    path: str = "./agentledger-data"
-    catalog: str | None = None
-    data_path: str | None = None
-    commit_interval_ms: int = field(default=20, metadata=bounds(ge=1, le=10_000))
-    commit_max_rows: int = field(default=50_000, metadata=bounds(ge=1))
-    dedup_window_s: int = field(default=900, metadata=bounds(ge=0))
-    fsync: bool = True
-    max_size_mib: int | None = field(default=None, metadata=bounds(ge=1))
-    on_full: Literal["drop_oldest", "refuse"] = (
-        "refuse"  # past max_size_mib (collector/governance/diskcap.py)
-    )
-    size_check_interval_s: int = field(default=10, metadata=bounds(ge=1))
-    reader_copy_interval_s: int = field(default=0, metadata=bounds(ge=0))
-    """Publish `catalog.reader.ducklake` for other processes' readers this often; 0: never."""
-
-    def catalog_path(self) -> str:
-        return (
-            self.catalog if self.catalog is not None else str(Path(self.path, "catalog.ducklake"))
-        )
-
-    def data_path_resolved(self) -> str:
-        # DuckLake treats DATA_PATH as a prefix, hence the trailing separator.
-        return self.data_path if self.data_path is not None else str(Path(self.path, "data")) + "/"
-
-    def validate(self) -> list[ConfigIssue]:
-        return [
-            ConfigIssue(name, "must not be empty")
-            for name, value in (
-                ("path", self.path),
-                ("catalog", self.catalog),
-                ("data_path", self.data_path),
-            )
-            if value == ""
-        ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class LimitsConfig:
-    max_queue_items: int = field(default=200_000, metadata=bounds(ge=1))
-    max_queue_mib: int = field(default=256, metadata=bounds(ge=1))
-    decode_workers: int = field(default=2, metadata=bounds(ge=0))  # 0: decode in the server
-    retry_after_s: int = field(default=1, metadata=bounds(ge=1))
-
-
-@dataclass(frozen=True, kw_only=True)
-class ApiConfig:
-    """`endpoint` opens a separate listener for the JSON APIs; None serves them on the OTLP HTTP
-    listener, or nowhere if that is off (an ingest-only gRPC node)."""
-
-    endpoint: str | None = None
-
-    def validate(self) -> list[ConfigIssue]:
-        return [] if self.endpoint is None else endpoint_issues("endpoint", self.endpoint)
 
 
 def _parse_components(raw: object, path: str, errors: list[ConfigIssue]) -> object:

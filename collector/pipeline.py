@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from collector.configparse import (
+    bounds,
+)
 from collector.decode import decode
 from collector.model import (
     Accepted,
@@ -273,3 +276,11 @@ class Pipeline:
         """Refuse new requests and wait until every admitted one has been answered."""
         self._draining = True
         await self._idle.wait()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    max_queue_items: int = field(default=200_000, metadata=bounds(ge=1))
+    max_queue_mib: int = field(default=256, metadata=bounds(ge=1))
+    decode_workers: int = field(default=2, metadata=bounds(ge=0))  # 0: decode in the server
+    retry_after_s: int = field(default=1, metadata=bounds(ge=1))

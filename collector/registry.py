@@ -22,7 +22,7 @@ from collector.evals.model import RuleEngine
 from collector.evals.runs import LogRulesConsumer
 from collector.model import Exporter, Processor, Signal
 from collector.model import Redactor as PayloadRedactor
-from collector.outbound.client import OutboundPolicy
+from collector.outbound.config import OutboundPolicy
 from collector.pipeline import ProcessorFactory
 from collector.prices.book import PriceBook
 from collector.prices.feed import BookSource, book_source

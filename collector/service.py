@@ -10,8 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import uvicorn
@@ -22,9 +21,10 @@ from starlette.routing import BaseRoute, Route
 
 from collector import registry
 from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.server import _Server
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
-from collector.banner import print_ready
+from collector.banner import Endpoints, print_ready
 from collector.config import Config, split_endpoint
 from collector.evals.api import LogsApi
 from collector.governance.maintenance import Maintenance
@@ -49,22 +49,6 @@ from collector.telemetry import Metrics, histogram_lines
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the service owns SIGTERM and drains in order."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@dataclass
-class Endpoints:
-    grpc: str | None = None
-    http: str | None = None
-    api: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def store_settings(config: Config) -> StoreSettings:

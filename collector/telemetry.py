@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 LabelKey = tuple[tuple[str, str], ...]
 
@@ -88,27 +87,3 @@ def histogram_lines(
     lines.append(f"{name}_sum {total!r}")
     lines.append(f"{name}_count {count}")
     return lines
-
-
-@dataclass
-class StoreStats:
-    """Counters for /metrics, written by the writer thread only."""
-
-    commits: int = 0
-    commit_failures: int = 0
-    rows_committed: int = 0
-    deduplicated: int = 0
-    commit_seconds_total: float = 0.0
-    commit_seconds_max: float = 0.0
-    commit_latency_buckets: dict[float, int] = field(
-        default_factory=lambda: dict.fromkeys((0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), 0)
-    )
-
-    def record_commit(self, seconds: float, rows: int) -> None:
-        self.commits += 1
-        self.rows_committed += rows
-        self.commit_seconds_total += seconds
-        self.commit_seconds_max = max(self.commit_seconds_max, seconds)
-        for bound in self.commit_latency_buckets:
-            if seconds <= bound:
-                self.commit_latency_buckets[bound] += 1

@@ -15,15 +15,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Protocol
 
-from collector.outbound.client import (
-    OutboundFailed,
-    OutboundPolicy,
-    backoff,
-    check_url,
-    deliver_or_error,
-    label,
-)
-from collector.outbound.config import SmtpSettings
+from collector.outbound.client import OutboundFailed, backoff, check_url, deliver_or_error, label
+from collector.outbound.config import OutboundPolicy, SmtpSettings
 
 __all__ = [
     "Channel", "EmailChannel", "Notification", "SlackChannel", "SmtpSettings", "WebhookChannel",

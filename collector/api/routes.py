@@ -1,14 +1,15 @@
-"""What every read route shares: read-token authentication, the per-token rate limit, query
-parameters, running the handler off the event loop, and mapping failures to the error shape.
+"""What every JSON route shares: authentication, the per-token rate limit, query parameters,
+running the handler off the event loop, and mapping failures to the documented error shape.
 
-`ReadApi` and `McpReadApi` hand their (path, handler) tables to `read_routes`.
+`ReadApi` and `McpReadApi` hand their (path, handler) tables to `read_routes`; the evals API
+wraps its request handlers in `endpoint`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -85,3 +86,31 @@ async def _read_only(request: Request) -> Response:
     return error_response(
         405, "method_not_allowed", "Read routes accept GET only", headers={"Allow": "GET"}
     )
+
+
+RequestHandler = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(handler: RequestHandler) -> RequestHandler:
+    """Errors of a request handler in the API's JSON shape: `ApiError` as raised, a closed store
+    or a slow query as a retryable 503, instead of a 500."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return from_api_error(e)
+        except StoreUnavailable:
+            return error_response(
+                503, "unavailable", "The store is unavailable", headers={"Retry-After": "1"}
+            )
+        except duckdb.InterruptException:
+            return error_response(
+                503, "query_timeout", "The query ran too long", headers={"Retry-After": "5"}
+            )
+
+    return wrapped
+
+
+def path_param(request: Request, name: str) -> str:
+    return str(request.path_params[name])

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from collector.api.body import read_json_object
 from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.routes import endpoint
 from collector.auth.keys import Authenticator
 from collector.config import Config
 from collector.errors import ApiError
@@ -41,11 +42,10 @@ from collector.evals.review import LogViews, find_log
 from collector.evals.rules import RuleCache
 from collector.evals.rules_api import RulesApi
 from collector.evals.workspace import Workspace
-from collector.logs_http import endpoint
-from collector.mcp.store import Sequencer
 from collector.model import Rows
 from collector.outbound import client as outbound
 from collector.secretbox import SecretBox
+from collector.store.sequence import Sequencer
 from collector.store.writer import Store
 
 MIB = 1024 * 1024

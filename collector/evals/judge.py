@@ -27,12 +27,12 @@ from collector.evals.judge_answer import (
 from collector.outbound.client import (
     OutboundClient,
     OutboundFailed,
-    OutboundPolicy,
     OutboundRefused,
     backoff,
     retry_after,
     retryable,
 )
+from collector.outbound.config import OutboundPolicy
 
 __all__ = [
     "DEFAULT_BASE_URLS", "DEFAULT_MODELS", "KNOWN_MODELS", "PROVIDERS", "SYSTEM_PROMPT", "Judge",

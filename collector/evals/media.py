@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from collector.api.routes import endpoint
 from collector.errors import ApiError
 from collector.evals.auth import LogsAuth
 from collector.evals.model import Redactor
-from collector.logs_http import endpoint
 from collector.outbound import client as outbound
 
 SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")

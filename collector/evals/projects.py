@@ -18,12 +18,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collector.api.body import read_json_object
+from collector.api.routes import endpoint, path_param
 from collector.api.shapes import iso
 from collector.errors import ApiError
 from collector.evals import queries as lq
 from collector.evals import store as ls
 from collector.evals.auth import LogsAuth
-from collector.logs_http import endpoint, path_param
 from collector.store.writer import Store
 
 MAX_ICON_CHARS = 64

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from collector.api.body import read_json_object
 from collector.api.params import Params
+from collector.api.routes import endpoint, path_param
 from collector.errors import ApiError
 from collector.evals import callbacks as cb
 from collector.evals import queries as lq
@@ -27,7 +28,6 @@ from collector.evals import store as ls
 from collector.evals.auth import LogsAuth, Need
 from collector.evals.model import DECISIONS, STATUSES
 from collector.evals.workspace import Workspace
-from collector.logs_http import endpoint, path_param
 from collector.store.writer import Store
 
 BULK_ACTIONS = {"approve": "approved", "reject": "rejected", "delete": None}

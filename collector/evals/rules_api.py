@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collector.api.body import read_json_object
+from collector.api.routes import endpoint, path_param
 from collector.errors import ApiError
 from collector.evals import store as ls
 from collector.evals.auth import LogsAuth
@@ -23,7 +24,6 @@ from collector.evals.evaluate import Evaluator
 from collector.evals.model import RuleEngine
 from collector.evals.request import MAX_OUTPUT_CHARS
 from collector.evals.rules import MAX_RULES, Rule, RuleCache, parse_rule_body, rule_json
-from collector.logs_http import endpoint, path_param
 from collector.store.writer import Store
 
 RULE_COLUMNS = [n for n, _ in ls.TABLES["eval_rules"]]

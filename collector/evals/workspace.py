@@ -24,12 +24,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collector.api.body import read_json_object
+from collector.api.routes import endpoint
 from collector.errors import ApiError
 from collector.evals import store as ls
 from collector.evals.auth import LogsAuth
 from collector.evals.callbacks import WEBHOOK_EVENTS
 from collector.evals.evaluate import JudgeSettings
-from collector.logs_http import endpoint
 from collector.outbound import client as outbound
 from collector.secretbox import SecretBox, preview
 from collector.store.writer import Store

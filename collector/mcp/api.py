@@ -22,8 +22,10 @@ from collector.api.body import authenticate_ingest, read_json_object
 from collector.auth.keys import Authenticator
 from collector.errors import ApiError, error_response, from_api_error
 from collector.mcp import store as mcp_store
-from collector.mcp.store import PRIMITIVE_TYPES, McpConfig, Sequencer
+from collector.mcp.config import McpConfig
+from collector.mcp.store import PRIMITIVE_TYPES
 from collector.model import Redactor, Rows, StoreUnavailable
+from collector.store.sequence import Sequencer
 from collector.store.writer import Store
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,8 @@ them through the store's group commit; `mcp_query` and the `tool_calls` view rea
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -19,28 +16,7 @@ from collector.store.schema import Column
 from collector.store.writer import LAKE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-PayloadMode = Literal["full", "truncate", "none"]
-PAYLOAD_MODES: tuple[PayloadMode, ...] = ("full", "truncate", "none")
 PRIMITIVE_TYPES = ("tool", "resource", "prompt")
-
-
-@dataclass(frozen=True)
-class McpConfig:
-    """What MCP capture keeps of a call's `args`/`result` and how large a body may be.
-
-    `payloads`: "full" stores them as sent, "truncate" cuts each to `max_payload_chars`
-    (flagging the cut), "none" stores neither (only their presence is lost, never the call).
-    """
-
-    payloads: PayloadMode = "truncate"
-    max_payload_chars: int = 4096
-    max_body_bytes: int = 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.payloads not in PAYLOAD_MODES:
-            raise ValueError(f"payloads must be one of {', '.join(PAYLOAD_MODES)}")
-        if self.max_payload_chars < 1 or self.max_body_bytes < 1024:
-            raise ValueError("max_payload_chars must be >= 1 and max_body_bytes >= 1024")
 
 
 _STR, _I64, _BOOL = pa.string(), pa.int64(), pa.bool_()
@@ -110,22 +86,3 @@ def create_tables(cur: duckdb.DuckDBPyConnection) -> None:
 def to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     """Rows (dicts keyed by column) as an Arrow table in the column order the store inserts."""
     return pa.Table.from_pylist(rows, schema=SCHEMAS[name])
-
-
-class Sequencer:
-    """Strictly increasing arrival numbers: the wall clock in µs, bumped past the last one.
-
-    Monotonic within a process and, as long as the clock does not step back, across restarts,
-    so "ORDER BY seq" is arrival order for every org (one counter serves them all).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = 0
-
-    def next(self) -> tuple[int, datetime]:
-        now_us = time.time_ns() // 1000
-        with self._lock:
-            self._last = max(self._last + 1, now_us)
-            seq = self._last
-        return seq, _EPOCH + timedelta(microseconds=seq)

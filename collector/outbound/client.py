@@ -15,12 +15,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from collector.configparse import bounds
+from collector.outbound.config import OutboundPolicy
 from collector.outbound.guard import (
     OutboundRefused,
     Resolver,
@@ -42,23 +42,6 @@ SIGNATURE_HEADER = "X-Agentledger-Signature"
 USER_AGENT = "agentledger/0.1 (+outbound)"
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie", SIGNATURE_HEADER.lower())
-
-
-@dataclass(frozen=True)
-class OutboundPolicy:
-    """The YAML section `outbound:`; also what each caller passes per request."""
-
-    allow_private: bool = False  # loopback, link-local, private, CGNAT, multicast, reserved
-    # The whole request: resolve, connect, send, read the body (and every redirect hop).
-    timeout_s: float = field(default=10.0, metadata=bounds(ge=0.01, le=3600))
-    max_bytes: int = field(default=10 * 1024 * 1024, metadata=bounds(ge=1))  # answer size bound
-    max_redirects: int = field(default=3, metadata=bounds(ge=0, le=20))  # each hop re-checked
-
-    def __post_init__(self) -> None:
-        if not self.timeout_s > 0:
-            raise ValueError("timeout_s must be > 0")
-        if self.max_bytes < 1 or self.max_redirects < 0:
-            raise ValueError("max_bytes must be >= 1 and max_redirects >= 0")
 
 
 class OutboundFailed(Exception):

@@ -47,3 +47,20 @@ class NotificationsConfig:
     """Without `smtp`, email channels are refused when a rule names one."""
 
     smtp: SmtpSettings | None = field(default=None, metadata={"parser": _parse_smtp})
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    """The YAML section `outbound:`; also what each caller passes per request."""
+
+    allow_private: bool = False  # loopback, link-local, private, CGNAT, multicast, reserved
+    # The whole request: resolve, connect, send, read the body (and every redirect hop).
+    timeout_s: float = field(default=10.0, metadata=bounds(ge=0.01, le=3600))
+    max_bytes: int = field(default=10 * 1024 * 1024, metadata=bounds(ge=1))  # answer size bound
+    max_redirects: int = field(default=3, metadata=bounds(ge=0, le=20))  # each hop re-checked
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ValueError("timeout_s must be > 0")
+        if self.max_bytes < 1 or self.max_redirects < 0:
+            raise ValueError("max_bytes must be >= 1 and max_redirects >= 0")

@@ -21,7 +21,7 @@ import httpcore
 import httpx
 
 if TYPE_CHECKING:
-    from collector.outbound.client import OutboundPolicy
+    from collector.outbound.config import OutboundPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]

@@ -23,6 +23,7 @@ from collector.errors import ApiError
 from collector.model import Principal
 from collector.read import metrics as qm
 from collector.read import runs as qr
+from collector.read import shapes as rs
 from collector.read.compare_api import CompareApi
 from collector.read.detail import get_detail
 from collector.store.query import RUN_STATUSES, Window
@@ -80,7 +81,7 @@ class ReadApi:
             page = qr.list_runs(r, where, sort, after, limit)
         nxt = page.next_position
         return {
-            "runs": [js.run_summary(r) for r in page.runs],
+            "runs": [rs.run_summary(r) for r in page.runs],
             "next_cursor": None if nxt is None else encode_cursor(sort, nxt[0], nxt[1]),
             "total_count": page.total_count,
         }
@@ -91,8 +92,8 @@ class ReadApi:
         found = get_detail(self._store, p.org, str(path["run_id"]))
         if found is None:
             raise ApiError(404, "not_found", "Run not found")
-        body = js.run_detail(found.run, found.alert_events)
-        return body | {"roi": js.run_roi(found.roi), "evaluations": found.evaluations}
+        body = rs.run_detail(found.run, found.alert_events)
+        return body | {"roi": rs.run_roi(found.roi), "evaluations": found.evaluations}
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class ReadApi:
         sort = q.choice("sort", qm.WORKFLOW_SORTS, "total_cost_desc") or "total_cost_desc"
         q.raise_if_invalid()
         rows = qm.list_workflows(self._store, p.org, window, sort)
-        return {"workflows": [js.workflow(w) for w in rows]}
+        return {"workflows": [rs.workflow(w) for w in rows]}
 
     def _workflow_stats(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
         name = str(path["name"])
@@ -116,7 +117,7 @@ class ReadApi:
             "from": js.iso(window.start),
             "to": js.iso(window.end),
             "interval": label,
-            "buckets": [js.bucket(b) for b in buckets],
+            "buckets": [rs.bucket(b) for b in buckets],
         }
 
     def _workflow_tools(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +131,7 @@ class ReadApi:
             "workflow_name": name,
             "from": js.iso(window.start),
             "to": js.iso(window.end),
-            "tools": [js.tool(t) for t in tools],
+            "tools": [rs.tool(t) for t in tools],
         }
 
     # -- alert events and metrics ------------------------------------------------------------
@@ -153,7 +154,7 @@ class ReadApi:
     def _overview(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
         window = q.window()
         q.raise_if_invalid()
-        result = js.overview(read_overview(self._store, p.org, window))
+        result = rs.overview(read_overview(self._store, p.org, window))
         previous = window.previous()
         window_keys = {"from": js.iso(window.start), "to": js.iso(window.end)}
         window_keys["previous_from"] = js.iso(previous.start)

@@ -12,6 +12,7 @@ from collector.api.params import Params
 from collector.errors import ApiError
 from collector.model import Principal
 from collector.read import compare as qc
+from collector.read import shapes as rs
 from collector.store.writer import Store
 
 _MAX_ID_LENGTH = 200  # run ids are 48 hex; anything far longer is not worth a query
@@ -64,8 +65,8 @@ def comparison(c: qc.Comparison) -> dict[str, Any]:
     a, b = c.a.summary, c.b.summary
     return {
         "workflow_name": a.workflow_name,
-        "run_a": js.run_summary(a),
-        "run_b": js.run_summary(b),
+        "run_a": rs.run_summary(a),
+        "run_b": rs.run_summary(b),
         "totals": {
             "cost_usd": _money(a.cost_usd or 0.0, b.cost_usd or 0.0),
             "total_tokens": _count(a.total_tokens or 0, b.total_tokens or 0),

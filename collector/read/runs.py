@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.store.dedup import run_key
+from collector.store.keys import run_key
 from collector.store.query import MAX_CHILD_RUNS, MAX_DETAIL_SPANS, Window, fetch
 from collector.store.readers import Reads
 

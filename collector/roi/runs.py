@@ -10,21 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from collector.configparse import ConfigIssue
 from collector.roi import guard as roi_guard
 from collector.roi import store as roi_store
 from collector.roi.compute import UnknownTaskType, compute, usd_cost
+from collector.roi.config import RoiConfig
 from collector.roi.request import TrackRequest
 from collector.roi.settings import OrgSettings, parse_settings
 from collector.roi.shapes import event_record, response_body
-from collector.roi.tasktypes import NAME_RE, Catalogue
+from collector.roi.tasktypes import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -41,41 +40,6 @@ OUTCOME = {
 # What decides whether a stored event still describes the run (settings changes do not count:
 # an event keeps the rate and currency it was valued at, as a tracked event does).
 _FACTS = "agent_id, task_type, outcome, agent_duration_seconds, agent_cost_usd, occurred_at"
-
-
-@dataclass(frozen=True, kw_only=True)
-class RoiConfig:
-    """`workflows`: a run's workflow name (its agent name, else its run span's name, else its
-    service.name) → the task type its runs perform, in every org; `orgs`: org → more such pairs
-    for that org alone (they win over `workflows`)."""
-
-    workflows: dict[str, str] = field(default_factory=dict)
-    orgs: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def validate(self) -> list[ConfigIssue]:
-        issues = []
-        tables = [("workflows", self.workflows)]
-        tables += [(f"orgs.{org}", table) for org, table in self.orgs.items()]
-        for where, table in tables:
-            for workflow, task_type in table.items():
-                if not workflow.strip():
-                    issues.append(ConfigIssue(where, "a workflow name must not be empty"))
-                elif not NAME_RE.fullmatch(task_type):
-                    message = "a task type is lowercase letters, digits, _ . - (at most 100)"
-                    issues.append(ConfigIssue(f"{where}.{workflow}", message))
-        return issues
-
-    def task_type(self, org: str, workflow: str | None) -> str | None:
-        if workflow is None:
-            return None
-        own = self.orgs.get(org)
-        if own is not None and workflow in own:
-            return own[workflow]
-        return self.workflows.get(workflow)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.workflows) or any(self.orgs.values())
 
 
 def event_id(org: str, run_id: str, ended: datetime) -> str:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from collector.model import Signal, StoreUnavailable
 from collector.runs.overdue import OverdueRuns
 from collector.runs.upkeep import add_missing_columns, add_run_keys
-from collector.store.dedup import run_key
+from collector.store.keys import run_key
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
 from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
 from collector.store.writer import LAKE, Store

@@ -7,7 +7,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from collector.store.dedup import run_key
+from collector.store.keys import run_key
 from collector.store.lake import LAKE
 from collector.store.schema import DERIVED_TABLES
 

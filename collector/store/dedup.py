@@ -7,12 +7,13 @@ The store writer asks `SpanDedup` which spans of a group are new; it checks 64-b
 from __future__ import annotations
 
 import time
-from hashlib import blake2b
 
 import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+
+from collector.store.keys import span_key
 
 U64 = npt.NDArray[np.uint64]
 
@@ -56,23 +57,6 @@ class RecentKeys:
         self._generations = [(t, g) for t, g in self._generations if t >= cutoff]
         while self._generations and len(self) > self._max_keys:
             self._generations.pop(0)
-
-
-def span_key(org: str, trace_id: bytes, span_id: bytes) -> int:
-    """A span's 64-bit identity hash (signed, as stored in `spans.span_key`)."""
-    digest = blake2b(trace_id + span_id, digest_size=8, key=org.encode()[:64]).digest()
-    return int.from_bytes(digest, "little", signed=True)
-
-
-def run_key(org: str, run_id: str | None) -> int | None:
-    """A run's 64-bit lookup key (`runs.run_key`): the span key of its run span, whose ids the
-    48-hex run id joins. None for anything that is not such an id."""
-    if run_id is None or len(run_id) != 48:
-        return None
-    try:
-        return span_key(org, bytes.fromhex(run_id[:32]), bytes.fromhex(run_id[32:]))
-    except ValueError:
-        return None
 
 
 class SpanDedup:

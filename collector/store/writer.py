@@ -29,7 +29,7 @@ from collector.store.dedup import SpanDedup
 from collector.store.lake import LAKE, StoreSettings, connect
 from collector.store.readers import CursorPool, SnapshotReader
 from collector.store.schema import create_table_sql
-from collector.telemetry import StoreStats
+from collector.store.stats import StoreStats
 
 # Opening the lake lives in collector/store/lake.py; callers may keep importing it from here.
 __all__ = ["LAKE", "Store", "StoreSettings", "connect"]

@@ -14,9 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processors.runfacts import STATUS_ERROR as _STATUS_ERROR
-from processors.runfacts import STATUS_OK as _STATUS_OK
-from processors.runfacts import first_value, says_timeout, workflow_name
 from processors.runs.loops import detect_loop
 from processors.runs.rows import (
     SPAN_FACT_FIELDS,
@@ -27,7 +24,17 @@ from processors.runs.rows import (
     pack_call_ids,
     span_facts,
 )
-from processors.runs.tree import RunTree, SpanFacts, group_traces, order
+from processors.runs.tree import STATUS_ERROR as _STATUS_ERROR
+from processors.runs.tree import STATUS_OK as _STATUS_OK
+from processors.runs.tree import (
+    RunTree,
+    SpanFacts,
+    first_value,
+    group_traces,
+    order,
+    says_timeout,
+    workflow_name,
+)
 
 _TOKEN_FIELDS = (
     "input_tokens",

@@ -1,11 +1,14 @@
-"""Which run each span of one trace belongs to: run spans, provisional runs for spans whose
-parent has not arrived, and the parent run of every run. Pure; used by `runs.py`.
+"""The run tree of one trace: which run each span belongs to (run spans, provisional runs for
+spans whose parent has not arrived, the parent run of every run) and the facts read off a run's
+spans (timeouts, workflow name). Pure; used by `assemble.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from processors.normalise.semconv import GENERIC_RUN_NAMES
 
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 # OTLP span flags: bit 8 says whether bit 9 is known; bit 9 says the parent is remote, i.e. this
@@ -178,3 +181,34 @@ class RunTree:
 
     def run_of(self, span_id: str) -> str | None:
         return self.owner.get(span_id)
+
+
+STATUS_OK, STATUS_ERROR = 1, 2  # OTLP status codes
+TIMEOUT_WORDS = ("timeout", "timed out", "deadline exceeded", "deadline_exceeded")
+
+
+def says_timeout(s: SpanFacts) -> bool:
+    text = (s.error_type or "").lower()
+    if s.status_code == STATUS_ERROR or s.is_error:
+        text += " " + (s.status_message or "").lower()
+    return any(word in text for word in TIMEOUT_WORDS)
+
+
+def first_value(spans: Iterable[SpanFacts], field: str) -> str | None:
+    for s in spans:
+        value = getattr(s, field)
+        if value:
+            return str(value)
+    return None
+
+
+def workflow_name(run_span: SpanFacts | None, members: list[SpanFacts]) -> str | None:
+    """Agent name, else the run span's own name unless generic, else the service."""
+    if run_span is None:  # provisional: the root, and so the name, has not arrived
+        return first_value(members, "service_name")
+    if run_span.agent_name:
+        return run_span.agent_name
+    name = run_span.name.strip()
+    if name and name not in GENERIC_RUN_NAMES:
+        return name
+    return run_span.service_name or name or None

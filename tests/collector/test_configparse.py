@@ -9,10 +9,7 @@ from typing import Any, Literal
 
 import pytest
 
-from collector.config import (
-    ConfigIssue,
-    parse_config,
-)
+from collector.config import ConfigIssue, parse_config
 from collector.configenv import expand_env
 from collector.configparse import bounds, parse_dataclass
 from tests.collector.confighelp import messages

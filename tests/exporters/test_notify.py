@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.outbound.client import OutboundFailed, OutboundPolicy, OutboundRefused, verify
-from collector.outbound.config import SmtpSettings
+from collector.outbound.client import OutboundFailed, OutboundRefused, verify
+from collector.outbound.config import OutboundPolicy, SmtpSettings
 from collector.registry import build_channel
 from exporters.notify import (
     EmailChannel,

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.config import (
-    ConfigError,
-    ConfigIssue,
-    KeyConfig,
-    parse_config,
-)
+from collector.config import ConfigError, ConfigIssue, KeyConfig, parse_config
 from tests.collector.confighelp import ADMIN, INGEST, READ, messages
 
 # --- keys and orgs ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collector.evals.callbacks import Outbox, deliveries, enqueue
 from collector.evals.evaluate import Evaluator, JudgeSettings
 from collector.evals.request import parse_log
 from collector.evals.rules import RuleCache
-from collector.outbound.client import OutboundPolicy
+from collector.outbound.config import OutboundPolicy
 from collector.registry import build_rule_engine
 from collector.store.writer import Store, StoreSettings
 from tests.fixtures.receiver import Answer, Receiver

@@ -23,7 +23,7 @@ from collector.evals.judge import (
     Provider,
 )
 from collector.evals.judge_answer import parse_verdict
-from collector.outbound.client import OutboundPolicy
+from collector.outbound.config import OutboundPolicy
 from tests.fixtures.fake_judges import KEY, FakeJudges
 
 POLICY = OutboundPolicy()  # strict: the configured base URL is what makes 127.0.0.1 allowed

@@ -21,8 +21,8 @@ with warnings.catch_warnings():
 
 from collector.auth.keys import Authenticator
 from collector.mcp.api import McpApi
+from collector.mcp.config import McpConfig
 from collector.mcp.read_api import McpReadApi
-from collector.mcp.store import McpConfig
 from collector.read.views import create_views
 from collector.store.schema import create_derived_sql
 from collector.store.writer import Store, StoreSettings

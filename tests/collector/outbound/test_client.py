@@ -13,7 +13,6 @@ import pytest
 from collector.outbound.client import (
     OutboundClient,
     OutboundFailed,
-    OutboundPolicy,
     OutboundRefused,
     check_url,
     deliver,
@@ -24,6 +23,7 @@ from collector.outbound.client import (
     sign,
     verify,
 )
+from collector.outbound.config import OutboundPolicy
 from tests.fixtures.receiver import Answer, Receiver
 
 STRICT = OutboundPolicy()

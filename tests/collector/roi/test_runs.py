@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from collector.api import shapes as js
 from collector.config import parse_config
 from collector.configparse import ConfigError
-from collector.query_run_roi import run_roi
 from collector.read import runs as qr
+from collector.read import shapes as rs
+from collector.read.detail import run_roi
 from collector.roi import store as roi_store
-from collector.roi.runs import RoiConfig, RoiRuns, event_id
+from collector.roi.config import RoiConfig
+from collector.roi.runs import RoiRuns, event_id
 from collector.roi.tasktypes import load_catalogue
 from collector.runs.follow import RunFollower
 from collector.store.writer import Store
@@ -234,7 +235,7 @@ def test_a_runs_detail_lists_the_events_linked_to_it(store: Store) -> None:
     def linked(run_id: str) -> dict[str, Any]:
         detail = qr.get_run(store, "acme", run_id)
         assert detail is not None
-        return js.run_roi(run_roi(store, "acme", detail))
+        return rs.run_roi(run_roi(store, "acme", detail))
 
     roi = linked(top)
     traced = [e["event_id"] for e in roi["events"] if e["source"] == "traced_run"]
@@ -250,7 +251,7 @@ def test_a_runs_detail_lists_the_events_linked_to_it(store: Store) -> None:
 
 
 def test_a_run_without_events_shows_zeros() -> None:
-    empty = js.run_roi([])
+    empty = rs.run_roi([])
     assert empty == {
         "events": [], "hours_saved": 0.0, "cost_saved": 0.0, "net_saved": 0.0, "currency": None,
     }  # fmt: skip

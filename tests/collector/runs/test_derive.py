@@ -14,7 +14,7 @@ import pytest
 
 from collector.model import Rows, Signal
 from collector.runs.derive import RunDeriver
-from collector.store.dedup import run_key
+from collector.store.keys import run_key
 from collector.store.schema import to_table
 from collector.store.writer import Store, StoreSettings
 from processors.runs.assemble import RunsConfig, RunsProcessor

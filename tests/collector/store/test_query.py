@@ -17,7 +17,7 @@ from collector.model import Signal
 from collector.read import metrics as qm
 from collector.read import runs as qr
 from collector.read.views import create_views
-from collector.store.dedup import run_key
+from collector.store.keys import run_key
 from collector.store.query import Window, derived_tables_ready
 from collector.store.schema import (
     DERIVED_TABLES,
