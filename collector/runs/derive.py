@@ -1,68 +1,37 @@
 """Derived processing: keeps the `runs` and `span_runs` tables in step with committed spans.
 
 Reads DuckLake's change feed of `spans` from the `runs` watermark, re-assembles every touched
-trace whole with the assembler the registry hands in (`processors/runs/assemble.py`), and writes the
-rows and the new watermark in one transaction: a crash anywhere redoes that step, exactly once.
+trace whole with the run assembler (`processors/runs/assemble.py`), and writes the rows and the
+new watermark in one transaction: a crash anywhere redoes that step, exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from collector.model import Signal, StoreUnavailable
+from collector.model import Signal
+from collector.runs.feed import Feed, Window, run_steps
 from collector.runs.overdue import OverdueRuns
 from collector.runs.upkeep import add_missing_columns, add_run_keys
 from collector.store.keys import run_key
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
-from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
 from collector.store.writer import LAKE, Store
+from processors.runs.assemble import RunsProcessor
 
 log = logging.getLogger(__name__)
 
 WATERMARK = "runs"
 _NS = 1_000_000_000
 TraceKey = tuple[str, str]  # (org, trace_id)
-
-
-class RunsSettings(Protocol):
-    """The parts of `processors.runs.assemble.RunsConfig` the deriver uses."""
-
-    @property
-    def interval_ms(self) -> int: ...
-
-    @property
-    def root_timeout_s(self) -> int: ...
-
-    @property
-    def max_trace_duration_s(self) -> int: ...
-
-    @property
-    def enabled(self) -> bool: ...
-
-
-class Assembler(Protocol):
-    """`processors.runs.assemble.RunsProcessor`, passed in by the registry (the collector does not
-    import processors): reads `columns` of a trace's spans, returns rows of the derived tables."""
-
-    @property
-    def config(self) -> RunsSettings: ...
-
-    @property
-    def columns(self) -> tuple[str, ...]: ...
-
-    def assemble(
-        self, spans: Sequence[Mapping[str, Any]], now_ns: int, linked: Sequence[Mapping[str, Any]]
-    ) -> dict[str, list[dict[str, Any]]]: ...
 
 
 Task = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (a trace's spans, spans it links to)
@@ -72,7 +41,7 @@ so run assembly (pure Python, ~40 µs a span) does not hold this process's GIL."
 
 
 def assemble_tasks(
-    assembler: Assembler, tasks: list[Task], now_ns: int
+    assembler: RunsProcessor, tasks: list[Task], now_ns: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Assemble many traces (module-level, so a worker process can run it)."""
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in DERIVED_TABLES}
@@ -89,16 +58,11 @@ def _inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-class WatermarkMoved(Exception):
-    """Another deriver committed this step first; the step's results are dropped."""
-
-
 @dataclass
 class _Work:
     """What one step recomputes: traces with the start-time window their spans lie in."""
 
-    since: int  # the watermark read
-    until: int  # the snapshot the step ends at
+    window: Window  # the snapshots the step covers
     windows: dict[TraceKey, tuple[int, int]]
     deleted: bool = False  # spans were deleted (nothing to re-derive, but the watermark moves)
 
@@ -117,7 +81,7 @@ class RunDeriver:
     def __init__(
         self,
         store: Store,
-        assembler: Assembler,
+        assembler: RunsProcessor,
         *,
         max_snapshots: int = 1000,
         max_traces: int = 2000,
@@ -133,10 +97,7 @@ class RunDeriver:
         self._clock = clock
         self._tables_ready = False
         self._overdue = OverdueRuns(self._config, max_traces)
-        # The watermark as this deriver's last commit left it (the commit re-reads it in its
-        # transaction and fails if it was moved meanwhile).
-        self._mark: int | None = None
-        self._quiet: tuple[int, int] | None = None  # (since, until) read with no span change
+        self._feed = Feed(store, WATERMARK, max_snapshots=max_snapshots)
         self.behind = False
         """True when the last step stopped at a bound and more changes are waiting."""
 
@@ -173,33 +134,31 @@ class RunDeriver:
         work = self._changed_traces()
         self._overdue_runs(work, now)
         self._linking_runs(work)
-        if not work.windows and not work.deleted and (work.until == work.since or not self.behind):
+        if not work.windows and not work.deleted and (work.window.empty or not self.behind):
             # Nothing changed: leave the watermark, so idle steps write no snapshots of their own.
             return 0
         rows = self._derive(work, now)
         try:
             self._store.call(lambda cur: self._commit(cur, work, rows))
         except BaseException:
-            self._mark = None  # read it again next step
+            self._feed.forget()
             raise
-        self._mark = work.until
+        self._feed.committed(work.window)
         if work.windows:
             self._overdue.runs_changed()
         return len(work.windows)
 
     def _changed_traces(self) -> _Work:
-        since = self._watermark()
-        current = int(self._store.query(f"SELECT id FROM {LAKE}.current_snapshot()")[0][0])
-        work = _Work(since, since, {})
+        window = self._feed.window()
+        work = _Work(window.hold(), {})
         self.behind = False
-        if current <= since:
+        if window.empty:
             return work
-        until = min(current, since + self._max_snapshots)
-        if self._quiet == (since, until):
+        work.window = window
+        if self._feed.is_quiet(window):
             # These snapshots were read last step and changed no span: an idle store's
             # watermark stays put (see `step`), so without this every idle step re-reads them.
-            work.until = until
-            self.behind = until < current
+            self.behind = window.behind
             return work
         # Only the spans table's feed is read, so snapshots of our own writes change nothing.
         changes = self._store.query(
@@ -212,21 +171,20 @@ class RunDeriver:
                        bool_or(change_type <> 'delete')
                 FROM ducklake_table_changes('{LAKE}', 'main', '{Signal.TRACES.value}', ?, ?)
                 GROUP BY ALL ORDER BY snapshot_id""",
-            [since + 1, until],
+            [window.since + 1, window.until],
         )
-        work.until = until
-        taken = since  # the last snapshot whose changes are in `work`
+        taken = window.since  # the last snapshot whose changes are in `work`
         for snapshot, org, trace_id, lo, hi, inserted in changes:
-            if snapshot != taken and taken > since and len(work.windows) >= self._max_traces:
-                work.until = snapshot - 1
+            if snapshot != taken and taken > window.since and len(work.windows) >= self._max_traces:
+                work.window = window.shrink(snapshot - 1)
                 break
             if inserted:
                 work.add((org, trace_id), int(lo or 0), int(hi or 0))
             else:
                 work.deleted = True
             taken = snapshot
-        self.behind = work.until < current
-        self._quiet = (since, work.until) if not work.windows and not work.deleted else None
+        self.behind = work.window.behind
+        self._feed.remember(work.window, quiet=not work.windows and not work.deleted)
         return work
 
     def _overdue_runs(self, work: _Work, now: int) -> None:
@@ -315,9 +273,7 @@ class RunDeriver:
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, work: _Work, rows: dict[str, list[dict[str, Any]]]
     ) -> None:
-        stored = read_watermark(cur, WATERMARK)
-        if (-1 if stored is None else stored) != work.since:
-            raise WatermarkMoved(f"runs watermark is {stored}, this step read {work.since}")
+        self._feed.move(cur, work.window)
         if work.windows:
             keys = sorted(work.windows)
             cur.register(
@@ -346,34 +302,19 @@ class RunDeriver:
                     # By name: a store's columns are in the order they were added to it.
                     cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _derived")
                     cur.unregister("_derived")
-        if work.until != work.since:
-            write_watermark(cur, WATERMARK, work.until)
-
-    def _watermark(self) -> int:
-        if self._mark is None:
-            self._mark = stored_watermark(self._store, WATERMARK)
-        return self._mark
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Step every `interval_ms` (at once while behind) until `stop` is set; a failing step
-        is logged and retried next interval, since it committed nothing."""
-        interval = self._config.interval_ms / 1000
-        while self._config.enabled and not stop.is_set():
-            try:
-                await asyncio.to_thread(self.step)
-            except StoreUnavailable:
-                log.warning("run derivation paused: the store is unavailable")
-                self.behind = False
-            except Exception:
-                log.exception("run derivation step failed; retrying")
-                self.behind = False
-            if self.behind:
-                await asyncio.sleep(0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+        """Step every `interval_ms` (at once while behind) until `stop` is set."""
+        if not self._config.enabled:
+            return
+
+        def step() -> bool:
+            self.step()
+            return self.behind
+
+        await run_steps(step, stop, self._config.interval_ms / 1000, "run derivation")
 
 
 def _linked_traces(links: Any) -> list[str]:

@@ -8,7 +8,6 @@ transaction, so each committed fact is handled exactly once, and resumably after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -19,8 +18,8 @@ from typing import Any, Protocol
 import duckdb
 
 from collector.model import StoreUnavailable
+from collector.runs.feed import Feed, Window, current_snapshot, run_steps
 from collector.store.schema import RUN_COLUMNS
-from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
 from collector.store.writer import LAKE, Store
 
 log = logging.getLogger(__name__)
@@ -54,16 +53,16 @@ class RunConsumer(Protocol):
         ...
 
 
-class WatermarkMoved(Exception):
-    """Another follower moved this consumer's watermark first; the step is dropped."""
-
-
 @dataclass
 class _Batch:
-    since: int
-    until: int
+    window: Window  # held (empty) when the watermark is to stay put
     runs: list[dict[str, Any]]
-    behind: bool = False  # stopped at the snapshot bound: more changes wait
+    quiet: bool = False  # the window's runs feed held no change
+
+    @property
+    def behind(self) -> bool:
+        """Stopped at the snapshot bound: more changes wait."""
+        return not self.window.empty and self.window.behind
 
 
 class RunFollower:
@@ -91,15 +90,11 @@ class RunFollower:
         self._store = store
         self._consumers = list(consumers)
         self._interval_s = interval_s
-        self._max_snapshots = max_snapshots
         self._clock = clock
         self._idle_move_s = idle_move_s
         self._monotonic = monotonic
         self._moved_at: dict[str, float] = {}
-        # Each consumer's watermark as its last commit left it: only this follower moves them
-        # (a commit re-reads it in its transaction and fails if it was moved meanwhile).
-        self._marks: dict[str, int] = {}
-        self._quiet: tuple[int, int] | None = None  # (since, until) of runs' feed with no change
+        self._feeds = {n: Feed(store, n, max_snapshots=max_snapshots) for n in names}
         self._ready = False
         self.behind = False
         """True when the last step stopped at the snapshot bound and more changes wait."""
@@ -113,8 +108,7 @@ class RunFollower:
             current = int(_one(cur, f"SELECT id FROM {LAKE}.current_snapshot()"))
             for consumer in self._consumers:
                 consumer.create_tables(cur)
-                if read_watermark(cur, consumer.name) is None:
-                    write_watermark(cur, consumer.name, current)
+                self._feeds[consumer.name].start_at(cur, current)
 
         if self._consumers:
             self._store.call(create)
@@ -129,47 +123,47 @@ class RunFollower:
         if not self._ready:
             self.create_tables()
         now = self._clock() if now_ns is None else now_ns
-        current = int(self._store.query(f"SELECT id FROM {LAKE}.current_snapshot()")[0][0])
+        current = current_snapshot(self._store)
         handed = 0
         behind = False
         batches: dict[int, _Batch] = {}  # consumers at the same watermark share one read
         for consumer in self._consumers:
-            since = self._marks.get(consumer.name)
-            if since is None:
-                since = stored_watermark(self._store, consumer.name)
-            batch = batches.get(since)
+            feed = self._feeds[consumer.name]
+            window = feed.window(current)
+            batch = batches.get(window.since)
             if batch is None:
                 last_move = self._moved_at.get(consumer.name, -float("inf"))
-                batch = batches[since] = self._read(since, current, last_move)
+                batch = batches[window.since] = self._read(feed, window, last_move)
+            feed.remember(window, quiet=batch.quiet)
             behind = behind or batch.behind
+            commit = functools.partial(
+                self._commit, consumer=consumer, feed=feed, batch=batch, now=now
+            )
             try:
-                self._store.call(
-                    functools.partial(self._commit, consumer=consumer, batch=batch, now=now)
-                )
+                self._store.call(commit)
             except StoreUnavailable:
-                self._marks.pop(consumer.name, None)
+                feed.forget()
                 raise
             except Exception:
-                self._marks.pop(consumer.name, None)  # read it again next step
+                feed.forget()  # read it again next step
                 log.exception("run consumer %s failed; retrying next step", consumer.name)
                 continue
-            self._marks[consumer.name] = batch.until
+            feed.committed(batch.window)
             handed += len(batch.runs)
-            if batch.until != batch.since:
+            if not batch.window.empty:
                 self._moved_at[consumer.name] = self._monotonic()
         self.behind = behind
         return handed
 
-    def _read(self, since: int, current: int, last_move: float) -> _Batch:
-        if current <= since:
-            return _Batch(since, since, [])
-        until = min(current, since + self._max_snapshots)
-        caught_up = until == current
-        if self._quiet == (since, until):
-            # Read last step and no run changed in them (snapshots never change).
-            if caught_up and self._monotonic() - last_move < self._idle_move_s:
-                return _Batch(since, since, [])
-            return _Batch(since, until, [], behind=not caught_up)
+    def _read(self, feed: Feed, window: Window, last_move: float) -> _Batch:
+        if window.empty:
+            return _Batch(window, [])
+        # No run changed: the snapshots since are other writes (ingest, our own watermark
+        # moves). Moving past them each step would write a snapshot a step forever, so an idle
+        # watermark moves only every `idle_move_s`, enough to let snapshot expiry go on.
+        idle = not window.behind and self._monotonic() - last_move < self._idle_move_s
+        if feed.is_quiet(window):  # read last step and no run changed in them
+            return _Batch(window.hold() if idle else window, [], quiet=True)
         cur = self._store.cursor()
         try:
             table = cur.execute(
@@ -180,28 +174,25 @@ class RunFollower:
                         WHERE change_type IN ('insert', 'update_postimage')
                     ) WHERE n = 1
                     ORDER BY ended_at, org, run_id""",
-                [since + 1, until],
+                [window.since + 1, window.until],
             ).to_arrow_table()
         finally:
             cur.close()
-        self._quiet = (since, until) if table.num_rows == 0 else None
-        if table.num_rows == 0 and caught_up and self._monotonic() - last_move < self._idle_move_s:
-            # No run changed: the snapshots since are other writes (ingest, our own watermark
-            # moves). Moving past them each step would write a snapshot a step forever, so an
-            # idle watermark moves only every `idle_move_s`, enough to let snapshot expiry on.
-            return _Batch(since, since, [])
+        if table.num_rows == 0:
+            return _Batch(window.hold() if idle else window, [], quiet=True)
         runs = [r for r in table_rows(table) if r["status"] != "running"]
-        return _Batch(since, until, runs, behind=until < current)
+        return _Batch(window, runs)
 
     def _commit(
-        self, cur: duckdb.DuckDBPyConnection, consumer: RunConsumer, batch: _Batch, now: int
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        consumer: RunConsumer,
+        feed: Feed,
+        batch: _Batch,
+        now: int,
     ) -> None:
-        stored = read_watermark(cur, consumer.name)
-        if stored != batch.since:
-            raise WatermarkMoved(f"{consumer.name} watermark is {stored}, read {batch.since}")
+        feed.move(cur, batch.window)
         consumer.consume(cur, batch.runs, now)
-        if batch.until != batch.since:
-            write_watermark(cur, consumer.name, batch.until)
 
     async def after_commit(self) -> None:
         for consumer in self._consumers:
@@ -225,21 +216,14 @@ class RunFollower:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Step every `interval_s` (at once while behind) until `stop` is set."""
-        while self._consumers and not stop.is_set():
-            try:
-                await asyncio.to_thread(self.step)
-            except StoreUnavailable:
-                log.warning("run consumers paused: the store is unavailable")
-                self.behind = False
-            except Exception:
-                log.exception("run consumer step failed; retrying")
-                self.behind = False
-            await self.after_commit()
-            if self.behind:
-                await asyncio.sleep(0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval_s)
+        if not self._consumers:
+            return
+
+        def step() -> bool:
+            self.step()
+            return self.behind
+
+        await run_steps(step, stop, self._interval_s, "run consumers", after=self.after_commit)
 
 
 def table_rows(table: Any) -> list[dict[str, Any]]:

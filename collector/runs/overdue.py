@@ -5,20 +5,13 @@ as timeouts: found in the `runs` table that `collector/runs/derive.py` writes, a
 from __future__ import annotations
 
 import time
-from typing import Protocol
 
 from collector.store.writer import Store
+from processors.runs.assemble import RunsConfig
 
 _NS = 1_000_000_000
 _NEVER = 1 << 62  # ns: later than any clock reading
 _FULL_SCAN_EVERY_S = 3600
-
-
-class OverdueSettings(Protocol):
-    @property
-    def root_timeout_s(self) -> int: ...
-    @property
-    def max_trace_duration_s(self) -> int: ...
 
 
 class OverdueRuns:
@@ -29,7 +22,7 @@ class OverdueRuns:
     files); the first one and one an hour cover all runs, for runs left waiting while derivation
     was stopped."""
 
-    def __init__(self, config: OverdueSettings, max_traces: int) -> None:
+    def __init__(self, config: RunsConfig, max_traces: int) -> None:
         self._config = config
         self._max_traces = max_traces
         self._full_at = 0.0  # monotonic time of the next unbounded look

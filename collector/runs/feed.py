@@ -1,0 +1,149 @@
+"""The one change-feed step loop: a consumer's watermark over the store's snapshots, the bounded
+window of snapshots a step reads, the move of the watermark inside the step's own transaction,
+and the loop that runs steps. The run deriver and every run follower consumer step through it.
+
+Positions live in the store's `watermarks` table (`collector/store/watermarks.py`); a step reads
+DuckLake's change feed between `since` and `until`, writes its results and moves the watermark in
+one transaction, so a crash anywhere redoes that step, and a step of a second stepper that read
+the same `since` fails instead of committing its work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import duckdb
+
+from collector.model import StoreUnavailable
+from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
+from collector.store.writer import LAKE, Store
+
+log = logging.getLogger(__name__)
+
+
+class WatermarkMoved(Exception):
+    """Another stepper moved this watermark after the step read it: the step is dropped."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The snapshots one step covers: after `since` up to and including `until`; `current` is
+    the newest snapshot when the window was taken."""
+
+    since: int
+    until: int
+    current: int
+
+    @property
+    def empty(self) -> bool:
+        return self.until == self.since
+
+    @property
+    def behind(self) -> bool:
+        """More snapshots wait beyond this window."""
+        return self.until < self.current
+
+    def shrink(self, until: int) -> Window:
+        """The same window ending earlier (a step that stops at a work bound)."""
+        return Window(self.since, until, self.current)
+
+    def hold(self) -> Window:
+        """The window that leaves the watermark where it is."""
+        return Window(self.since, self.since, self.current)
+
+
+def current_snapshot(store: Store) -> int:
+    return int(store.query(f"SELECT id FROM {LAKE}.current_snapshot()")[0][0])
+
+
+class Feed:
+    """One watermark's position in the change feeds, as the last commit of this process left it.
+
+    The position is read from the store once and then kept in memory (the commit re-reads it in
+    its transaction and fails with `WatermarkMoved` if it was moved meanwhile). A window read
+    before with nothing in it for this consumer is remembered (`quiet`): snapshots never change,
+    so reading them again would find nothing again.
+    """
+
+    def __init__(self, store: Store, name: str, *, max_snapshots: int) -> None:
+        self.name = name
+        self._store = store
+        self._max_snapshots = max_snapshots
+        self._mark: int | None = None
+        self._quiet: tuple[int, int] | None = None
+
+    def position(self) -> int:
+        """The snapshot read up to; -1 before the first step."""
+        if self._mark is None:
+            self._mark = stored_watermark(self._store, self.name)
+        return self._mark
+
+    def window(self, current: int | None = None) -> Window:
+        """The next bounded window after the position (empty when caught up)."""
+        since = self.position()
+        now = current_snapshot(self._store) if current is None else current
+        return Window(since, max(since, min(now, since + self._max_snapshots)), now)
+
+    def is_quiet(self, window: Window) -> bool:
+        """Whether exactly this window was read before and held nothing for this consumer."""
+        return self._quiet == (window.since, window.until)
+
+    def remember(self, window: Window, *, quiet: bool) -> None:
+        self._quiet = (window.since, window.until) if quiet else None
+
+    def move(self, cur: duckdb.DuckDBPyConnection, window: Window) -> None:
+        """In the step's transaction: check nobody moved the watermark since `window.since` was
+        read, then move it to `window.until` (not at all for an empty window)."""
+        stored = read_watermark(cur, self.name)
+        if (-1 if stored is None else stored) != window.since:
+            raise WatermarkMoved(f"{self.name} watermark is {stored}, the step read {window.since}")
+        if not window.empty:
+            write_watermark(cur, self.name, window.until)
+
+    def committed(self, window: Window) -> None:
+        """After the step's transaction committed."""
+        self._mark = window.until
+
+    def forget(self) -> None:
+        """After a failed step: read the position from the store again next time."""
+        self._mark = None
+
+    def start_at(self, cur: duckdb.DuckDBPyConnection, snapshot: int) -> None:
+        """Give a consumer seen for the first time its start (idempotent)."""
+        if read_watermark(cur, self.name) is None:
+            write_watermark(cur, self.name, snapshot)
+
+
+Step = Callable[[], bool]
+"""One blocking step; returns True while it is behind (more is waiting: step again at once)."""
+
+
+async def run_steps(
+    step: Step,
+    stop: asyncio.Event,
+    interval_s: float,
+    what: str,
+    after: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run `step` in a thread every `interval_s` (at once while it is behind) until `stop` is
+    set; `after` runs on the event loop after each step. A failed step committed nothing, so it
+    is logged and retried next interval; a closed store pauses the loop the same way."""
+    while not stop.is_set():
+        behind = False
+        try:
+            behind = await asyncio.to_thread(step)
+        except StoreUnavailable:
+            log.warning("%s paused: the store is unavailable", what)
+        except Exception:
+            log.exception("%s step failed; retrying", what)
+        if after is not None:
+            await after()
+        if behind:
+            await asyncio.sleep(0)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
