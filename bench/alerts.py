@@ -26,7 +26,6 @@ from collector.alerts import store as st  # noqa: E402
 from collector.alerts.config import AlertsConfig  # noqa: E402
 from collector.alerts.consumer import AlertsConsumer  # noqa: E402
 from collector.runs.follow import RunFollower  # noqa: E402
-from processors.alerts.engine import AlertEngine  # noqa: E402
 from processors.alerts.rules import AlertRuleSpec, Condition  # noqa: E402
 from tests.stores import service_store  # noqa: E402
 
@@ -63,7 +62,7 @@ def main() -> None:
             )
         )
         config = AlertsConfig(evaluation_interval_s=1, max_rules_per_tick=args.rules)
-        consumer = AlertsConsumer(store, config, AlertEngine())
+        consumer = AlertsConsumer(store, config)
         follower = RunFollower(store, [consumer])
         follower.create_tables()
         for i in range(args.rules):

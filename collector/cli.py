@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {issue}", file=sys.stderr)
         return 2
     if args.command == "validate":
+        for notice in config.notices:
+            print(f"warning: {notice}", file=sys.stderr)
         print("ok")
         return 0
     if args.command == "export":
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prices":
         return _recompute(config, args.org)
     _setup_logging(config)
+    for notice in config.notices:
+        logging.getLogger("agentledger").warning("config: %s", notice)
     return asyncio.run(_serve(config))
 
 

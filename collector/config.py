@@ -28,7 +28,7 @@ from collector.configparse import (
     parse_dataclass,
     suggest,
 )
-from collector.evals.config import EvalLogsConfig
+from collector.evals.config import EvalsConfig
 from collector.evals.judge import JudgeConfig
 from collector.governance.compaction import CompactionConfig
 from collector.governance.retention import RetentionConfig
@@ -182,7 +182,9 @@ class Config:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # collector/alerts/config.py
-    logs: EvalLogsConfig = field(default_factory=EvalLogsConfig)  # collector/evals/config.py
+    evals: EvalsConfig = field(default_factory=EvalsConfig)  # collector/evals/config.py
+    notices: list[str] = field(default_factory=list, init=False, compare=False)
+    """What the loader wants the operator to know (deprecated keys), logged at start."""
 
     def validate(self) -> list[ConfigIssue]:
         return self._pipeline_issues() + self._listener_issues()
@@ -244,8 +246,10 @@ def parse_config(
     errors: list[ConfigIssue] = []
     expanded = expand_env(raw, env, "", errors)
     env_failed = {issue.path for issue in errors}
+    notices = _renamed_sections(expanded, errors)
     parse_errors: list[ConfigIssue] = []
     config = parse_dataclass(Config, expanded, "", parse_errors)
+    config.notices.extend(notices)
     # A value whose variable is unset was read as "", so its own checks would only repeat that.
     errors += [issue for issue in parse_errors if issue.path not in env_failed]
     if errors:
@@ -253,6 +257,28 @@ def parse_config(
     if overrides is not None and overrides.data_dir is not None:
         config = replace(config, storage=replace(config.storage, path=str(overrides.data_dir)))
     return config
+
+
+# Sections renamed so that the YAML key, the package and the config class share one name.
+RENAMED = {"logs": "evals"}
+
+
+def _renamed_sections(raw: object, errors: list[ConfigIssue]) -> list[str]:
+    """Read a renamed section under its new name (in place), with a notice; both is an error."""
+    notices: list[str] = []
+    if not isinstance(raw, dict):
+        return notices
+    for old, new in RENAMED.items():
+        if old not in raw:
+            continue
+        if new in raw:
+            message = f"renamed to `{new}:`, which is also set; keep only `{new}:`"
+            errors.append(ConfigIssue(old, message))
+            del raw[old]  # reported here, not again as an unknown key
+            continue
+        raw[new] = raw.pop(old)
+        notices.append(f"the `{old}:` section is deprecated: rename it to `{new}:`")
+    return notices
 
 
 def load_config(

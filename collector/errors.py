@@ -1,6 +1,6 @@
 """The JSON error shape every non-OTLP API answers with: {"error", "code", "details"}.
 
-Handlers raise `ApiError` (or return `error_response`); `dashboard-read-api.txt` documents the
+Handlers raise `ApiError` (or return `error_response`); the Trakr dashboard API doc documents the
 shape and the seed docs name the codes.
 """
 

@@ -131,15 +131,6 @@ class Processor(Protocol):
     def process(self, batch: Batch) -> Batch: ...
 
 
-class Redactor(Protocol):
-    """Masks secrets and personal data in native payloads before they are stored (the `redact:`
-    processor's rules); `field` names the payload field, matched like an attribute key."""
-
-    def text(self, value: str, *, field: str) -> str: ...
-
-    def value(self, value: Any, *, field: str) -> Any: ...
-
-
 class Exporter(Protocol):
     """A destination for processed rows. `export` returns once the rows are durable there."""
 

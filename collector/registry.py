@@ -1,7 +1,8 @@
-"""The registry: YAML component names → processor and exporter classes and their configs.
+"""The registry: YAML component names → processor, exporter and channel classes and their configs.
 
-The only importer of `processors/` and `exporters/`. It type-checks each component section of
-the config with the component's own dataclass and builds processor chains and exporters.
+It type-checks each component section of the config with the component's own dataclass and
+hands out parts (processor chains, exporters, notification channels); `service.py` wires them
+into features. The only importer of `exporters/`.
 """
 
 from __future__ import annotations
@@ -9,38 +10,23 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from collector.alerts.api import AlertsApi
 from collector.alerts.config import declared_rules
-from collector.alerts.consumer import AlertsConsumer
-from collector.auth.keys import Authenticator
 from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
-from collector.evals.model import RuleEngine
-from collector.evals.runs import LogRulesConsumer
 from collector.model import Exporter, Processor, Signal
-from collector.model import Redactor as PayloadRedactor
 from collector.outbound.config import OutboundPolicy
 from collector.pipeline import ProcessorFactory
 from collector.prices.book import PriceBook
 from collector.prices.feed import BookSource, book_source
-from collector.roi.runs import RoiRuns
-from collector.roi.tasktypes import load_catalogue
-from collector.runs.derive import RunDeriver
-from collector.runs.follow import RunConsumer
-from collector.secretbox import SecretBox
 from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
 from exporters.notify import Channel, Notification, SmtpSettings, channel_from_spec
 from exporters.otlp.forward import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
-from processors.alerts.engine import AlertEngine
-from processors.alerts.rules import AlertRuleSpec, DeclaredRule
 from processors.cost import CostConfig, CostProcessor
 from processors.normalise.span import NormaliseConfig, NormaliseProcessor
-from processors.output_rules.engine import RuleEngine as OutputRules
 from processors.redact.processor import RedactConfig, Redactor, RedactProcessor
 from processors.runs.assemble import RunsConfig, RunsProcessor
 
@@ -128,7 +114,7 @@ def components(config: Config) -> Components:
                 )
             )
     prices = book_source(config.prices, config.storage.path)
-    declared_rules(config.alerts, DeclaredRule, issues, _channel_check(config))  # alerts.rules
+    declared_rules(config.alerts, issues, channel_checker(config))  # alerts.rules
     if not issues:
         issues += _construction_issues(procs, prices)
     if issues:
@@ -201,29 +187,12 @@ def _build_chains(
     }
 
 
-def build_deriver(
-    parts: Components, store: Store, offload: Callable[..., Any] | None = None
-) -> RunDeriver:
-    """The run deriver, with the declared `runs:` settings or the defaults; `offload` runs its
-    assembly elsewhere (the decode pool's processes)."""
-    config = next(
+def runs_config(parts: Components) -> RunsConfig:
+    """The declared `processors.runs` settings, or the defaults (derivation is always on)."""
+    return next(
         (cfg for cid, cfg in parts.processors.items() if component_type(cid) == "runs"),
         RunsConfig(),
     )
-    if offload is None:
-        return RunDeriver(store, RunsProcessor(config))
-    return RunDeriver(store, RunsProcessor(config), offload=offload)
-
-
-def build_run_consumers(config: Config, parts: Components, store: Store) -> list[RunConsumer]:
-    """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
-    each behind its own watermark; see `collector/runs/follow.py`."""
-    consumers: list[RunConsumer] = []
-    if config.roi.enabled:
-        consumers.append(RoiRuns(config.roi, load_catalogue()))
-    consumers.append(build_alerts(config, store))
-    consumers.append(LogRulesConsumer(build_rule_engine()))  # output rules on traced runs
-    return consumers
 
 
 def build_processor(
@@ -239,7 +208,7 @@ def build_processor(
 
 def build_redactor(
     config: Config, on_redact: Callable[[str, int], None] | None = None
-) -> PayloadRedactor | None:
+) -> Redactor | None:
     """The first declared `redact:` processor's rules for the native payloads (ROI audit
     samples, MCP args/results), reporting each redaction to `on_redact`; None if none."""
     for cid, raw in config.processors.items():
@@ -263,30 +232,18 @@ def build_exporters(
     return built, by_signal
 
 
-def build_alerts(config: Config, store: Store) -> AlertsConsumer:
-    """The alerts run consumer: `alerts.rules` upserted at start, decisions by
-    `processors/alerts/engine.py`, notifications through the channels of `exporters/notify.py`."""
-    issues: list[ConfigIssue] = []
-    rules = declared_rules(config.alerts, DeclaredRule, issues, _channel_check(config))
-    if issues:
-        raise ConfigError(issues)
+def notification_sender(config: Config) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
+    """`send(channel_spec, note)`: delivers one notification through the channel the spec names
+    (`exporters/notify.py`), with the config's SMTP server and outbound policy."""
     smtp, policy = config.notifications.smtp, config.outbound
 
     async def send(spec: Mapping[str, Any], note: Mapping[str, Any]) -> None:
         await build_channel(spec, smtp=smtp, policy=policy).send(Notification(**note))
 
-    box = SecretBox.open(Path(config.storage.path), config.secrets.key)
-    return AlertsConsumer(store, config.alerts, AlertEngine(), declared=rules, send=send, box=box)
+    return send
 
 
-def build_alerts_api(config: Config, store: Store, auth: Authenticator) -> AlertsApi:
-    """The admin API of alert rules, checking bodies with `processors/alerts/rules.py` and
-    channels with `build_channel` (a refused URL or a missing SMTP server is a 422)."""
-    box = SecretBox.open(Path(config.storage.path), config.secrets.key)
-    return AlertsApi(store, auth, AlertRuleSpec, check_channel=_channel_check(config), box=box)
-
-
-def _channel_check(config: Config) -> Callable[[Mapping[str, Any]], None]:
+def channel_checker(config: Config) -> Callable[[Mapping[str, Any]], None]:
     def check(spec: Mapping[str, Any]) -> None:
         build_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
 
@@ -299,9 +256,3 @@ def build_channel(
     """A notification channel (`exporters/notify.py`) from `{"type": "slack" | "webhook" |
     "email", ...}`; ValueError with a clear message on a bad spec."""
     return channel_from_spec(spec, smtp=smtp, policy=policy)
-
-
-def build_rule_engine() -> RuleEngine:
-    """The output rules of /api/logs (`processors/output_rules/engine.py`): value checks and
-    evaluation."""
-    return OutputRules()

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TextIO
 
 import uvicorn
@@ -20,13 +21,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from collector import registry
+from collector.alerts.api import AlertsApi
+from collector.alerts.config import declared_rules
+from collector.alerts.consumer import AlertsConsumer
 from collector.api.ratelimit import SlidingWindowLimiter
 from collector.api.server import _Server
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
 from collector.banner import Endpoints, print_ready
 from collector.config import Config, split_endpoint
-from collector.evals.api import LogsApi
+from collector.configparse import ConfigError, ConfigIssue
+from collector.evals.api import EvalsApi
+from collector.evals.judge import Judge
+from collector.evals.runs import LogRulesConsumer
 from collector.governance.maintenance import Maintenance
 from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
@@ -39,13 +46,17 @@ from collector.read.views import create_views
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.roi.api import RoiApi
+from collector.roi.runs import RoiRuns
 from collector.roi.tasktypes import load_catalogue
 from collector.runs.derive import WATERMARK as DERIVE_WATERMARK
 from collector.runs.derive import RunDeriver
-from collector.runs.follow import RunFollower
+from collector.runs.follow import RunConsumer, RunFollower
+from collector.secretbox import SecretBox
 from collector.store.lake import prime_table_stats
 from collector.store.writer import Store, StoreSettings
 from collector.telemetry import Metrics, histogram_lines
+from processors.output_rules.engine import RuleEngine
+from processors.runs.assemble import RunsProcessor
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -72,6 +83,8 @@ class Service:
         self.auth = Authenticator(self.store)
         # The `redact:` rules for native payloads, counted in /metrics like the processor's.
         self.redactor = registry.build_redactor(config, self._count_redaction)
+        # Provider keys, webhook secrets and channel secrets are sealed with this box.
+        self.box = SecretBox.open(Path(config.storage.path), config.secrets.key)
         self.mcp = McpApi(self.store, self.auth, config.mcp, self.redactor)
         self.endpoints = Endpoints()
         self._state = "starting"
@@ -89,7 +102,7 @@ class Service:
         self._follower: RunFollower | None = None
         self._following: asyncio.Task[None] | None = None
         self._pricing: asyncio.Task[None] | None = None
-        self._logs: LogsApi | None = None  # /api/logs: output evaluation
+        self._logs: EvalsApi | None = None  # /api/logs: output evaluation
         self.maintenance: Maintenance | None = None  # retention, compaction, disk cap
         self._maintaining: asyncio.Task[None] | None = None
 
@@ -107,11 +120,10 @@ class Service:
         limits = self.config.limits
         self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
         await asyncio.to_thread(self._pool.start)
-        self._deriver = registry.build_deriver(parts, self.store, self._pool.call)
+        runs = RunsProcessor(registry.runs_config(parts))
+        self._deriver = RunDeriver(self.store, runs, offload=self._pool.call)
         await asyncio.to_thread(self._deriver.create_tables)
-        self._follower = RunFollower(
-            self.store, registry.build_run_consumers(self.config, parts, self.store)
-        )
+        self._follower = RunFollower(self.store, self._run_consumers())
         await asyncio.to_thread(self._follower.create_tables)
         await asyncio.to_thread(create_views, self.store)
         self._roi = RoiApi(
@@ -122,20 +134,18 @@ class Service:
             redactor=self.redactor,
         )
         await asyncio.to_thread(self._roi.create_tables)
-        self._logs = LogsApi.from_config(
-            self.config,
-            self.store,
-            self.auth,
-            registry.build_rule_engine(),
-            build_channel=lambda spec: registry.build_channel(
-                spec, smtp=self.config.notifications.smtp, policy=self.config.outbound
-            ),
-            redactor=self.redactor,
-        )
+        self._logs = self._evals_api()
         await asyncio.to_thread(self._logs.create_tables)
         # Snapshots are expired only once the run deriver has read past them.
         required = (DERIVE_WATERMARK,) if self._deriver.enabled else ()
-        self.maintenance = Maintenance(self.config, self.store, self.metrics, required)
+        self.maintenance = Maintenance(
+            self.store,
+            self.metrics,
+            retention=self.config.retention,
+            compaction=self.config.compaction,
+            storage=self.config.storage,
+            required=required,
+        )
         await asyncio.to_thread(self.maintenance.prepare)
         feed = await asyncio.to_thread(
             PriceFeed, self.config.prices, parts.prices, self._use_book(parts), self.metrics
@@ -161,6 +171,42 @@ class Service:
         if self._grpc is not None:
             await self._grpc.set_serving(True)
         print_ready(self._out, self.config.storage.path, self.endpoints, self._first_keys)
+
+    def _run_consumers(self) -> list[RunConsumer]:
+        """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
+        each behind its own watermark; see `collector/runs/follow.py`."""
+        consumers: list[RunConsumer] = []
+        if self.config.roi.enabled:
+            consumers.append(RoiRuns(self.config.roi, load_catalogue()))
+        issues: list[ConfigIssue] = []
+        rules = declared_rules(self.config.alerts, issues, registry.channel_checker(self.config))
+        if issues:
+            raise ConfigError(issues)
+        send = registry.notification_sender(self.config)
+        alerts = AlertsConsumer(
+            self.store, self.config.alerts, declared=rules, send=send, box=self.box
+        )
+        consumers.append(alerts)
+        consumers.append(LogRulesConsumer(RuleEngine()))  # output rules on traced runs
+        return consumers
+
+    def _evals_api(self) -> EvalsApi:
+        """Output evaluation as configured: judge, secrets, media, notification channels."""
+        config = self.config
+        return EvalsApi(
+            self.store,
+            self.auth,
+            RuleEngine(),
+            config=config.evals,
+            box=self.box,
+            policy=config.outbound,
+            media_root=config.evals.media_root(config.storage.path),
+            judge=Judge(config.judge, config.outbound),
+            build_channel=lambda spec: registry.build_channel(
+                spec, smtp=config.notifications.smtp, policy=config.outbound
+            ),
+            redactor=self.redactor,
+        )
 
     def _use_book(self, parts: registry.Components) -> Callable[[PriceBook], None]:
         """What a new price book is handed to: /v1/track pricing here, and every decode worker
@@ -226,7 +272,12 @@ class Service:
             *self.mcp.routes(),
             *McpReadApi(self.store, self.auth, limiter=limiter).routes(),
             *(self.maintenance.routes(self.auth) if self.maintenance is not None else []),
-            *registry.build_alerts_api(self.config, self.store, self.auth).routes(),
+            *AlertsApi(
+                self.store,
+                self.auth,
+                check_channel=registry.channel_checker(self.config),
+                box=self.box,
+            ).routes(),
             *(self._logs.routes() if self._logs is not None else []),
             *ReadApi(self.store, self.auth, limiter=limiter).routes(),
         ]

@@ -27,6 +27,7 @@ from collector.errors import ApiError, error_response, from_api_error
 from collector.model import Principal
 from collector.secretbox import SecretBox
 from collector.store.writer import LAKE, Store
+from processors.alerts.rules import AlertRuleSpec
 
 ChannelCheck = Callable[[Mapping[str, Any]], None]
 """Raises ValueError with a reason when a channel spec cannot be used (e.g. a refused URL)."""
@@ -39,7 +40,6 @@ class AlertsApi:
         self,
         store: Store,
         auth: Authenticator,
-        spec_type: type,
         *,
         check_channel: ChannelCheck | None = None,
         box: SecretBox | None = None,
@@ -47,7 +47,6 @@ class AlertsApi:
     ) -> None:
         self._store = store
         self._auth = auth
-        self._spec_type = spec_type
         self._check_channel = check_channel
         self._box = box
         self._clock = clock
@@ -208,7 +207,7 @@ class AlertsApi:
     def _parse(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A checked rule as a JSON dict, or a 422 listing every problem with its field."""
         issues: list[ConfigIssue] = []
-        spec: Any = parse_dataclass(self._spec_type, dict(body), "", issues)
+        spec = parse_dataclass(AlertRuleSpec, dict(body), "", issues)
         details = [_detail(i) for i in issues]
         if not details and self._check_channel is not None:
             for i, channel in enumerate(getattr(spec, "channels", [])):

@@ -1,8 +1,8 @@
 """The `alerts:` config section: how often window rules are evaluated, the default cool-down,
 delivery retries, and the rules declared in the file.
 
-Parsed with the rest of the config (`collector/config.py`); each entry of `rules` is checked by
-the registry against `processors/alerts/rules.py` and upserted by name at start.
+Parsed with the rest of the config (`collector/config.py`); each entry of `rules` is checked
+against `processors/alerts/rules.py` (its channels by the registry) and upserted by name at start.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.configparse import ConfigIssue, bounds, parse_dataclass
+from processors.alerts.rules import DeclaredRule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,18 +34,17 @@ class AlertsConfig:
 
 def declared_rules(
     config: AlertsConfig,
-    rule_type: type,
     issues: list[ConfigIssue],
     check_channel: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> list[tuple[str, Any]]:
-    """`(org, spec)` of each entry of `alerts.rules`, checked with `rule_type` (the registry's
-    `processors.alerts.rules.DeclaredRule`); every problem is added to `issues` with its path."""
+    """`(org, spec)` of each entry of `alerts.rules`, checked as a `DeclaredRule` and its channels
+    with `check_channel`; every problem is added to `issues` with its path."""
     out: list[tuple[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for i, raw in enumerate(config.rules):
         path = f"alerts.rules[{i}]"
         found: list[ConfigIssue] = []
-        rule: Any = parse_dataclass(rule_type, raw, path, found)
+        rule = parse_dataclass(DeclaredRule, raw, path, found)
         if not found and (rule.org, rule.name) in seen:
             message = f"{rule.name!r} is declared twice for org {rule.org!r}"
             found.append(ConfigIssue(f"{path}.name", message))

@@ -3,7 +3,7 @@ rules' events on ticks, and queues each notification in the outbox of the same t
 
 Fed by `collector/runs/follow.py` (finished runs, once per committed fact); rules come from
 `alert_rules` (the API and the config), window aggregates from `collector/alerts/window.py`
-(read after each step, off the writer thread), decisions from the registry's engine
+(read after each step, off the writer thread), decisions from the alert engine
 (`processors/alerts/engine.py`); notifications leave through `collector/alerts/outbox.py`.
 """
 
@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 
@@ -28,40 +28,19 @@ from collector.api.shapes import rfc3339
 from collector.model import StoreUnavailable
 from collector.secretbox import SecretBox
 from collector.store.writer import LAKE, Store
+from processors.alerts import engine
+from processors.alerts.engine import Aggregate, OpenEvent
+from processors.alerts.rules import AlertRuleSpec
 
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
 Ready = dict[str, tuple[datetime, int, alerts_window.Aggregates]]
 
 
-class Engine(Protocol):
-    """What the consumer needs of `processors.alerts.engine.AlertEngine` (handed in by the
-    registry)."""
-
-    @property
-    def spec_type(self) -> Callable[..., Any]: ...
-
-    @property
-    def aggregate(self) -> Callable[[str, float | None, int], Any]: ...
-
-    @property
-    def open_event(self) -> Callable[[str, str, bool], Any]: ...
-
-    def run_value(self, spec: Any, run: Mapping[str, Any]) -> float | None: ...
-
-    def decide_window(self, spec: Any, aggregates: list[Any], live: list[Any]) -> list[Any]: ...
-
-    def in_cooldown(self, last_notified_ns: int | None, now_ns: int, cooldown_s: int) -> bool: ...
-
-    def notification(
-        self, spec: Any, event: Mapping[str, Any], kind: str, subject: str
-    ) -> dict[str, Any]: ...
-
-
 @dataclasses.dataclass(frozen=True)
-class Rule:
+class AlertRule:
     record: st.RuleRecord
-    spec: Any  # the engine's AlertRuleSpec
+    spec: AlertRuleSpec
 
 
 def run_event_id(org: str, rule_id: str, run_id: str) -> str:
@@ -81,7 +60,6 @@ class AlertsConsumer:
         self,
         store: Store,
         config: AlertsConfig,
-        engine: Engine,
         *,
         declared: Sequence[tuple[str, Any]] = (),
         send: Sender | None = None,
@@ -89,7 +67,6 @@ class AlertsConsumer:
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._config = config
-        self._engine = engine
         self._declared = list(declared)
         self._parsed: dict[tuple[str, str], tuple[datetime, Any]] = {}  # None: unusable
         self._store = store
@@ -177,32 +154,32 @@ class AlertsConsumer:
     async def aclose(self) -> None:
         await self.outbox.aclose()
 
-    def _rules(self, cur: duckdb.DuckDBPyConnection) -> list[Rule]:
-        out: list[Rule] = []
+    def _rules(self, cur: duckdb.DuckDBPyConnection) -> list[AlertRule]:
+        out: list[AlertRule] = []
         for record in st.load_rules(cur):
             key = (record.org, record.rule_id)
             cached = self._parsed.get(key)
             if cached is None or cached[0] != record.updated_at:
                 try:
-                    spec = self._engine.spec_type(**record.spec)
+                    spec = AlertRuleSpec(**record.spec)
                 except (TypeError, ValueError) as e:
                     log.warning("alert rule %s of %s is unusable: %s", record.rule_id, key[0], e)
                     spec = None  # logged once per version of the rule
                 cached = self._parsed[key] = (record.updated_at, spec)
             if cached[1] is not None and cached[1].enabled:
-                out.append(Rule(record, cached[1]))
+                out.append(AlertRule(record, cached[1]))
         return out
 
     def _per_run(
-        self, cur: duckdb.DuckDBPyConnection, rules: list[Rule], runs: list[dict[str, Any]],
+        self, cur: duckdb.DuckDBPyConnection, rules: list[AlertRule], runs: list[dict[str, Any]],
         now_ns: int,
     ) -> None:  # fmt: skip
-        firings: list[tuple[str, Rule, dict[str, Any], float]] = []
+        firings: list[tuple[str, AlertRule, dict[str, Any], float]] = []
         for run in runs:
             for rule in rules:
                 if rule.record.org != run["org"]:
                     continue
-                value = self._engine.run_value(rule.spec, run)
+                value = engine.run_value(rule.spec, run)
                 if value is not None:
                     event_id = run_event_id(run["org"], rule.record.rule_id, run["run_id"])
                     firings.append((event_id, rule, run, value))
@@ -232,7 +209,7 @@ class AlertsConsumer:
             self._open(cur, rule, event, now_ns)
 
     def _windows(
-        self, cur: duckdb.DuckDBPyConnection, rules: list[Rule], ready: Ready, now_ns: int
+        self, cur: duckdb.DuckDBPyConnection, rules: list[AlertRule], ready: Ready, now_ns: int
     ) -> None:
         """Decide and write what the aggregates computed since the last step say."""
         by_id = {r.record.rule_id: r for r in rules if r.spec.is_window}
@@ -248,17 +225,17 @@ class AlertsConsumer:
                   AND (resolved_at IS NULL OR resolved_by = 'manual')""",
             [list(current)],
         ).fetchall():
-            live.setdefault(rule_id, []).append(self._engine.open_event(event_id, subject, acked))
+            live.setdefault(rule_id, []).append(OpenEvent(event_id, subject, acked))
         for rule_id, (_, _as_of, rows) in current.items():
-            aggs = [self._engine.aggregate(*a) for a in rows]
+            aggs = [Aggregate(*a) for a in rows]
             self._decide(cur, by_id[rule_id], aggs, live.get(rule_id, []), now_ns)
 
     def _decide(
-        self, cur: duckdb.DuckDBPyConnection, rule: Rule, aggs: list[Any], live: list[Any],
+        self, cur: duckdb.DuckDBPyConnection, rule: AlertRule, aggs: list[Any], live: list[Any],
         now_ns: int,
     ) -> None:  # fmt: skip
         now = st.to_dt(now_ns)
-        for d in self._engine.decide_window(rule.spec, aggs, live):
+        for d in engine.decide_window(rule.spec, aggs, live):
             if d.action == "open":
                 scope = rule.spec.scope
                 event = {
@@ -272,6 +249,7 @@ class AlertsConsumer:
                 }
                 self._open(cur, rule, event, now_ns)
             elif d.action == "resolve":
+                assert d.event_id is not None  # the engine resolves only a live event
                 self._resolve(cur, rule, d.event_id, d.subject, now_ns)
             else:
                 cur.execute(
@@ -282,7 +260,7 @@ class AlertsConsumer:
     # -- writing events and their notifications ------------------------------------------------
 
     def _open(
-        self, cur: duckdb.DuckDBPyConnection, rule: Rule, event: dict[str, Any], now_ns: int
+        self, cur: duckdb.DuckDBPyConnection, rule: AlertRule, event: dict[str, Any], now_ns: int
     ) -> None:
         org, rule_id = rule.record.org, rule.record.rule_id
         now = st.to_dt(now_ns)
@@ -307,15 +285,15 @@ class AlertsConsumer:
         cooldown = rule.spec.cooldown_s
         cooldown = self._config.cooldown_s if cooldown is None else int(cooldown)
         last_ns = None if last is None or last[0] is None else int(last[0])
-        suppressed = self._engine.in_cooldown(last_ns, now_ns, cooldown)
+        suppressed = engine.in_cooldown(last_ns, now_ns, cooldown)
         public = self._public_event(rule, event, now_ns, None)
-        note = self._engine.notification(rule.spec, public, "alert.triggered", event["subject"])
+        note = engine.notification(rule.spec, public, "alert.triggered", event["subject"])
         status = "suppressed" if suppressed else "pending"
         key = (org, event["event_id"], rule_id)
         self.outbox.queue(cur, key, note, channels=len(channels), now=now, status=status)
 
     def _resolve(
-        self, cur: duckdb.DuckDBPyConnection, rule: Rule, event_id: str, subject: str,
+        self, cur: duckdb.DuckDBPyConnection, rule: AlertRule, event_id: str, subject: str,
         now_ns: int,
     ) -> None:  # fmt: skip
         now = st.to_dt(now_ns)
@@ -343,7 +321,7 @@ class AlertsConsumer:
             "triggered_value": row[3], "threshold_value": row[4],
         }  # fmt: skip
         public = self._public_event(rule, event, int(row[6]) * 1000, now_ns, bool(row[5]))
-        note = self._engine.notification(rule.spec, public, "alert.resolved", subject)
+        note = engine.notification(rule.spec, public, "alert.resolved", subject)
         key = (rule.record.org, event_id, rule.record.rule_id)
         self.outbox.queue(
             cur, key, note, channels=len(rule.spec.channels), now=now, status="pending"
@@ -351,7 +329,7 @@ class AlertsConsumer:
 
     @staticmethod
     def _public_event(
-        rule: Rule,
+        rule: AlertRule,
         event: Mapping[str, Any],
         created_ns: int,
         resolved_ns: int | None,

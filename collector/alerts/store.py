@@ -1,5 +1,5 @@
 """Alert tables (`alert_rules`, `alert_events`, `alert_outbox`): DDL, rule records, the event
-feed and its JSON shape (`AlertEvent` of `dashboard-read-api.txt`), manual resolution.
+feed and its JSON shape (`AlertEvent` of the Trakr dashboard API doc), manual resolution.
 
 Written by `collector/alerts/consumer.py` (on the writer thread) and `collector/alerts/api.py`;
 read by the read API (`GET /api/alert-events`, a run's `alert_events`).

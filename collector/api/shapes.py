@@ -1,4 +1,4 @@
-"""JSON shapes of the read API (`dashboard-read-api.txt`): money as decimal strings, times as
+"""JSON shapes of the read API (the Trakr dashboard API doc): money as decimal strings, times as
 RFC 3339 UTC with a Z. Turns the query layer's records into the documented objects.
 """
 

@@ -1,7 +1,7 @@
-"""Output evaluation over HTTP (`logs-rules-api.txt`): POST /api/logs, and the assembly of the
+"""Output evaluation over HTTP (the Tracira logs API doc): POST /api/logs, and the assembly of the
 whole feature (reads and review in `logs_review`, rules, projects, settings, media).
 
-`LogsApi` owns the parts (auth, rules, evaluator, outbox, workspace, projects, media) and their
+`EvalsApi` owns the parts (auth, rules, evaluator, outbox, workspace, projects, media) and their
 background tasks, which the service starts and stops. Logs are committed before answering:
 async ones as `pending` (the evaluator picks them up), sync ones with their verdict.
 """
@@ -25,17 +25,14 @@ from collector.api.body import read_json_object
 from collector.api.ratelimit import SlidingWindowLimiter
 from collector.api.routes import endpoint
 from collector.auth.keys import Authenticator
-from collector.config import Config
 from collector.errors import ApiError
 from collector.evals import callbacks as cb
 from collector.evals import shapes as lj
 from collector.evals import store as ls
 from collector.evals.auth import LogsAuth
-from collector.evals.config import EvalLogsConfig
+from collector.evals.config import EvalsConfig
 from collector.evals.evaluate import Evaluator, verdict_fields
-from collector.evals.judge import Judge
 from collector.evals.media import Media
-from collector.evals.model import Redactor, RuleEngine
 from collector.evals.projects import Projects
 from collector.evals.request import LogInput, parse_log
 from collector.evals.review import LogViews, find_log
@@ -47,20 +44,22 @@ from collector.outbound import client as outbound
 from collector.secretbox import SecretBox
 from collector.store.sequence import Sequencer
 from collector.store.writer import Store
+from processors.output_rules.engine import RuleEngine
+from processors.redact.rules import Redactor
 
 MIB = 1024 * 1024
 TOO_MANY = {"error": "Too many requests. Please slow down and try again shortly."}
 KNOWN_TTL_S = 60.0  # another node's project rename or delete is seen within this long
 
 
-class LogsApi:
+class EvalsApi:
     def __init__(
         self,
         store: Store,
         auth: Authenticator,
         engine: RuleEngine,
         *,
-        config: EvalLogsConfig,
+        config: EvalsConfig,
         box: SecretBox,
         policy: outbound.OutboundPolicy,
         media_root: Path,
@@ -111,31 +110,6 @@ class LogsApi:
         self._known: dict[tuple[str, str, str | None], tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Config,
-        store: Store,
-        auth: Authenticator,
-        engine: RuleEngine,
-        *,
-        build_channel: Callable[[Mapping[str, Any]], Any] | None = None,
-        redactor: Redactor | None = None,
-    ) -> LogsApi:
-        """The API as the service runs it: judge, secrets and media from the config."""
-        return cls(
-            store,
-            auth,
-            engine,
-            config=config.logs,
-            box=SecretBox.open(Path(config.storage.path), config.secrets.key),
-            policy=config.outbound,
-            media_root=config.logs.media_root(config.storage.path),
-            judge=Judge(config.judge, config.outbound),
-            build_channel=build_channel,
-            redactor=redactor,
-        )
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""The `logs:` section of the config: output evaluation's rate limit, evaluation worker, media
-store and callback retry bounds.
+"""The `evals:` section of the config (formerly `logs:`): output evaluation's rate limit,
+evaluation worker, media store and callback retry bounds.
 
-Parsed by `collector/config.py` into `Config.logs`; `LogsApi` reads it at start.
+Parsed by `collector/config.py` into `Config.evals`; `EvalsApi` reads it at start.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collector.configparse import bounds
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalLogsConfig:
+class EvalsConfig:
     """`media_dir` defaults to `<storage.path>/media`; `judge_timeout_s` bounds one rule's
     judge call in total (its own attempts and retries included)."""
 

@@ -21,9 +21,10 @@ import pyarrow as pa
 
 from collector.evals import callbacks as cb
 from collector.evals import store as ls
-from collector.evals.model import Redactor, RuleEngine, RuleResultLike
 from collector.evals.rules import Rule, RuleCache
 from collector.store.writer import Store
+from processors.output_rules.engine import RuleEngine, RuleResult
+from processors.redact.rules import Redactor
 
 log = logging.getLogger(__name__)
 SWEEP_S = 5.0  # how often pending logs nobody queued (traced runs, another node's) are found
@@ -100,8 +101,8 @@ class Evaluator:
         confidence: float | None,
         input_text: str | None = None,
     ) -> Evaluation:
-        results: list[tuple[Rule, RuleResultLike]] = []
-        judged: list[tuple[Rule, Awaitable[RuleResultLike]]] = []
+        results: list[tuple[Rule, RuleResult]] = []
+        judged: list[tuple[Rule, Awaitable[RuleResult]]] = []
         for rule in rules:
             if rule.compiled is None:
                 results.append((rule, self._engine.result("error", rule.problem or "invalid", 0)))
@@ -124,7 +125,7 @@ class Evaluator:
 
     async def _judge_one(
         self, org: str, rule: Rule, output: str, input_text: str | None
-    ) -> RuleResultLike:
+    ) -> RuleResult:
         settings = await self._judge_settings(org)
         provider = rule.row["judge_provider"] or settings.default_provider
         if provider is None:
@@ -314,7 +315,7 @@ def verdict_fields(ev: Evaluation, now: datetime) -> dict[str, Any]:
     }
 
 
-def rule_result(rule: Rule, res: RuleResultLike, scope: str | None = None) -> dict[str, Any]:
+def rule_result(rule: Rule, res: RuleResult, scope: str | None = None) -> dict[str, Any]:
     return {
         "ruleId": rule.row["id"],
         "ruleName": rule.name,

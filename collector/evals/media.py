@@ -30,8 +30,8 @@ from starlette.routing import Route
 from collector.api.routes import endpoint
 from collector.errors import ApiError
 from collector.evals.auth import LogsAuth
-from collector.evals.model import Redactor
 from collector.outbound import client as outbound
+from processors.redact.rules import Redactor
 
 SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -1,4 +1,4 @@
-"""The body of POST /api/logs (`logs-rules-api.txt`): every field and alias, validated into a
+"""The body of POST /api/logs (the Tracira logs API doc): every field and alias, validated into a
 `LogInput`, with each problem as a `{"field", "message"}` of one 422.
 
 No-code tools send blanks as "" and numbers as strings: an empty optional field counts as absent

@@ -15,8 +15,8 @@ from typing import Any
 from collector.api.shapes import iso
 from collector.errors import ApiError
 from collector.evals import store as ls
-from collector.evals.model import CompiledRuleLike, RuleEngine
 from collector.store.writer import Store
+from processors.output_rules.engine import CompiledRule, RuleEngine
 
 CACHE_TTL_S = 5.0  # another node's rule change is seen within this long
 MAX_RULES = 500
@@ -37,7 +37,7 @@ FIELDS = {
 @dataclass(frozen=True)
 class Rule:
     row: dict[str, Any]
-    compiled: CompiledRuleLike | None
+    compiled: CompiledRule | None
     problem: str | None = None  # why a stored value no longer compiles (evaluates as error)
 
     @property

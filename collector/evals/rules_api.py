@@ -21,10 +21,10 @@ from collector.errors import ApiError
 from collector.evals import store as ls
 from collector.evals.auth import LogsAuth
 from collector.evals.evaluate import Evaluator
-from collector.evals.model import RuleEngine
 from collector.evals.request import MAX_OUTPUT_CHARS
 from collector.evals.rules import MAX_RULES, Rule, RuleCache, parse_rule_body, rule_json
 from collector.store.writer import Store
+from processors.output_rules.engine import RuleEngine
 
 RULE_COLUMNS = [n for n, _ in ls.TABLES["eval_rules"]]
 

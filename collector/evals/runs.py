@@ -16,8 +16,8 @@ import duckdb
 from collector.evals import callbacks as cb
 from collector.evals import store as ls
 from collector.evals.evaluate import Evaluation, rule_result, verdict_fields
-from collector.evals.model import RuleEngine
 from collector.evals.rules import Rule
+from processors.output_rules.engine import RuleEngine
 
 NAME = "log_rules"
 SENDER = "traced-run"  # what `userId` / key_id shows for logs made from runs

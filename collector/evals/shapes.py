@@ -1,4 +1,4 @@
-"""JSON shapes of the logs API (`logs-rules-api.txt`): a listed log (`executions[]`), a full
+"""JSON shapes of the logs API (the Tracira logs API doc): a listed log (`executions[]`), a full
 log, its status, and the POST answer with its inline verdict.
 
 `logs_api` and `logs_query` turn `eval_logs` rows (dicts keyed by column) into these.

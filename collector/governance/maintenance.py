@@ -18,7 +18,6 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from collector.auth.keys import Authenticator
-from collector.config import Config
 from collector.governance import compaction, retention
 from collector.governance.compaction import CompactionConfig
 from collector.governance.diskcap import DiskCap
@@ -27,6 +26,7 @@ from collector.governance.retention import RetentionConfig
 from collector.governance.retention_api import RetentionApi
 from collector.model import StoreUnavailable
 from collector.store import readercopy
+from collector.store.config import StorageConfig
 from collector.store.writer import Store
 from collector.telemetry import Metrics
 
@@ -36,15 +36,24 @@ MIB = 1024 * 1024
 
 class Maintenance:
     def __init__(
-        self, config: Config, store: Store, metrics: Metrics, required: Sequence[str] = ()
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        retention: RetentionConfig,
+        compaction: CompactionConfig,
+        storage: StorageConfig,
+        required: Sequence[str] = (),
     ) -> None:
+        """`storage` gives the disk cap and reader-copy settings; `required` names the
+        watermarks snapshot expiry must wait for."""
         self._store = store
         self._metrics = metrics
-        self.retention: RetentionConfig = config.retention
-        self.compaction: CompactionConfig = config.compaction
+        self.retention = retention
+        self.compaction = compaction
         self._required = tuple(required)
         self._stopping = threading.Event()  # seen by a job's thread: stop at the next slice
-        s = config.storage
+        s = storage
         self._cap_interval_s = float(s.size_check_interval_s)
         self._reader_copy_s = float(s.reader_copy_interval_s)
         self.cap = DiskCap(

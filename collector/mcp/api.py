@@ -1,4 +1,4 @@
-"""MCP capture ingest (`capture-event-api.txt`): POST /api/v1/capture-session and
+"""MCP capture ingest (the Agnost capture-event API doc): POST /api/v1/capture-session and
 /api/v1/capture-event, validated into `mcp_sessions` / `mcp_events` rows and group-committed.
 
 An MCP server (or its SDK) sends one call per request with its ingest key in `X-Org-Id` (or
@@ -24,9 +24,10 @@ from collector.errors import ApiError, error_response, from_api_error
 from collector.mcp import store as mcp_store
 from collector.mcp.config import McpConfig
 from collector.mcp.store import PRIMITIVE_TYPES
-from collector.model import Redactor, Rows, StoreUnavailable
+from collector.model import Rows, StoreUnavailable
 from collector.store.sequence import Sequencer
 from collector.store.writer import Store
+from processors.redact.rules import Redactor
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The dashboard read API (`dashboard-read-api.txt`): runs, workflows, alert events, metrics.
+"""The dashboard read API (the Trakr dashboard API doc): runs, workflows, alert events, metrics.
 
 GET only, read tokens only, org-scoped, 300 requests/minute/token. A handler parses its query
 string (`read_api_params`), calls one query function, and serialises it (`read_api_json`).

@@ -1,4 +1,4 @@
-"""How the read API writes its objects (`dashboard-read-api.txt`): runs, LLM calls, tool events,
+"""How the read API writes its objects (the Trakr dashboard API doc): runs, LLM calls, tool events,
 run detail, workflows, buckets, tools, the overview and a run's ROI, from the query layer's records.
 """
 

@@ -1,4 +1,4 @@
-"""The ROI API (`track-api.txt`): POST /v1/track, task types, org settings, events and reports.
+"""The ROI API (the Triad track API doc): POST /v1/track, task types, settings, events, reports.
 
 Ingest keys track events (written through the store's group commit, answered once durable);
 admin keys read and patch `orgs.settings`; read tokens list events and reports.
@@ -26,7 +26,7 @@ from collector.api.params import Params, decode_cursor, encode_cursor
 from collector.api.ratelimit import SlidingWindowLimiter
 from collector.auth.keys import Authenticator, AuthError, parse_key
 from collector.errors import ApiError, error_response, from_api_error
-from collector.model import Principal, Processor, Redactor, Scope, StoreUnavailable
+from collector.model import Principal, Processor, Scope, StoreUnavailable
 from collector.roi import reports as roi_reports
 from collector.roi import store as roi_store
 from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer
@@ -36,6 +36,7 @@ from collector.roi.settings import KEYS, OrgSettings, merge_patch, parse_setting
 from collector.roi.shapes import event_json, event_record, response_body, task_types_body
 from collector.roi.tasktypes import Catalogue
 from collector.store.writer import Store
+from processors.redact.rules import Redactor
 
 log = logging.getLogger(__name__)
 PAST, FUTURE = timedelta(days=90), timedelta(hours=24)

@@ -1,4 +1,4 @@
-"""The `POST /v1/track` body and headers, validated field by field (`track-api.txt`).
+"""The `POST /v1/track` body and headers, validated field by field (the Triad track API doc).
 
 `parse_track` turns the JSON object into a frozen `TrackRequest` or raises one 422
 `validation_error` listing every failing field; `roi_math` then prices the request.

@@ -16,7 +16,6 @@ from processors.alerts.rules import (
     RUN_COLUMN,
     SAMPLED,
     AlertRuleSpec,
-    DeclaredRule,
 )
 
 Action = Literal["open", "resolve", "clear"]
@@ -195,17 +194,3 @@ def _duration(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
-
-
-class AlertEngine:
-    """The evaluation functions as one object, which the registry hands to the collector's
-    alerts consumer and API (the collector does not import processors)."""
-
-    spec_type = AlertRuleSpec
-    declared_type = DeclaredRule
-    run_value = staticmethod(run_value)
-    decide_window = staticmethod(decide_window)
-    in_cooldown = staticmethod(in_cooldown)
-    notification = staticmethod(notification)
-    aggregate = Aggregate
-    open_event = OpenEvent

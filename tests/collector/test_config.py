@@ -8,6 +8,7 @@ assertion checks the parsed value or the exact issue (path and message) the user
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
@@ -57,6 +58,8 @@ def test_default_file_spells_out_every_setting() -> None:
         hints = get_type_hints(cls)
         out = []
         for f in dataclasses.fields(cls):
+            if not f.init:  # not a setting (the loader's notices)
+                continue
             tp = hints[f.name]
             if type(None) in get_args(tp):  # `X | None`: look inside X
                 tp = get_args(tp)[0]
@@ -68,6 +71,29 @@ def test_default_file_spells_out_every_setting() -> None:
 
     assert missing(Config, raw, "") == []
     assert missing(GrpcConfig, raw["receivers"]["otlp"]["protocols"]["grpc"], "") == []
+
+
+def test_each_default_section_names_the_module_of_its_config_class() -> None:
+    # Any key is one hop from its code: `storage:  # collector/store/config.py`.
+    text = (REPO / "config" / "default.yaml").read_text(encoding="utf-8")
+    homes = dict(re.findall(r"^([a-z_]+):\s+# (\S+\.py)", text, re.M))
+    hints = get_type_hints(Config)
+    sections = [f.name for f in dataclasses.fields(Config) if f.init]
+    assert sorted(homes) == sorted(sections)
+    for name, home in homes.items():
+        assert (REPO / home).is_file(), f"{name}: {home} does not exist"
+        if dataclasses.is_dataclass(hints[name]):
+            module = hints[name].__module__.replace(".", "/") + ".py"
+            assert module == home, f"{name}: {hints[name].__name__} is in {module}, not {home}"
+
+
+def test_the_old_logs_section_is_read_as_evals_with_a_notice() -> None:
+    config = parse_config({"logs": {"worker_batch": 7}}, {})
+    assert config.evals.worker_batch == 7
+    assert config.notices == ["the `logs:` section is deprecated: rename it to `evals:`"]
+    assert parse_config({"evals": {"worker_batch": 7}}, {}).notices == []
+    both = messages({"logs": {}, "evals": {}})
+    assert both == {"logs": "renamed to `evals:`, which is also set; keep only `evals:`"}
 
 
 @pytest.mark.parametrize("raw", [None, {}])
@@ -98,7 +124,7 @@ def test_unknown_top_level_key_without_a_close_match() -> None:
     assert messages({"zzz": 1}) == {
         "zzz": "unknown key (expected one of: receivers, processors, exporters, service, "
         "storage, limits, api, auth, mcp, retention, compaction, prices, roi, outbound, "
-        "notifications, judge, secrets, alerts, logs)"
+        "notifications, judge, secrets, alerts, evals)"
     }
 
 

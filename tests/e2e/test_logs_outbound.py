@@ -49,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, judges: FakeJudges) -> Iter
     extra = (
         "outbound: {allow_private: true}\n"
         f"judge: {{timeout_s: 1, retries: 0, base_urls: {{{urls}}}}}\n"
-        "logs: {callback_base_delay_s: 0.2, callback_max_delay_s: 0.5, judge_timeout_s: 5}\n"
+        "evals: {callback_base_delay_s: 0.2, callback_max_delay_s: 0.5, judge_timeout_s: 5}\n"
     )
     s = make_server(tmp_path_factory.mktemp("out"), extra).start()
     try:

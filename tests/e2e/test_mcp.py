@@ -16,7 +16,8 @@ from tests.e2e.server import KEYS, Server
 
 INGEST, READ = KEYS[("acme", "ingest")], KEYS[("acme", "read")]
 
-# The example of capture-event-api.txt, character for character but for the URL and the key.
+# The example of the Agnost capture-event API doc, character for character but for the URL and
+# the key.
 DOC_CURL = """curl --request POST \\
   --url {base}/api/v1/capture-event \\
   --header 'Content-Type: application/json' \\

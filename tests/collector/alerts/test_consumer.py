@@ -20,7 +20,6 @@ from collector.alerts.consumer import AlertsConsumer
 from collector.runs.follow import RunFollower
 from collector.store.query import Window
 from collector.store.writer import Store
-from processors.alerts.engine import AlertEngine
 from processors.alerts.rules import AlertRuleSpec
 from tests.stores import service_store
 
@@ -77,7 +76,7 @@ class Rig:
 def rig_for(store: Store, clock: Clock, config: AlertsConfig | None = None, **kw: Any) -> Rig:
     channels = Channels()
     config = config or AlertsConfig(evaluation_interval_s=1, cooldown_s=0, retry_base_s=5)
-    consumer = AlertsConsumer(store, config, AlertEngine(), send=channels, clock=clock, **kw)
+    consumer = AlertsConsumer(store, config, send=channels, clock=clock, **kw)
     follower = RunFollower(store, [consumer], clock=clock)
     follower.create_tables()
     return Rig(store, consumer, follower, clock, channels)

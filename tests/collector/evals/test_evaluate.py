@@ -21,8 +21,8 @@ from collector.evals.evaluate import Evaluator, JudgeSettings
 from collector.evals.request import parse_log
 from collector.evals.rules import RuleCache
 from collector.outbound.config import OutboundPolicy
-from collector.registry import build_rule_engine
 from collector.store.writer import Store, StoreSettings
+from processors.output_rules.engine import RuleEngine
 from tests.fixtures.receiver import Answer, Receiver
 
 
@@ -111,7 +111,7 @@ def evaluator(store: Store, judge: Any, redactor: Any = None) -> Evaluator:
     async def workspace(org: str) -> tuple[dict[str, Any], dict[str, str]]:
         return {}, {}
 
-    engine = build_rule_engine()
+    engine = RuleEngine()
     return Evaluator(
         store,
         engine,

@@ -1,6 +1,6 @@
-"""Tests for the query layer (`collector/query*.py`): a real DuckLake store in a temporary dir,
-`runs`, `span_runs` and `spans` rows inserted directly with known values, read back through
-the named query functions; expected numbers are computed by hand in the tests.
+"""Tests for the query layer (`collector/store/query.py`, `collector/read/`): a real DuckLake store
+in a temporary dir, `runs`, `span_runs` and `spans` rows inserted directly with known values, read
+back through the named query functions; expected numbers are computed by hand in the tests.
 """
 
 from __future__ import annotations
