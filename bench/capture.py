@@ -84,7 +84,7 @@ async def drive(base: str, clients: int, seconds: float) -> tuple[list[str], lis
 
 def stored_ids(data_dir: str) -> set[str]:
     sys.path.insert(0, str(ROOT))
-    from collector.store.writer import StoreSettings, connect
+    from collector.store.lake import StoreSettings, connect
 
     con = connect(
         StoreSettings(catalog=f"{data_dir}/catalog.ducklake", data_path=f"{data_dir}/data")

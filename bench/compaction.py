@@ -34,7 +34,8 @@ from collector.governance import compaction  # noqa: E402
 from collector.governance.compaction import CompactionConfig  # noqa: E402
 from collector.model import Signal  # noqa: E402
 from collector.pipeline import process_payload  # noqa: E402
-from collector.store.writer import Store, StoreSettings  # noqa: E402
+from collector.store.lake import StoreSettings  # noqa: E402
+from collector.store.writer import Store  # noqa: E402
 
 
 def build(tmp: str, seconds: float, workers: int) -> list[bytes]:

@@ -173,7 +173,7 @@ def derivation_lag(http_ep: str, runs: int, limit_s: float = 600) -> float:
 
 
 def count_rows(data_dir: str) -> int:
-    from collector.store.writer import StoreSettings, connect
+    from collector.store.lake import StoreSettings, connect
 
     con = connect(
         StoreSettings(catalog=f"{data_dir}/catalog.ducklake", data_path=f"{data_dir}/data/")

@@ -40,7 +40,7 @@ from collector.read import metrics as qm  # noqa: E402
 from collector.read import runs as qr  # noqa: E402
 from collector.read.api import read_overview  # noqa: E402
 from collector.read.detail import get_detail  # noqa: E402
-from collector.service import store_settings  # noqa: E402
+from collector.store.lake import StoreSettings  # noqa: E402
 from collector.store.query import Window  # noqa: E402
 from collector.store.writer import Store  # noqa: E402
 
@@ -227,7 +227,7 @@ def main() -> None:
     cfg = tmp / "bench.yaml"
     cfg.write_text(CONFIG.format(data=data, org=ORG, key=KEY))
     loaded = load_config(cfg, {}, ConfigOverrides())
-    settings = store_settings(loaded)
+    settings = StoreSettings.from_config(loaded.storage)
     config = loaded.compaction
     if args.spans_row_group_rows:
         config = replace(config, spans_row_group_rows=args.spans_row_group_rows)

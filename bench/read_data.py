@@ -17,8 +17,9 @@ from collector.governance.compaction import CompactionConfig, apply_layout, comp
 from collector.model import Signal
 from collector.runs.upkeep import add_run_keys
 from collector.store.keys import run_key
+from collector.store.lake import StoreSettings, connect
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, create_table_sql
-from collector.store.writer import META_DDL, Store, StoreSettings, connect
+from collector.store.writer import META_DDL, Store
 
 ORG = "bench"
 DAYS = 30

@@ -24,7 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collector.store.writer import StoreSettings, connect  # noqa: E402
+from collector.store.lake import StoreSettings, connect  # noqa: E402
 
 KEY = "al_live_0badc0de_" + "0" * 40
 ADMIN = "al_admin_0badc0dd_" + "0" * 40

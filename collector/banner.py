@@ -36,6 +36,8 @@ def print_ready(
         )
     if e.api:
         print(f"  JSON APIs   http://{e.api}", file=out)
+    for name, address in e.extra.items():  # the metrics listener, health_check extensions
+        print(f"  {name:<11} http://{address}", file=out)
     ingest = "<your ingest key>"
     if keys:
         ingest = keys["ingest"]
@@ -45,10 +47,23 @@ def print_ready(
         )
         for scope in ("admin", "ingest", "read"):
             print(f"  {scope:<7} {keys[scope]}", file=out)
-    if e.http:
+    if e.http or e.grpc:
+        # SDKs default to grpc in some languages and http/protobuf in others: name it, so an
+        # SDK given the HTTP endpoint never speaks gRPC to it.
         print("\nPoint an OpenTelemetry SDK at it:", file=out)
-        print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.http}", file=out)
+        if e.http:
+            print("  export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", file=out)
+            print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.http}", file=out)
+        else:
+            print("  export OTEL_EXPORTER_OTLP_PROTOCOL=grpc", file=out)
+            print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.grpc}", file=out)
         print(f'  export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {ingest}"', file=out)
+        if e.http and e.grpc:
+            print(
+                "  (or gRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc "
+                f"OTEL_EXPORTER_OTLP_ENDPOINT=http://{e.grpc})",
+                file=out,
+            )
     print(
         f"ready: grpc={e.grpc or '-'} http={e.http or '-'} api={e.api or e.http or '-'}",
         file=out,

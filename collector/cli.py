@@ -24,12 +24,14 @@ from collector.governance import export
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentledger", description="AI-agent telemetry collector")
     p.add_argument("--version", action="version", version=f"agentledger {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the collector")
     serve.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
     serve.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     validate = sub.add_parser("validate", help="check a config file and exit")
-    validate.add_argument("--config", type=Path, required=True)
+    validate.add_argument(
+        "--config", type=Path, help="YAML config to check (default: the embedded one)"
+    )
     export_table = sub.add_parser("export", help="write a table's rows of a time window to a file")
     export.add_arguments(export_table)
     prices = sub.add_parser("prices", help="price book jobs")
@@ -37,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     recompute = jobs.add_parser(
         "recompute", help="re-price stored LLM calls with the current book (server stopped)"
     )
-    recompute.add_argument("--config", type=Path)
-    recompute.add_argument("--data-dir", type=Path)
+    recompute.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
+    recompute.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     recompute.add_argument("--org", help="only this org")
     update = jobs.add_parser(
         "update", help="merge an OpenRouter or LiteLLM price list into the price book file"
@@ -62,17 +64,26 @@ def _load(path: Path | None, data_dir: Path | None = None) -> Config:
     return config
 
 
+# What every LogRecord has; anything else on a record came from the call's `extra=`.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line for log shippers, with the call's `extra=` fields kept."""
+
     def format(self, record: logging.LogRecord) -> str:
-        body = {
+        body: dict[str, object] = {
             "time": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and key not in body:
+                body[key] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body)
+        return json.dumps(body, default=str)
 
 
 def _setup_logging(config: Config) -> None:
@@ -92,7 +103,11 @@ def _setup_logging(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `agentledger`: say what it can do
+        parser.print_help()
+        return 0
     if args.command == "prices" and args.job == "update":
         return _update_prices(args.source, args.out)
     try:
@@ -107,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         print("ok")
         return 0
     if args.command == "export":
-        from collector.service import store_settings
+        from collector.store.lake import StoreSettings
 
-        return export.run_cli(args, store_settings(config), os.environ)
+        return export.run_cli(args, StoreSettings.from_config(config.storage), os.environ)
     if args.command == "prices":
         return _recompute(config, args.org)
     _setup_logging(config)
@@ -123,15 +138,14 @@ def _recompute(config: Config, org: str | None) -> int:
 
     from collector import registry
     from collector.prices.reprice import reprice
-    from collector.service import store_settings
-    from collector.store.writer import connect
+    from collector.store.lake import StoreSettings, connect
 
     cost = registry.build_processor(registry.components(config), "cost")
     if cost is None:
         print("error: no cost processor is configured", file=sys.stderr)
         return 2
     try:
-        con = connect(store_settings(config))
+        con = connect(StoreSettings.from_config(config.storage))
     except duckdb.IOException as e:
         print(f"error: cannot open the store (is the server running?): {e}", file=sys.stderr)
         return 1

@@ -7,55 +7,41 @@ on to the registry, which parses each with its component's own dataclass.
 
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from collector.alerts.config import AlertsConfig
 from collector.api.server import ApiConfig
-from collector.auth.config import AuthConfig, KeyConfig, OrgConfig
+from collector.auth.config import AuthConfig
 from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
     ConfigError,
     ConfigIssue,
     describe,
+    endpoint_issues,
     join,
     parse_dataclass,
+    split_endpoint,
     suggest,
 )
 from collector.evals.config import EvalsConfig
 from collector.evals.judge import JudgeConfig
+from collector.extensions import ExtensionsConfig, HealthCheckConfig, parse_extensions
 from collector.governance.compaction import CompactionConfig
 from collector.governance.retention import RetentionConfig
 from collector.mcp.config import McpConfig
 from collector.outbound.config import NotificationsConfig, OutboundPolicy
 from collector.pipeline import LimitsConfig
 from collector.prices.feed import PricesConfig
-from collector.receivers.config import (
-    GrpcConfig,
-    HttpConfig,
-    OtlpProtocols,
-    OtlpReceiverConfig,
-    ReceiversConfig,
-    split_endpoint,
-)
+from collector.receivers.config import OtlpProtocols, OtlpReceiverConfig, ReceiversConfig
+from collector.resources import PACKAGE, shipped_text
 from collector.roi.config import RoiConfig
 from collector.secretbox import SecretsConfig
 from collector.store.config import StorageConfig
-
-# ConfigError and ConfigIssue are re-exported: callers of load_config catch them from here.
-__all__ = [
-    "ApiConfig", "AuthConfig", "Config", "ConfigError", "ConfigIssue", "ConfigOverrides",
-    "GrpcConfig", "HttpConfig", "KeyConfig", "LimitsConfig", "LogsConfig", "OrgConfig",
-    "OtlpProtocols", "OtlpReceiverConfig", "PipelineConfig", "ReceiversConfig", "ServiceConfig",
-    "StorageConfig", "TelemetryConfig", "component_type", "load_config", "parse_config",
-    "split_endpoint",
-]  # fmt: skip
 
 _COMPONENT_ID = re.compile(r"[a-z][a-z0-9_]*(?:/[A-Za-z0-9_.\-]+)?")
 _PIPELINE = re.compile(r"(?:traces|logs|metrics)(?:/[A-Za-z0-9_.\-]+)?")
@@ -108,14 +94,63 @@ class LogsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MetricsTelemetryConfig:
+    """`service.telemetry.metrics` as in the Collector: `level: none` serves no /metrics; any
+    other level serves all of them (agentledger has one set). `address` (host:port) serves
+    /metrics on a listener of its own instead of the HTTP listeners, like the Collector's :8888;
+    the Collector's newer `readers: [{pull: {exporter: {prometheus: {host, port}}}}]` form is
+    read as that address."""
+
+    level: Literal["none", "basic", "normal", "detailed"] = "normal"
+    address: str | None = None
+    readers: list[dict[str, Any]] = field(default_factory=list)
+
+    def listen_address(self) -> str | None:
+        if self.address is not None:
+            return self.address
+        for reader in self.readers:
+            prom = _prometheus_reader(reader)
+            if prom is not None:
+                return f"{prom.get('host', '127.0.0.1')}:{prom.get('port', 8888)}"
+        return None
+
+    def validate(self) -> list[ConfigIssue]:
+        issues: list[ConfigIssue] = []
+        for i, reader in enumerate(self.readers):
+            if _prometheus_reader(reader) is None:
+                message = "only a pull reader with a prometheus exporter is supported here"
+                issues.append(ConfigIssue(f"readers[{i}]", message))
+        if self.address is not None and self.readers:
+            issues.append(ConfigIssue("address", "give address or readers, not both"))
+        if len(self.readers) > 1:
+            issues.append(ConfigIssue("readers", "one prometheus reader at most"))
+        address = self.listen_address()
+        if not issues and address is not None:
+            where = "address" if self.address is not None else "readers[0]"
+            issues += [ConfigIssue(where, i.message) for i in endpoint_issues("", address)]
+        return issues
+
+
+def _prometheus_reader(reader: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        prom = reader["pull"]["exporter"]["prometheus"]
+    except (KeyError, TypeError):
+        return None
+    return prom if isinstance(prom, dict) else {}
+
+
+@dataclass(frozen=True, kw_only=True)
 class TelemetryConfig:
     logs: LogsConfig = field(default_factory=LogsConfig)
+    metrics: MetricsTelemetryConfig = field(default_factory=MetricsTelemetryConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceConfig:
     pipelines: dict[str, PipelineConfig] = field(default_factory=_default_pipelines)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    extensions: list[str] = field(default_factory=list)
+    """The declared extensions to start, as in the Collector (collector/extensions.py)."""
 
     def validate(self) -> list[ConfigIssue]:
         return [
@@ -166,6 +201,9 @@ class Config:
     exporters: dict[str, dict[str, object]] = field(
         default_factory=lambda: {"store": {}}, metadata={"parser": _parse_components}
     )
+    extensions: ExtensionsConfig = field(
+        default_factory=ExtensionsConfig, metadata={"parser": parse_extensions}
+    )
     service: ServiceConfig = field(default_factory=ServiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -187,7 +225,24 @@ class Config:
     """What the loader wants the operator to know (deprecated keys), logged at start."""
 
     def validate(self) -> list[ConfigIssue]:
-        return self._pipeline_issues() + self._listener_issues()
+        return self._pipeline_issues() + self._extension_issues() + self._listener_issues()
+
+    def _extension_issues(self) -> list[ConfigIssue]:
+        issues = []
+        for i, eid in enumerate(self.service.extensions):
+            if eid not in self.extensions:
+                declared = [*self.extensions.health_checks, *self.extensions.inert]
+                hint = suggest(eid, declared)
+                message = f"extension {eid!r} is not declared in extensions" + (
+                    f"; did you mean {hint!r}?" if hint else ""
+                )
+                issues.append(ConfigIssue(f"service.extensions[{i}]", message))
+        return issues
+
+    def health_checks(self) -> dict[str, HealthCheckConfig]:
+        """The health_check extensions to serve: those `service.extensions` lists."""
+        checks = self.extensions.health_checks
+        return {eid: checks[eid] for eid in self.service.extensions if eid in checks}
 
     def _pipeline_issues(self) -> list[ConfigIssue]:
         receivers = ["otlp"] if self.receivers.otlp is not None else []
@@ -216,7 +271,10 @@ class Config:
             "receivers.otlp.protocols.grpc.endpoint": otlp.grpc.endpoint if otlp.grpc else None,
             "receivers.otlp.protocols.http.endpoint": otlp.http.endpoint if otlp.http else None,
             "api.endpoint": self.api.endpoint,
+            "service.telemetry.metrics.address": self.service.telemetry.metrics.listen_address(),
         }
+        for eid, check in self.health_checks().items():
+            listeners[f"extensions.{eid}.endpoint"] = check.endpoint
         issues: list[ConfigIssue] = []
         taken: dict[tuple[str, int], str] = {}
         for path, endpoint in listeners.items():
@@ -250,6 +308,10 @@ def parse_config(
     parse_errors: list[ConfigIssue] = []
     config = parse_dataclass(Config, expanded, "", parse_errors)
     config.notices.extend(notices)
+    config.notices.extend(
+        f"extension {eid!r} does nothing in agentledger (accepted so that Collector configs load)"
+        for eid in config.extensions.inert
+    )
     # A value whose variable is unset was read as "", so its own checks would only repeat that.
     errors += [issue for issue in parse_errors if issue.path not in env_failed]
     if errors:
@@ -303,20 +365,8 @@ def load_config(
 
 
 def _default_text() -> tuple[str, str]:
-    # A checkout has config/ beside collector/; an installed wheel has it as agentledger_config.
-    local = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
-    if local.is_file():
-        return local.read_text(encoding="utf-8"), str(local)
     try:
-        packaged = importlib.resources.files("agentledger_config") / "default.yaml"
-        return packaged.read_text(encoding="utf-8"), "agentledger_config/default.yaml"
+        return shipped_text("default.yaml"), f"{PACKAGE}/default.yaml"
     except (ImportError, OSError):
-        pass
-    # agentledger_config has no __init__.py, and files() on a namespace package fails in 3.11
-    # when one of its locations is not a directory; so also look in each location directly.
-    spec = importlib.util.find_spec("agentledger_config")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        if (candidate := Path(folder, "default.yaml")).is_file():
-            return candidate.read_text(encoding="utf-8"), str(candidate)
-    message = "the built-in default config is missing from this installation; pass --config"
-    raise ConfigError([ConfigIssue("default.yaml", message)])
+        message = "the built-in default config is missing from this installation; pass --config"
+        raise ConfigError([ConfigIssue("default.yaml", message)]) from None

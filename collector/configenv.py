@@ -1,5 +1,6 @@
-"""Reading config text: YAML with duplicate keys refused, and `${env:NAME}` /
-`${env:NAME:-default}` expansion — the only place agentledger reads its environment mapping.
+"""Reading config text: YAML with duplicate keys refused, and the OpenTelemetry Collector's value
+references: `${env:NAME}`, `${NAME}` (both with `:-default`) and `${file:PATH}` — the only place
+agentledger reads its environment mapping or a file a config points at.
 
 `collector/config.py` calls `load_yaml` then `expand_env`; the result goes to `parse_dataclass`.
 """
@@ -7,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import yaml
@@ -48,39 +49,76 @@ def load_yaml(text: str, source: str) -> object:
 
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_TOKEN = re.compile(r"\$\$\{|\$\{env:(" + _NAME + r")(?::-([^}]*))?\}|\$\{")
-_WHOLE = re.compile(r"\$\{env:" + _NAME + r"(?::-[^}]*)?\}")
+_TOKEN = re.compile(
+    r"\$\$\{"
+    r"|\$\{(?:env:)?(" + _NAME + r")(?::-([^}]*))?\}"
+    r"|\$\{file:([^}]+)\}"
+    r"|\$\{"
+)
+_WHOLE = re.compile(r"\$\{(?:(?:env:)?" + _NAME + r"(?::-[^}]*)?|file:[^}]+)\}")
+FileReader = Callable[[str], str]
 
 
-def expand_env(raw: object, env: Mapping[str, str], path: str, errors: list[ConfigIssue]) -> object:
-    """Expand `${env:NAME}` / `${env:NAME:-default}` in every string value (not in keys).
+def read_secret_file(path: str) -> str:
+    """A `${file:PATH}` value: the file's text without its final line break (secret files made
+    with `echo` end in one; the value never includes it)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return text.removesuffix("\n").removesuffix("\r")
 
-    `$${` is a literal `${`. The default applies only when NAME is unset (as in the OTel
-    Collector; set-but-empty stays empty). Expanded text is not expanded again.
+
+def expand_env(
+    raw: object,
+    env: Mapping[str, str],
+    path: str,
+    errors: list[ConfigIssue],
+    read_file: FileReader = read_secret_file,
+) -> object:
+    """Expand `${env:NAME}`, `${NAME}` (each optionally `:-default`) and `${file:PATH}` in every
+    string value (not in keys), as the OpenTelemetry Collector does.
+
+    `$${` is a literal `${`. A default applies only when NAME is unset (set-but-empty stays
+    empty). A file reference is the file's text (container secrets are files); an unreadable
+    file is an error that names the file, never its content. Expanded text is not expanded again.
     """
     if isinstance(raw, str):
-        return _expand_str(raw, env, path, errors)
+        return _expand_str(raw, env, path, errors, read_file)
     if isinstance(raw, list):
-        return [expand_env(v, env, f"{path}[{i}]", errors) for i, v in enumerate(raw)]
+        return [expand_env(v, env, f"{path}[{i}]", errors, read_file) for i, v in enumerate(raw)]
     if isinstance(raw, dict):
-        return {k: expand_env(v, env, join(path, str(k)), errors) for k, v in raw.items()}
+        return {
+            k: expand_env(v, env, join(path, str(k)), errors, read_file) for k, v in raw.items()
+        }
     return raw
 
 
-def _expand_str(text: str, env: Mapping[str, str], path: str, errors: list[ConfigIssue]) -> str:
+def _expand_str(
+    text: str,
+    env: Mapping[str, str],
+    path: str,
+    errors: list[ConfigIssue],
+    read_file: FileReader,
+) -> str:
     if "${" not in text:
         return text
 
     def substitute(match: re.Match[str]) -> str:
-        token, name, default = match.group(0), match.group(1), match.group(2)
+        token, name, default, file = match.group(0), match.group(1), match.group(2), match.group(3)
         if token == "$${":
             return "${"
+        if file is not None:
+            try:
+                return read_file(file.strip())
+            except (OSError, UnicodeDecodeError) as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+                errors.append(ConfigIssue(path, f"cannot read ${{file:{file}}}: {reason}"))
+                return ""
         if name is None:
             errors.append(
                 ConfigIssue(
                     path,
-                    "invalid '${' reference (expected ${env:NAME} or ${env:NAME:-default}; "
-                    "write $${ for a literal '${')",
+                    "invalid '${' reference (expected ${env:NAME}, ${NAME}, ${env:NAME:-default} "
+                    "or ${file:PATH}; write $${ for a literal '${')",
                 )
             )
             return token

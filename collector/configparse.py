@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import re
 import types
@@ -90,6 +91,24 @@ def suggest(word: str, options: list[str]) -> str | None:
 
 
 # --- YAML ---------------------------------------------------------------------------------------
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str | float) -> float:
+    """A Go duration as the OpenTelemetry Collector writes them ("200ms", "1m30s", "0s") in
+    seconds; a bare number is seconds. ValueError with the accepted forms otherwise."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"a duration must not be negative, got {text}")
+        return float(text)
+    s = str(text).strip()
+    parts = _DURATION.findall(s)
+    if not s or "".join(n + u for n, u in parts) != s:
+        raise ValueError(f"expected a duration like 200ms, 5s or 1m30s, got {text!r}")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 class Expanded(str):
@@ -331,3 +350,33 @@ def _placeholder(tp: Any) -> object:
             }
         )
     return tp()
+
+
+# --- host:port endpoints -----------------------------------------------------------------------
+
+
+_ENDPOINT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})")
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` → (host without brackets, port); ValueError says what's wrong."""
+    m = _ENDPOINT.fullmatch(endpoint)
+    if m is None:
+        raise ValueError(f"expected host:port (IPv6 as [::1]:4317), got {describe(endpoint)}")
+    if m["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(m["v6"])
+        except ValueError:
+            raise ValueError(f"{m['v6']!r} in brackets is not an IPv6 address") from None
+    port = int(m["port"])
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0-65535; 0 picks a free port)")
+    return m["v6"] or m["host"], port
+
+
+def endpoint_issues(name: str, endpoint: str) -> list[ConfigIssue]:
+    try:
+        split_endpoint(endpoint)
+    except ValueError as e:
+        return [ConfigIssue(name, str(e))]
+    return []

@@ -20,9 +20,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from collector.configparse import (
-    bounds,
-)
+from collector.configparse import ConfigIssue, bounds, parse_duration
 from collector.decode import decode
 from collector.model import (
     Accepted,
@@ -39,6 +37,7 @@ from collector.store.schema import to_table
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)
+MIB = 1024 * 1024
 T = TypeVar("T")
 
 ProcessorFactory = Callable[[], dict[Signal, list[Processor]]]
@@ -276,6 +275,51 @@ class Pipeline:
         """Refuse new requests and wait until every admitted one has been answered."""
         self._draining = True
         await self._idle.wait()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryLimiterConfig:
+    """The OpenTelemetry Collector's `memory_limiter` processor, read as the admission bound when
+    a pipeline lists it: requests are refused (503 / UNAVAILABLE, retryable) while the memory held
+    by waiting requests is above the soft limit, `limit - spike_limit`, exactly as the Collector
+    refuses above its soft limit. Limits are in MiB, or in percent of this machine's memory;
+    the spike defaults to 20% of the limit. It replaces `limits.max_queue_mib`; `check_interval`
+    is accepted (admission is checked on every request here)."""
+
+    check_interval: str = "0s"
+    limit_mib: int = field(default=0, metadata=bounds(ge=0))
+    spike_limit_mib: int = field(default=0, metadata=bounds(ge=0))
+    limit_percentage: int = field(default=0, metadata=bounds(ge=0, le=100))
+    spike_limit_percentage: int = field(default=0, metadata=bounds(ge=0, le=100))
+
+    def queue_bytes(self, total_memory: int) -> int:
+        """The soft limit in bytes, given the machine's memory."""
+        limit = self.limit_mib * MIB or total_memory * self.limit_percentage // 100
+        spike = (
+            self.spike_limit_mib * MIB
+            or total_memory * self.spike_limit_percentage // 100
+            or limit // 5
+        )
+        return max(MIB, limit - spike)
+
+    def validate(self) -> list[ConfigIssue]:
+        issues: list[ConfigIssue] = []
+        try:
+            parse_duration(self.check_interval)
+        except ValueError as e:
+            issues.append(ConfigIssue("check_interval", str(e)))
+        if not self.limit_mib and not self.limit_percentage:
+            issues.append(ConfigIssue("limit_mib", "set limit_mib or limit_percentage"))
+        if self.limit_mib and self.spike_limit_mib >= self.limit_mib:
+            issues.append(ConfigIssue("spike_limit_mib", "must be below limit_mib"))
+        if self.limit_percentage and self.spike_limit_percentage >= self.limit_percentage:
+            issues.append(ConfigIssue("spike_limit_percentage", "must be below limit_percentage"))
+        return issues
+
+
+def total_memory() -> int:
+    """This machine's memory in bytes (the base of memory_limiter's percentages)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass(frozen=True, kw_only=True)

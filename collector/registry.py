@@ -17,9 +17,10 @@ from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
 from collector.outbound.config import OutboundPolicy
-from collector.pipeline import ProcessorFactory
+from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
 from collector.prices.book import PriceBook
 from collector.prices.feed import BookSource, book_source
+from collector.store.config import BatchConfig
 from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
 from exporters.notify import Channel, Notification, SmtpSettings, channel_from_spec
@@ -48,6 +49,12 @@ PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
 }
 # Processors of committed data (derived processing), not of ingest batches: declared under
 # `processors:` like the others, but never listed in a pipeline.
+# The Collector's batch and memory_limiter, listed in pipelines like any processor: they set the
+# group commit and the admission bound instead of transforming batches (ingest_settings).
+SETTINGS: dict[str, tuple[type, Any]] = {
+    "batch": (BatchConfig, None),
+    "memory_limiter": (MemoryLimiterConfig, None),
+}
 DERIVED: dict[str, tuple[type, Any]] = {
     "runs": (RunsConfig, RunsProcessor),
 }
@@ -75,7 +82,7 @@ class Components:
 def components(config: Config) -> Components:
     """Type-check the component sections; ConfigError with every problem found."""
     issues: list[ConfigIssue] = []
-    procs = _typed(config.processors, {**PROCESSORS, **DERIVED}, "processors", issues)
+    procs = _typed(config.processors, {**PROCESSORS, **SETTINGS, **DERIVED}, "processors", issues)
     exps = _typed(config.exporters, EXPORTERS, "exporters", issues)
     chains: dict[Signal, tuple[str, ...]] = {}
     outputs: dict[Signal, tuple[str, ...]] = {}
@@ -130,7 +137,7 @@ def _construction_issues(procs: dict[str, Any], prices: BookSource) -> list[Conf
         return [ConfigIssue("prices.path", str(e))]
     issues = []
     for cid, cfg in procs.items():
-        if component_type(cid) in DERIVED:
+        if component_type(cid) in DERIVED or component_type(cid) in SETTINGS:
             continue
         try:
             PROCESSORS[component_type(cid)][1](cfg, resources)
@@ -171,7 +178,11 @@ def _typed(
 def processor_factory(parts: Components) -> ProcessorFactory:
     """A picklable builder of every signal's processor chain (run in each decode worker)."""
     spec = {
-        signal: tuple((component_type(cid), parts.processors[cid]) for cid in ids)
+        signal: tuple(
+            (component_type(cid), parts.processors[cid])
+            for cid in ids
+            if component_type(cid) not in SETTINGS
+        )
         for signal, ids in parts.chains.items()
     }
     return functools.partial(_build_chains, spec, parts.prices)
@@ -185,6 +196,17 @@ def _build_chains(
         signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
         for signal, chain in spec.items()
     }
+
+
+def ingest_settings(parts: Components) -> tuple[BatchConfig | None, MemoryLimiterConfig | None]:
+    """The `batch` and `memory_limiter` processors some pipeline lists (the first of each), which
+    set the group commit and the admission bound of the whole service."""
+    listed = [cid for chain in parts.chains.values() for cid in chain]
+    batch = next((parts.processors[c] for c in listed if component_type(c) == "batch"), None)
+    limiter = next(
+        (parts.processors[c] for c in listed if component_type(c) == "memory_limiter"), None
+    )
+    return batch, limiter
 
 
 def runs_config(parts: Components) -> RunsConfig:

@@ -8,29 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from collector import registry
 from collector.alerts.api import AlertsApi
 from collector.alerts.config import declared_rules
 from collector.alerts.consumer import AlertsConsumer
 from collector.api.ratelimit import SlidingWindowLimiter
-from collector.api.server import _Server
+from collector.api.server import Listener, listen
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
 from collector.banner import Endpoints, print_ready
-from collector.config import Config, split_endpoint
-from collector.configparse import ConfigError, ConfigIssue
+from collector.config import Config
+from collector.configparse import ConfigError, ConfigIssue, split_endpoint
 from collector.evals.api import EvalsApi
 from collector.evals.judge import Judge
 from collector.evals.runs import LogRulesConsumer
@@ -38,7 +39,7 @@ from collector.governance.maintenance import Maintenance
 from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
-from collector.pipeline import DecodePool, Limits, Pipeline
+from collector.pipeline import DecodePool, Limits, Pipeline, total_memory
 from collector.prices.book import PriceBook
 from collector.prices.feed import PriceFeed
 from collector.read.api import ReadApi
@@ -52,9 +53,9 @@ from collector.runs.derive import WATERMARK as DERIVE_WATERMARK
 from collector.runs.derive import RunDeriver
 from collector.runs.follow import RunConsumer, RunFollower
 from collector.secretbox import SecretBox
-from collector.store.lake import prime_table_stats
-from collector.store.writer import Store, StoreSettings
-from collector.telemetry import Metrics, histogram_lines
+from collector.store.lake import StoreSettings, prime_table_stats
+from collector.store.writer import Store
+from collector.telemetry import CONTENT_TYPE, Metrics
 from processors.output_rules.engine import RuleEngine
 from processors.runs.assemble import RunsProcessor
 
@@ -62,29 +63,21 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
-def store_settings(config: Config) -> StoreSettings:
-    s = config.storage
-    return StoreSettings(
-        catalog=s.catalog_path(),
-        data_path=s.data_path_resolved(),
-        commit_interval_s=s.commit_interval_ms / 1000,
-        commit_max_rows=s.commit_max_rows,
-        dedup_window_s=float(s.dedup_window_s),
-        fsync=s.fsync,
-    )
-
-
 class Service:
     def __init__(self, config: Config, out: TextIO) -> None:
         self.config = config
         self._out = out
         self.metrics = Metrics()
-        self.store = Store(store_settings(config))
+        self._parts = registry.components(config)
+        # A pipeline's batch / memory_limiter (Collector configs) set the commit and admission.
+        self._batch, self._limiter = registry.ingest_settings(self._parts)
+        self.store = Store(StoreSettings.from_config(config.storage, self._batch))
         self.auth = Authenticator(self.store)
         # The `redact:` rules for native payloads, counted in /metrics like the processor's.
         self.redactor = registry.build_redactor(config, self._count_redaction)
         # Provider keys, webhook secrets and channel secrets are sealed with this box.
         self.box = SecretBox.open(Path(config.storage.path), config.secrets.key)
+        self.catalogue = load_catalogue()  # the shipped task types, read once
         self.mcp = McpApi(self.store, self.auth, config.mcp, self.redactor)
         self.endpoints = Endpoints()
         self._state = "starting"
@@ -92,7 +85,7 @@ class Service:
         self._pool: DecodePool | None = None
         self._pipeline: Pipeline | None = None
         self._grpc: OtlpGrpcReceiver | None = None
-        self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
+        self._listeners: list[Listener] = []
         self._flusher: asyncio.Task[None] | None = None
         self._first_keys: Mapping[Scope, str] | None = None
         self._deriver: RunDeriver | None = None
@@ -109,7 +102,7 @@ class Service:
     # -- start -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        parts = registry.components(self.config)
+        parts = self._parts
         await asyncio.to_thread(self.store.open)
         await asyncio.to_thread(self._provision_keys)
         await asyncio.to_thread(self.mcp.create_tables)
@@ -129,7 +122,7 @@ class Service:
         self._roi = RoiApi(
             self.store,
             self.auth,
-            load_catalogue(),
+            self.catalogue,
             registry.build_processor(parts, "cost"),
             redactor=self.redactor,
         )
@@ -153,7 +146,7 @@ class Service:
         self._pipeline = Pipeline(
             self._pool,
             by_signal,
-            Limits(limits.max_queue_items, limits.max_queue_mib * MIB, float(limits.retry_after_s)),
+            Limits(limits.max_queue_items, self._queue_bytes(), float(limits.retry_after_s)),
             self.metrics,
         )
         primed = await self.store.acall(prime_table_stats)
@@ -177,7 +170,7 @@ class Service:
         each behind its own watermark; see `collector/runs/follow.py`."""
         consumers: list[RunConsumer] = []
         if self.config.roi.enabled:
-            consumers.append(RoiRuns(self.config.roi, load_catalogue()))
+            consumers.append(RoiRuns(self.config.roi, self.catalogue))
         issues: list[ConfigIssue] = []
         rules = declared_rules(self.config.alerts, issues, registry.channel_checker(self.config))
         if issues:
@@ -253,13 +246,32 @@ class Service:
             http_routes += receiver.routes()
             if self.config.api.endpoint is None:
                 http_routes += api_routes
-            self.endpoints.http = await self._serve_http(
-                h.endpoint, http_routes + self._ops_routes()
-            )
+            app: ASGIApp = Starlette(routes=http_routes + self._ops_routes())
+            if h.cors.allowed_origins:  # browser SDKs exporting from these origins
+                app = CORSMiddleware(
+                    app,
+                    allow_origins=h.cors.exact_origins(),
+                    allow_origin_regex=h.cors.origin_pattern(),
+                    allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+                    allow_headers=h.cors.allowed_headers,
+                    max_age=h.cors.max_age,
+                )
+            self.endpoints.http = await self._listen(h.endpoint, app)
         if self.config.api.endpoint is not None:
-            self.endpoints.api = await self._serve_http(
-                self.config.api.endpoint, api_routes + self._ops_routes()
+            self.endpoints.api = await self._listen(
+                self.config.api.endpoint, Starlette(routes=api_routes + self._ops_routes())
             )
+        metrics = self.config.service.telemetry.metrics
+        if metrics.level != "none" and metrics.listen_address() is not None:
+            address = metrics.listen_address()
+            assert address is not None
+            page = Starlette(routes=[Route("/metrics", self._metrics_page)])
+            self.endpoints.extra["metrics"] = await self._listen(address, page)
+        for eid, check in self.config.health_checks().items():
+            paths = dict.fromkeys([check.path, "/health"])  # the Collector's path, and ours
+            health = functools.partial(self._health, body=check.response_body)
+            routes = [Route(path, health) for path in paths]
+            self.endpoints.extra[eid] = await self._listen(check.endpoint, Starlette(routes=routes))
 
     def _api_routes(self) -> list[BaseRoute]:
         assert self._roi is not None
@@ -283,48 +295,37 @@ class Service:
         ]
 
     def _ops_routes(self) -> list[BaseRoute]:
-        return [Route("/health", self._health), Route("/metrics", self._metrics_page)]
+        routes: list[BaseRoute] = [Route("/health", self._health)]
+        metrics = self.config.service.telemetry.metrics
+        if metrics.level != "none" and metrics.listen_address() is None:
+            routes.append(Route("/metrics", self._metrics_page))
+        return routes
 
-    async def _serve_http(self, endpoint: str, routes: list[BaseRoute]) -> str:
-        host, port = split_endpoint(endpoint)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted sockets inherit it: without, Nagle + delayed ACK add ~40 ms to each
-        # keep-alive response that is written in more than one send.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        sock.setblocking(False)
-        app = Starlette(routes=routes)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=30,
-            limit_concurrency=4096,
-            http="httptools",  # the C HTTP parser (h11 is pure Python)
-        )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        self._servers.append((server, task))
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        bound = sock.getsockname()[1]
-        return f"{host}:{bound}"
+    async def _listen(self, endpoint: str, app: ASGIApp) -> str:
+        listener = await listen(endpoint, app)
+        self._listeners.append(listener)
+        return listener.address
+
+    def _queue_bytes(self) -> int:
+        """What waiting requests may hold: memory_limiter's soft limit when a pipeline lists it,
+        else `limits.max_queue_mib`."""
+        if self._limiter is not None:
+            return self._limiter.queue_bytes(total_memory())
+        return self.config.limits.max_queue_mib * MIB
 
     # -- ops routes ------------------------------------------------------------------------
 
-    async def _health(self, request: Request) -> Response:
-        return JSONResponse(
-            {"status": self._state}, status_code=200 if self._state == "ok" else 503
-        )
+    async def _health(self, request: Request, body: Mapping[str, str] | None = None) -> Response:
+        """200 while the service is up, 503 while it starts, drains or stops; `body` is a
+        health_check extension's `response_body` (text for `healthy` / `unhealthy`)."""
+        ok = self._state == "ok"
+        if body is not None and ("healthy" if ok else "unhealthy") in body:
+            text = body["healthy" if ok else "unhealthy"]
+            return PlainTextResponse(text, status_code=200 if ok else 503)
+        return JSONResponse({"status": self._state}, status_code=200 if ok else 503)
 
     async def _metrics_page(self, request: Request) -> Response:
-        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     def _count_redaction(self, rule: str, n: int) -> None:
         self.metrics.inc("agentledger_redactions_total", n, rule=rule)
@@ -344,8 +345,8 @@ class Service:
             ("agentledger_requests_refused_total", "requests refused for backpressure"),
         ):
             m.describe(name, "counter", text)
-        m.gauge("agentledger_store_commits_total", "group commits", lambda: float(st.commits))
-        m.gauge(
+        m.counter("agentledger_store_commits_total", "group commits", lambda: float(st.commits))
+        m.counter(
             "agentledger_store_commit_failures_total",
             "failed commits",
             lambda: float(st.commit_failures),
@@ -355,14 +356,10 @@ class Service:
             "bytes of catalog and data files",
             lambda: float(self.store.size_bytes()),
         )
-        m.collector(
-            lambda: histogram_lines(
-                "agentledger_commit_duration_seconds",
-                "time to commit a group",
-                st.commit_latency_buckets,
-                st.commit_seconds_total,
-                st.commits,
-            )
+        m.histogram(
+            "agentledger_commit_duration_seconds",
+            "time to commit a group",
+            lambda: (dict(st.commit_latency_buckets), st.commit_seconds_total, st.commits),
         )
 
     # -- stop ------------------------------------------------------------------------------
@@ -375,11 +372,11 @@ class Service:
         if self._grpc is not None:
             await self._grpc.set_serving(False)
             await self._grpc.stop(grace_s=30)
-        for server, _ in self._servers:
-            server.should_exit = True
-        for _, task in self._servers:
-            await task
-        self._servers.clear()
+        for listener in self._listeners:
+            listener.server.should_exit = True  # all stop accepting at once, then drain
+        for listener in self._listeners:
+            await listener.task
+        self._listeners.clear()
         if self._pipeline is not None:
             await self._pipeline.drain()
         for exporter in reversed(list(self._exporters.values())):

@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from collector.read.views import create_views
+from collector.store.lake import StoreSettings
 from collector.store.schema import DERIVED_TABLES, create_derived_sql
-from collector.store.writer import Store, StoreSettings
+from collector.store.writer import Store
 
 
 @contextmanager

@@ -22,7 +22,8 @@ from starlette.routing import Match, Route
 
 from collector.auth.keys import Authenticator
 from collector.read.api import ReadApi
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 from tests.e2e.server import KEYS, Server, make_server
 from tests.otlp_factory import agent_trace, export_request
 

@@ -112,3 +112,15 @@ def test_every_module_starts_with_a_docstring() -> None:
             if not doc or len(doc.strip()) < 20:
                 missing.append(str(path.relative_to(ROOT)))
     assert missing == []
+
+
+def test_no_module_reads_a_file_beside_its_source() -> None:
+    # An installed wheel has no config/ beside collector/: data comes from the installed package
+    # (collector/resources.py). Another package's `__file__` (an extension's folder) is fine.
+    offenders = []
+    for package in OURS:
+        for path in _modules(package):
+            tree = ast.parse(path.read_text(), str(path))
+            if any(isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(tree)):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

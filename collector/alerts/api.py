@@ -26,7 +26,8 @@ from collector.configparse import ConfigIssue, parse_dataclass
 from collector.errors import ApiError, error_response, from_api_error
 from collector.model import Principal
 from collector.secretbox import SecretBox
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 from processors.alerts.rules import AlertRuleSpec
 
 ChannelCheck = Callable[[Mapping[str, Any]], None]

@@ -27,7 +27,8 @@ from collector.alerts.outbox import Outbox, Sender, store_closed
 from collector.api.shapes import rfc3339
 from collector.model import StoreUnavailable
 from collector.secretbox import SecretBox
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 from processors.alerts import engine
 from processors.alerts.engine import Aggregate, OpenEvent
 from processors.alerts.rules import AlertRuleSpec

@@ -22,7 +22,8 @@ from collector.alerts import store as st
 from collector.alerts.config import AlertsConfig
 from collector.model import StoreUnavailable
 from collector.secretbox import SecretBox
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 Sender = Callable[[Mapping[str, Any], Mapping[str, Any]], Awaitable[None]]

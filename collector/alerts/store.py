@@ -18,9 +18,10 @@ import duckdb
 
 from collector.api.shapes import rfc3339
 from collector.secretbox import SecretBox
+from collector.store.lake import LAKE
 from collector.store.query import Window
 from collector.store.readers import Reads
-from collector.store.writer import LAKE, Store
+from collector.store.writer import Store
 
 DDL = (
     f"""CREATE TABLE IF NOT EXISTS {LAKE}.alert_rules (

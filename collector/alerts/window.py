@@ -15,8 +15,9 @@ from typing import Any
 
 import duckdb
 
+from collector.store.lake import LAKE
 from collector.store.query import ERROR_STATUSES
-from collector.store.writer import LAKE, Store
+from collector.store.writer import Store
 
 MAX_SUBJECTS = 1000
 # A workflow counts as known to a run-count floor when it ran within this long before the window.

@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from collector.store.writer import LAKE
+from collector.store.lake import LAKE
 
 LOG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("org", "VARCHAR"),

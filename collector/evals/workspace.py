@@ -9,13 +9,11 @@ outbox reads channels and the signing secret from here.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
 import secrets
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -31,6 +29,7 @@ from collector.evals.auth import LogsAuth
 from collector.evals.callbacks import WEBHOOK_EVENTS
 from collector.evals.evaluate import JudgeSettings
 from collector.outbound import client as outbound
+from collector.resources import shipped_text
 from collector.secretbox import SecretBox, preview
 from collector.store.writer import Store
 
@@ -253,17 +252,9 @@ class Workspace:
 
 
 def _load_models() -> list[dict[str, str]]:
-    """config/log_models.json from a checkout, else from the installed agentledger_config."""
-    candidates = [Path(__file__).resolve().parents[2] / "config" / MODELS_FILE]
-    spec = importlib.util.find_spec("agentledger_config")
-    candidates += (
-        [Path(p, MODELS_FILE) for p in (spec.submodule_search_locations or [])] if spec else []
-    )
-    for path in candidates:
-        if path.is_file():
-            found: list[dict[str, str]] = json.loads(path.read_text(encoding="utf-8"))
-            return found
-    return []
+    """The judge's model list shipped in the data package (`config/log_models.json`)."""
+    found: list[dict[str, str]] = json.loads(shipped_text(MODELS_FILE))
+    return found
 
 
 def _ensure_secret(cur: duckdb.DuckDBPyConnection, org: str, sealed: str) -> dict[str, Any]:

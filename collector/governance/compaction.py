@@ -17,7 +17,8 @@ from datetime import datetime
 import duckdb
 
 from collector.configparse import bounds
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 _META = f"__ducklake_metadata_{LAKE}"

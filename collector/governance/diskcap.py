@@ -18,8 +18,8 @@ from typing import Literal
 
 from collector.governance import compaction, retention
 from collector.model import Rows, StoreUnavailable
-from collector.store.lake import StoreSettings
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE, StoreSettings
+from collector.store.writer import Store
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class DiskCap:
         metrics.gauge(
             "agentledger_store_full", "1 while new data is refused", lambda: float(self.state.full)
         )
-        metrics.gauge(
+        metrics.counter(
             "agentledger_store_full_refusals_total",
             "appends refused because the store is full",
             lambda: float(self.state.refusals),

@@ -34,7 +34,9 @@ from collector.api.params import parse_time
 from collector.auth.keys import Authenticator, AuthError
 from collector.errors import ApiError, from_api_error
 from collector.governance.retention import KINDS, Target, cutoff_value
-from collector.store.writer import LAKE, Store, StoreSettings, connect
+from collector.progress import Progress
+from collector.store.lake import LAKE, StoreSettings, connect
+from collector.store.writer import Store
 
 FORMATS = ("parquet", "csv", "jsonl")
 MEDIA = {
@@ -70,7 +72,12 @@ class ExportRequest:
         return out
 
 
-def export_table(cur: duckdb.DuckDBPyConnection, req: ExportRequest, path: str) -> int:
+def export_table(
+    cur: duckdb.DuckDBPyConnection,
+    req: ExportRequest,
+    path: str,
+    progress: Progress | None = None,
+) -> int:
     """Write the rows with `from <= time < to` (and of `org`, if given) to `path`; returns the
     row count. Memory stays at one batch: rows stream from DuckDB to the file writer."""
     target = TABLES[req.table]
@@ -89,6 +96,8 @@ def export_table(cur: duckdb.DuckDBPyConnection, req: ExportRequest, path: str) 
             writer = pacsv.CSVWriter(sink, reader.schema)
         for batch in reader:
             count += batch.num_rows
+            if progress is not None:
+                progress.advance(batch.num_rows)
             if req.fmt == "jsonl":
                 lines = (json.dumps(row, default=_json_default) for row in batch.to_pylist())
                 sink.write("".join(line + "\n" for line in lines).encode())
@@ -167,11 +176,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", required=True, help=f"one of {', '.join(TABLES)}")
     p.add_argument("--from", dest="start", required=True, help="ISO 8601 (inclusive)")
     p.add_argument("--to", dest="end", required=True, help="ISO 8601 (exclusive)")
-    p.add_argument("--format", dest="fmt", choices=FORMATS, default="parquet")
-    p.add_argument("--output", required=True, type=Path)
+    p.add_argument(
+        "--format", dest="fmt", choices=FORMATS, default="parquet", help="file format (parquet)"
+    )
+    p.add_argument("--output", required=True, type=Path, help="the file to write")
     p.add_argument("--org", help="only this org (default: all; a server export: the key's org)")
-    p.add_argument("--config", type=Path)
-    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
+    p.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     p.add_argument(
         "--server",
         help="base URL of the running server (e.g. http://127.0.0.1:4318): export through it "
@@ -201,9 +212,11 @@ def run_cli(args: argparse.Namespace, settings: StoreSettings, env: Mapping[str,
             file=sys.stderr,
         )
         return 1
+    progress = Progress(f"exporting {req.table}")
     try:
-        count = export_table(con, req, str(args.output))
+        count = export_table(con, req, str(args.output), progress)
     finally:
+        progress.done()
         con.close()
     print(f"{count} rows of {req.table} written to {args.output}")
     return 0

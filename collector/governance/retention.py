@@ -17,7 +17,8 @@ from typing import Literal
 import duckdb
 
 from collector.configparse import ConfigIssue, bounds
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 

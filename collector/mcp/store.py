@@ -12,8 +12,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from collector.store.lake import LAKE
 from collector.store.schema import Column
-from collector.store.writer import LAKE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PRIMITIVE_TYPES = ("tool", "resource", "prompt")

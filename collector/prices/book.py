@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SHIPPED_PATH = Path(__file__).resolve().parents[2] / "config" / "prices.json"
+from collector.resources import shipped
+
+# The shipped book, in the installed data package (a wheel installs it as a plain file).
+SHIPPED_PATH = Path(str(shipped("prices.json")))
 
 _RATE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
 _MODEL_KEYS = frozenset({"id", "provider", "openrouter_id", "aliases", "tiers", *_RATE_KEYS})

@@ -19,9 +19,10 @@ from collector.alerts import store as alerts_store
 from collector.evals import queries as lq
 from collector.read import runs as qr
 from collector.store.keys import run_key
+from collector.store.lake import LAKE
 from collector.store.query import fetch
 from collector.store.readers import Reads
-from collector.store.writer import LAKE, Store
+from collector.store.writer import Store
 
 _META = f"__ducklake_metadata_{LAKE}"
 # Tables of features a store may not use at all (alert rules, output rules, ROI tracking).

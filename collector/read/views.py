@@ -10,7 +10,8 @@ from __future__ import annotations
 import duckdb
 
 from collector.mcp import store as mcp_store
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 
 # Message content sent as OTel log records (GenAI events) joined to the span they name.
 _EVENT_CONTENT = """

@@ -5,37 +5,10 @@ Parsed by `collector/config.py` as part of `Config`; the service opens listeners
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from collector.configparse import ConfigIssue, bounds, describe
-
-_ENDPOINT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})")
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` → (host without brackets, port); ValueError says what's wrong."""
-    m = _ENDPOINT.fullmatch(endpoint)
-    if m is None:
-        raise ValueError(f"expected host:port (IPv6 as [::1]:4317), got {describe(endpoint)}")
-    if m["v6"] is not None:
-        try:
-            ipaddress.IPv6Address(m["v6"])
-        except ValueError:
-            raise ValueError(f"{m['v6']!r} in brackets is not an IPv6 address") from None
-    port = int(m["port"])
-    if port > 65535:
-        raise ValueError(f"port {port} is out of range (0-65535; 0 picks a free port)")
-    return m["v6"] or m["host"], port
-
-
-def endpoint_issues(name: str, endpoint: str) -> list[ConfigIssue]:
-    try:
-        split_endpoint(endpoint)
-    except ValueError as e:
-        return [ConfigIssue(name, str(e))]
-    return []
+from collector.configparse import ConfigIssue, bounds, endpoint_issues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,9 +21,32 @@ class GrpcConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CorsConfig:
+    """The Collector's `cors:` of the OTLP/HTTP receiver, so that browser SDKs can export:
+    `allowed_origins` (exact, or with `*` wildcards; `*` alone is any origin), request headers
+    beyond the CORS safelist (`Authorization` for our keys), and how long a browser may cache a
+    preflight answer (`max_age`, seconds; 0 sends none)."""
+
+    allowed_origins: list[str] = field(default_factory=list)
+    allowed_headers: list[str] = field(default_factory=list)
+    max_age: int = field(default=0, metadata=bounds(ge=0))
+
+    def exact_origins(self) -> list[str]:
+        return [o for o in self.allowed_origins if "*" not in o or o == "*"]
+
+    def origin_pattern(self) -> str | None:
+        """One regular expression for the wildcard origins (`https://*.example.com`)."""
+        wild = [o for o in self.allowed_origins if "*" in o and o != "*"]
+        if not wild:
+            return None
+        return "|".join(".*".join(re.escape(part) for part in o.split("*")) for o in wild)
+
+
+@dataclass(frozen=True, kw_only=True)
 class HttpConfig:
     endpoint: str = "127.0.0.1:4318"
     max_request_body_size_mib: int = field(default=64, metadata=bounds(ge=1))
+    cors: CorsConfig = field(default_factory=CorsConfig)  # no origins: no CORS
 
     def validate(self) -> list[ConfigIssue]:
         return endpoint_issues("endpoint", self.endpoint)

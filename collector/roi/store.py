@@ -14,8 +14,9 @@ from typing import Any
 import pyarrow as pa
 
 from collector.model import Rows
+from collector.store.lake import LAKE
 from collector.store.schema import Column
-from collector.store.writer import LAKE, Store
+from collector.store.writer import Store
 
 TABLE = "roi_events"
 IDEMPOTENCY_WINDOW = timedelta(hours=24)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SHIPPED_PATH = Path(__file__).resolve().parents[2] / "config" / "task_types.json"
+from collector.resources import PACKAGE, shipped_text
+
+SHIPPED = "task_types.json"  # in the shipped data package (collector/resources.py)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
 MAX_BASELINE_MINUTES = 525_600.0  # a year: anything longer is a unit mistake, not a task
@@ -46,12 +48,13 @@ class Catalogue:
 
 def load_catalogue(path: Path | None = None) -> Catalogue:
     """Read and validate a catalogue file (the shipped one when `path` is None)."""
-    path = path or SHIPPED_PATH
+    where = str(path) if path is not None else f"{PACKAGE}/{SHIPPED}"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8") if path is not None else shipped_text(SHIPPED)
+        data = json.loads(text)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read task types: {exc}") from exc
-    return parse_catalogue(data, str(path))
+        raise ValueError(f"{where}: cannot read task types: {exc}") from exc
+    return parse_catalogue(data, where)
 
 
 def parse_catalogue(data: Any, where: str = "task_types") -> Catalogue:

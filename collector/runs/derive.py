@@ -23,8 +23,9 @@ from collector.runs.feed import Feed, Window, run_steps
 from collector.runs.overdue import OverdueRuns
 from collector.runs.upkeep import add_missing_columns, add_run_keys
 from collector.store.keys import run_key
+from collector.store.lake import LAKE
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
-from collector.store.writer import LAKE, Store
+from collector.store.writer import Store
 from processors.runs.assemble import RunsProcessor
 
 log = logging.getLogger(__name__)

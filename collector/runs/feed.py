@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import duckdb
 
 from collector.model import StoreUnavailable
+from collector.store.lake import LAKE
 from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
-from collector.store.writer import LAKE, Store
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 

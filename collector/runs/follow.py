@@ -19,8 +19,9 @@ import duckdb
 
 from collector.model import StoreUnavailable
 from collector.runs.feed import Feed, Window, current_snapshot, run_steps
+from collector.store.lake import LAKE
 from collector.store.schema import RUN_COLUMNS
-from collector.store.writer import LAKE, Store
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """The `storage:` config section: where the DuckLake catalog and data live, the group commit, dedup,
-fsync and the disk cap (`StorageConfig`); the store is opened from it.
+fsync and the disk cap (`StorageConfig`), and the Collector's `batch` processor read as group
+commit settings (`BatchConfig`); the store is opened from them (`StoreSettings.from_config`).
 """
 
 from __future__ import annotations
@@ -8,10 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from collector.configparse import (
-    ConfigIssue,
-    bounds,
-)
+from collector.configparse import ConfigIssue, bounds, parse_duration
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,3 +50,35 @@ class StorageConfig:
             )
             if value == ""
         ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """The OpenTelemetry Collector's `batch` processor, read as the group commit's settings when
+    a pipeline lists it: a request waits at most `timeout` to share a commit, which is made as
+    soon as `send_batch_size` rows wait (or `send_batch_max_size`, when set and smaller). They
+    replace `storage.commit_interval_ms` and `storage.commit_max_rows`. `metadata_keys` and
+    `metadata_cardinality_limit` are accepted: commits are per store, not per client metadata."""
+
+    timeout: str = "200ms"
+    send_batch_size: int = field(default=8192, metadata=bounds(ge=1))
+    send_batch_max_size: int = field(default=0, metadata=bounds(ge=0))
+    metadata_keys: list[str] = field(default_factory=list)
+    metadata_cardinality_limit: int = field(default=1000, metadata=bounds(ge=0))
+
+    def commit_interval_s(self) -> float:
+        return parse_duration(self.timeout)
+
+    def commit_max_rows(self) -> int:
+        cap = self.send_batch_max_size
+        return min(self.send_batch_size, cap) if cap else self.send_batch_size
+
+    def validate(self) -> list[ConfigIssue]:
+        try:
+            seconds = self.commit_interval_s()
+        except ValueError as e:
+            return [ConfigIssue("timeout", str(e))]
+        if not 0.001 <= seconds <= 10:
+            # The same bounds as storage.commit_interval_ms: every acknowledgement waits on it.
+            return [ConfigIssue("timeout", f"must be between 1ms and 10s, got {self.timeout}")]
+        return []

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from collector.store.config import BatchConfig, StorageConfig
+
 LAKE = "lake"
 
 
@@ -26,6 +28,21 @@ class StoreSettings:
     dedup_window_s: float = 900.0
     fsync: bool = True
     query_timeout_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, storage: StorageConfig, batch: BatchConfig | None = None) -> StoreSettings:
+        """The store as `storage:` describes it; a pipeline's `batch` processor, if any, sets the
+        group commit instead."""
+        return cls(
+            catalog=storage.catalog_path(),
+            data_path=storage.data_path_resolved(),
+            commit_interval_s=(
+                batch.commit_interval_s() if batch else storage.commit_interval_ms / 1000
+            ),
+            commit_max_rows=batch.commit_max_rows() if batch else storage.commit_max_rows,
+            dedup_window_s=float(storage.dedup_window_s),
+            fsync=storage.fsync,
+        )
 
 
 def ducklake_extension_path() -> str:

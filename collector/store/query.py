@@ -12,8 +12,8 @@ from typing import Any
 
 import duckdb
 
+from collector.store.lake import LAKE
 from collector.store.readers import Reads
-from collector.store.writer import LAKE
 
 # Statuses that count as a failed run in error rates and error counts. `running` is not a
 # failure (yet), so it stays in the denominator but never in the numerator.

@@ -32,7 +32,6 @@ from collector.store.schema import create_table_sql
 from collector.store.stats import StoreStats
 
 # Opening the lake lives in collector/store/lake.py; callers may keep importing it from here.
-__all__ = ["LAKE", "Store", "StoreSettings", "connect"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

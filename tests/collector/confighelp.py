@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import ConfigError, ConfigIssue, parse_config
+from collector.config import parse_config
+from collector.configparse import ConfigError, ConfigIssue
 
 REPO = Path(__file__).resolve().parents[2]
 INGEST = "al_live_0123abcd_" + "a" * 40

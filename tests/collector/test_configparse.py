@@ -5,14 +5,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
-from collector.config import ConfigIssue, parse_config
+from collector.config import parse_config
 from collector.configenv import expand_env
-from collector.configparse import bounds, parse_dataclass
-from tests.collector.confighelp import messages
+from collector.configparse import ConfigIssue, bounds, parse_dataclass
+from tests.collector.confighelp import ADMIN, messages
 
 # --- the generic parser, with a schema of its own ---------------------------------------------
 
@@ -170,11 +171,44 @@ def test_nested_default_is_an_error() -> None:
     }
 
 
-@pytest.mark.parametrize("value", ["${DIR}", "${env:}", "${env:DIR-x}", "${env:A B}"])
+@pytest.mark.parametrize("value", ["${}", "${env:}", "${env:DIR-x}", "${env:A B}", "${file:}"])
 def test_malformed_reference_is_an_error(value: str) -> None:
     assert messages({"storage": {"path": value}}) == {
-        "storage.path": "invalid '${' reference (expected ${env:NAME} or ${env:NAME:-default}; "
-        "write $${ for a literal '${')"
+        "storage.path": "invalid '${' reference (expected ${env:NAME}, ${NAME}, "
+        "${env:NAME:-default} or ${file:PATH}; write $${ for a literal '${')"
+    }
+
+
+def test_bare_names_are_environment_references_as_in_the_collector() -> None:
+    raw = {"storage": {"path": "${DIR}/x", "commit_max_rows": "${ROWS:-7}"}}
+    config = parse_config(raw, {"DIR": "/data"})
+    assert (config.storage.path, config.storage.commit_max_rows) == ("/data/x", 7)
+    assert messages({"storage": {"path": "${NOPE}"}}) == {
+        "storage.path": "environment variable NOPE is not set and has no default "
+        "(write ${env:NOPE:-value} to give one)"
+    }
+
+
+def test_file_references_read_a_secret_file_without_its_line_break(tmp_path: Path) -> None:
+    secret = tmp_path / "admin_key"
+    secret.write_text(ADMIN + "\n", encoding="utf-8")
+    rows = tmp_path / "rows"
+    rows.write_text("123\n", encoding="utf-8")
+    raw = {
+        "storage": {"commit_max_rows": f"${{file:{rows}}}"},
+        "auth": {
+            "orgs": [{"name": "acme", "keys": [{"scope": "admin", "key": f"${{file:{secret}}}"}]}]
+        },
+    }
+    config = parse_config(raw, {})
+    assert config.storage.commit_max_rows == 123  # a whole reference converts like ${env:}
+    assert config.auth.orgs[0].keys[0].key == ADMIN
+
+
+def test_an_unreadable_file_reference_names_the_file_not_its_content(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert messages({"storage": {"path": f"${{file:{missing}}}"}}) == {
+        "storage.path": f"cannot read ${{file:{missing}}}: No such file or directory"
     }
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the end-to-end OTLP tests: requests of each signal, OTLP/JSON, /metrics.
+"""Helpers shared by the end-to-end OTLP tests: requests of each signal, OTLP/JSON.
 
 Requests are small, deterministic OTLP messages (ids derived from a seed) so a test can say
 exactly which rows the store must hold afterwards.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from typing import Any
 
 from google.protobuf import json_format
@@ -101,23 +100,6 @@ def otlp_json(message: Message) -> bytes:
     """OTLP/JSON as SDKs write it: hex ids, integer enums, int64 as strings."""
     body = json_format.MessageToDict(message, use_integers_for_enums=True)
     return json.dumps(_hexify(body)).encode()
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels`, in Prometheus text;
-    0 if there are none."""
-    total = 0.0
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if not m or m[1] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m[2] or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(m[3])
-    return total
 
 
 def rss_kib(pid: int) -> int:

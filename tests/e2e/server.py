@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +20,21 @@ from typing import Any
 
 import duckdb
 
-from collector.store.writer import StoreSettings, connect
+from collector.store.lake import StoreSettings, connect
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def agentledger_command() -> list[str]:
+    """How the tests start agentledger: the console script installed beside this Python, which
+    is what users run (in CI, from the built wheel); the module only in a checkout without one."""
+    script = shutil.which("agentledger", path=str(Path(sys.executable).parent))
+    if script:
+        return [script]
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("CI runs the installed console script, and there is none here")
+    return [sys.executable, "-m", "collector.cli"]
+
 
 KEYS = {
     ("acme", "ingest"): "al_live_aaaa0001_" + "1" * 40,
@@ -80,6 +93,10 @@ class Server:
     http: str = ""
     api: str = ""
     output: list[str] = field(default_factory=list)
+    command: list[str] | None = None
+    """How to start it, before `serve --config`-less arguments: None is `agentledger serve
+    --config <config_path>`; given, it is run as is with `env` (the container entrypoint)."""
+    env: dict[str, str] = field(default_factory=dict)
     _reader: threading.Thread = field(default_factory=threading.Thread)
 
     @property
@@ -91,13 +108,19 @@ class Server:
         return f"http://{self.api}"
 
     def start(self, timeout: float = 60.0) -> Server:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        command = self.command or [
+            *agentledger_command(),
+            "serve",
+            "--config",
+            str(self.config_path),
+        ]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--config", str(self.config_path)],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            cwd=ROOT,
+            cwd=self.data_dir.parent,  # outside the checkout, as a user's shell would be
             env=env,
         )
         ready = threading.Event()

@@ -18,8 +18,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.e2e.otlp import PROTOBUF, metric, spans_request
+from tests.e2e.otlp import PROTOBUF, spans_request
 from tests.e2e.server import KEYS, Server, make_server
+from tests.promtext import metric
 
 AUTH = {"authorization": f"Bearer {KEYS[('acme', 'ingest')]}", "content-type": PROTOBUF}
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

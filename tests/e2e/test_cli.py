@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from collector import __version__
 from tests.e2e.otlp import PROTOBUF, spans_request
-from tests.e2e.server import ROOT, Server, config_yaml, make_server
+from tests.e2e.server import ROOT, Server, agentledger_command, config_yaml, make_server
 
 KEY_LINE = re.compile(
     r"^  (admin|ingest|read)\s+(al_(?:admin|live|read)_[0-9a-f]{8}_[0-9a-f]{40})$"
@@ -27,17 +26,16 @@ KEY_LINE = re.compile(
 
 
 def agentledger(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    script = shutil.which("agentledger", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-m", "collector.cli"]
-    return subprocess.run(
-        [*command, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as outside:  # not the checkout: no source beside it
+        return subprocess.run(
+            [*agentledger_command(), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=outside,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
 
 
 def test_version() -> None:
@@ -45,6 +43,14 @@ def test_version() -> None:
     assert done.returncode == 0
     assert done.stdout.strip() == f"agentledger {__version__}"
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", __version__)
+
+
+def test_bare_command_prints_help_and_validate_defaults_to_the_embedded_config() -> None:
+    done = agentledger()
+    assert done.returncode == 0
+    assert "usage: agentledger" in done.stdout and "serve" in done.stdout
+    done = agentledger("validate")  # from a folder with no config beside it
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
 
 
 def test_validate_accepts_good_configs(tmp_path: Path) -> None:
@@ -140,6 +146,12 @@ def _first_start_then_restart(tmp_path: Path, **options: bool) -> None:
         banner = "".join(first.output)
         assert f'OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {keys["ingest"]}"' in banner
         assert f"OTEL_EXPORTER_OTLP_ENDPOINT=http://{first.http}" in banner
+        # The protocol is named: an SDK defaulting to gRPC must not be pointed at HTTP.
+        assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in banner
+        assert (
+            f"OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT=http://{first.grpc}"
+            in (banner)
+        )
         assert _ingest_works(first, keys["ingest"])
         assert not _ingest_works(first, keys["read"])
     finally:

@@ -14,9 +14,11 @@ import httpx
 
 from collector.governance.diskcap import store_bytes
 from collector.store.lake import StoreSettings
+from tests import promtext
 from tests.e2e.otlp import PROTOBUF, spans_request
 from tests.e2e.server import KEYS, Server, make_server
 from tests.otlp_factory import kv
+from tests.promtext import has
 
 INGEST = {"authorization": f"Bearer {KEYS[('acme', 'ingest')]}"}
 MIB = 1024 * 1024
@@ -38,19 +40,17 @@ def post(server: Server, body: bytes) -> httpx.Response:
     return httpx.post(f"{server.base_url}/v1/traces", content=body, headers=headers, timeout=60)
 
 
-def metric(server: Server, line_start: str) -> float:
+def metric(server: Server, name: str, **labels: str) -> float:
     text = httpx.get(f"{server.base_url}/metrics").text
-    for line in text.splitlines():
-        if line.startswith(line_start + " ") or line.startswith(line_start + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{line_start} not in /metrics")
+    if not has(text, name, **labels):
+        raise AssertionError(f"{name} {labels} not in /metrics")
+    return promtext.metric(text, name, **labels)
 
 
 def dropped(server: Server) -> float:
     """Rows dropped for the cap, over every kind (the spans here are LLM calls to normalise)."""
-    lines = httpx.get(f"{server.base_url}/metrics").text.splitlines()
-    name = "agentledger_store_dropped_rows_total{"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+    text = httpx.get(f"{server.base_url}/metrics").text
+    return promtext.metric(text, "agentledger_store_dropped_rows_total")
 
 
 def wait_for(check: object, timeout: float = 60.0) -> None:
@@ -84,7 +84,7 @@ def capped_server(tmp_path: Path, mode: str, headroom_mib: int) -> Server:
 def test_refuse_mode_answers_retryable_errors_everywhere(tmp_path: Path) -> None:
     server = capped_server(tmp_path, "refuse", headroom_mib=2)
     try:
-        assert metric(server, 'agentledger_store_cap_mode{mode="refuse"}') == 1
+        assert metric(server, "agentledger_store_cap_mode", mode="refuse") == 1
         for seed in range(30):
             if post(server, bulky(seed, NEW_NS)).status_code != 200:
                 break
@@ -131,7 +131,7 @@ def test_drop_oldest_mode_deletes_the_oldest_data_first(tmp_path: Path) -> None:
         wait_for(lambda: dropped(server) > 0)
         cap = metric(server, "agentledger_store_cap_bytes")
         wait_for(lambda: metric(server, "agentledger_store_measured_bytes") <= cap)
-        assert metric(server, 'agentledger_store_cap_mode{mode="drop_oldest"}') == 1
+        assert metric(server, "agentledger_store_cap_mode", mode="drop_oldest") == 1
         assert post(server, bulky(50, NEW_NS, n=1)).status_code == 200  # never refuses
     finally:
         server.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -16,17 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.e2e.otlp import PROTOBUF, spans_request
-from tests.e2e.server import KEYS, ROOT, Server
+from tests.e2e.server import KEYS, Server, agentledger_command
 
 WINDOW = ("--from", "2023-11-14T00:00:00Z", "--to", "2023-11-15T00:00:00Z")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "collector.cli", "export", *args],
+        [*agentledger_command(), "export", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=Path(tempfile.gettempdir()),  # outside the checkout
         timeout=120,
         check=False,
     )

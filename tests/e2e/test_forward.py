@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.otlp import PROTOBUF, metric, spans_request
+from tests.e2e.otlp import PROTOBUF, spans_request
 from tests.e2e.server import KEYS, Server, make_server
+from tests.promtext import metric
 
 INGEST = KEYS[("acme", "ingest")]
 

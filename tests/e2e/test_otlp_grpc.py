@@ -19,8 +19,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.e2e.otlp import logs_request, metric, metrics_request, spans_request
+from tests.e2e.otlp import logs_request, metrics_request, spans_request
 from tests.e2e.server import KEYS, Server, make_server
+from tests.promtext import metric
 
 INGEST = KEYS[("acme", "ingest")]
 MIB = 1024 * 1024

@@ -18,11 +18,11 @@ from google.rpc import status_pb2
 from tests.e2e.otlp import (
     JSON,
     PROTOBUF,
-    metric,
     rss_kib,
     spans_request,
 )
 from tests.e2e.server import KEYS, Server, make_server
+from tests.promtext import metric
 
 INGEST = KEYS[("acme", "ingest")]
 MIB = 1024 * 1024

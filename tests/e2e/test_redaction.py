@@ -17,9 +17,10 @@ import httpx
 import pyarrow.parquet as pq
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from tests.e2e.otlp import PROTOBUF, metric, spans_request
+from tests.e2e.otlp import PROTOBUF, spans_request
 from tests.e2e.server import KEYS, make_server
 from tests.otlp_factory import kv
+from tests.promtext import metric
 
 INGEST = KEYS[("acme", "ingest")]
 HASH_KEY = "e2e-hash-key-0123456789abcdef"

@@ -6,7 +6,6 @@ refreshes from a local HTTP server whose prices change, keeping the last good bo
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.e2e.server import KEYS, Server, make_server
 from tests.otlp_factory import export_request, kv
+from tests.promtext import has, metric
 
 INGEST, READ = KEYS[("acme", "ingest")], KEYS[("acme", "read")]
 TRACE, ROOT = bytes.fromhex("5e" * 16), bytes.fromhex("0a" * 8)
@@ -187,8 +187,7 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
 
 def refreshes(server: Server, result: str) -> int:
     text = httpx.get(f"{server.base_url}/metrics").text
-    m = re.search(rf'agentledger_price_book_refreshes_total\{{result="{result}"\}} (\d+)', text)
-    return int(m.group(1)) if m else 0
+    return int(metric(text, "agentledger_price_book_refreshes_total", result=result))
 
 
 def priced(server: Server) -> float:
@@ -221,9 +220,7 @@ def test_the_price_book_refreshes_without_a_restart_and_keeps_the_last_good_one(
         failed = refreshes(server, "failed")
         wait_for(lambda: refreshes(server, "failed") > failed, "a failed fetch")
         assert priced(server) == 8.0
-        assert (
-            'agentledger_price_book_info{version="' in httpx.get(f"{server.base_url}/metrics").text
-        )
+        assert has(httpx.get(f"{server.base_url}/metrics").text, "agentledger_price_book_info")
     finally:
         assert server.stop() == 0
     assert "s3cret" not in "".join(server.output)

@@ -10,7 +10,8 @@ import pytest
 
 from collector import registry
 from collector.alerts.config import AlertsConfig
-from collector.config import ConfigError, parse_config
+from collector.config import parse_config
+from collector.configparse import ConfigError
 
 
 def issues(alerts: dict[str, Any], **sections: Any) -> list[str]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from collector.config import ConfigError, ConfigIssue, KeyConfig, parse_config
+from collector.auth.config import KeyConfig
+from collector.config import parse_config
+from collector.configparse import ConfigError, ConfigIssue
 from tests.collector.confighelp import ADMIN, INGEST, READ, messages
 
 # --- keys and orgs ------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from collector.auth.keys import (
     parse_key,
 )
 from collector.model import SCOPES, Principal
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 
 ACME_INGEST = "al_live_aaaa0001_" + "1" * 40
 ACME_READ = "al_read_aaaa0002_" + "2" * 40

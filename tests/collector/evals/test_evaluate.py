@@ -21,7 +21,8 @@ from collector.evals.evaluate import Evaluator, JudgeSettings
 from collector.evals.request import parse_log
 from collector.evals.rules import RuleCache
 from collector.outbound.config import OutboundPolicy
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 from processors.output_rules.engine import RuleEngine
 from tests.fixtures.receiver import Answer, Receiver
 

@@ -24,8 +24,9 @@ from collector.mcp.api import McpApi
 from collector.mcp.config import McpConfig
 from collector.mcp.read_api import McpReadApi
 from collector.read.views import create_views
+from collector.store.lake import StoreSettings
 from collector.store.schema import create_derived_sql
-from collector.store.writer import Store, StoreSettings
+from collector.store.writer import Store
 
 INGEST = "al_live_aaaa0001_" + "1" * 40
 READ = "al_read_aaaa0002_" + "2" * 40

@@ -15,7 +15,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 from tests.collector.mcp.test_api import DOC_EXAMPLE, INGEST, OTHER_READ, _event, _get, client
 
 __all__ = ["client"]  # the fixture, shared with test_mcp

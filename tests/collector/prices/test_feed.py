@@ -25,6 +25,7 @@ from collector.prices.book import SHIPPED_PATH, PriceBook
 from collector.prices.feed import STATE_FILE, BookSource, PriceFeed, PricesConfig, redact_url
 from collector.telemetry import Metrics
 from tests.otlp_factory import export_request, kv
+from tests.promtext import metric
 
 GPT4O = "openai/gpt-4o"
 
@@ -120,11 +121,10 @@ def test_a_changing_price_list_is_merged_swapped_and_kept(
     assert feed.tick() == "updated"
     assert input_rate(feed.book) == 5.0 == input_rate(source.load())
     text = metrics.render()
-    assert 'agentledger_price_book_refreshes_total{result="updated"} 2' in text
-    assert 'agentledger_price_book_refreshes_total{result="unchanged"} 1' in text
-    assert f'agentledger_price_book_info{{version="{feed.book.version}",origin="fetched"}} 1' in (
-        text
-    )
+    assert metric(text, "agentledger_price_book_refreshes_total", result="updated") == 2
+    assert metric(text, "agentledger_price_book_refreshes_total", result="unchanged") == 1
+    info = {"version": feed.book.version, "origin": "fetched"}
+    assert metric(text, "agentledger_price_book_info", **info) == 1
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,8 @@ def test_a_failing_fetch_keeps_the_last_good_book_and_is_retried_sooner(
     assert (base.parent / STATE_FILE).read_bytes() == kept
     assert metrics.value("agentledger_price_book_refreshes_total", result="failed") == 1
     assert "keeping price book" in caplog.text
-    assert metrics.render().count("last_success_timestamp_seconds 1800000000") == 1
+    last = "agentledger_price_book_last_success_timestamp_seconds"
+    assert metric(metrics.render(), last) == 1800000000
 
     hits = state.hits
     clock.now += 59

@@ -13,7 +13,8 @@ from collector.model import Rows, Signal
 from collector.pipeline import process_payload
 from collector.prices.book import load_price_book
 from collector.prices.reprice import reprice
-from collector.store.writer import Store, StoreSettings, connect
+from collector.store.lake import StoreSettings, connect
+from collector.store.writer import Store
 from processors.cost import CostConfig, CostProcessor
 from processors.normalise.span import NormaliseConfig, NormaliseProcessor
 from tests.otlp_factory import export_request, kv

@@ -26,7 +26,8 @@ from collector.auth.keys import Authenticator, ensure_org
 from collector.prices.book import load_price_book
 from collector.roi.api import RoiApi
 from collector.roi.tasktypes import load_catalogue
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 from processors.cost import CostConfig, CostProcessor
 from tests.e2e.server import KEYS
 

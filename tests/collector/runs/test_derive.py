@@ -15,8 +15,9 @@ import pytest
 from collector.model import Rows, Signal
 from collector.runs.derive import RunDeriver
 from collector.store.keys import run_key
+from collector.store.lake import StoreSettings
 from collector.store.schema import to_table
-from collector.store.writer import Store, StoreSettings
+from collector.store.writer import Store
 from processors.runs.assemble import RunsConfig, RunsProcessor
 
 T1, T2 = "a1" * 16, "b2" * 16

@@ -18,6 +18,7 @@ from collector.read import metrics as qm
 from collector.read import runs as qr
 from collector.read.views import create_views
 from collector.store.keys import run_key
+from collector.store.lake import StoreSettings
 from collector.store.query import Window, derived_tables_ready
 from collector.store.schema import (
     DERIVED_TABLES,
@@ -25,7 +26,7 @@ from collector.store.schema import (
     derived_arrow_schema,
     to_table,
 )
-from collector.store.writer import Store, StoreSettings
+from collector.store.writer import Store
 
 T0 = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 S = 1_000_000_000

@@ -11,7 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 
 _SLOW = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)"
 

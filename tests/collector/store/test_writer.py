@@ -24,9 +24,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.decode import decode
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
-from collector.store.lake import prime_table_stats
+from collector.store.lake import StoreSettings, prime_table_stats
 from collector.store.schema import to_table
-from collector.store.writer import Store, StoreSettings
+from collector.store.writer import Store
 from tests.otlp_factory import export_request, kv
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

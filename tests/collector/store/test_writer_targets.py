@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from collector.model import Rows, Signal
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 from tests.collector.prices.test_reprice import _llm
 from tests.otlp_factory import export_request
 

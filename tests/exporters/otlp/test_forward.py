@@ -34,7 +34,8 @@ from collector.configparse import ConfigIssue, parse_dataclass
 from collector.decode import decode
 from collector.model import Rows, Signal
 from collector.pipeline import process_payload
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 from exporters.otlp.encode import encode, from_record, to_record
 from exporters.otlp.forward import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from tests.otlp_factory import kv, request_of
