@@ -47,6 +47,7 @@ from collector.receivers.config import (
 from collector.roi.config import RoiConfig
 from collector.secretbox import SecretsConfig
 from collector.store.config import StorageConfig
+from collector.ui.config import UiConfig
 
 # ConfigError and ConfigIssue are re-exported: callers of load_config catch them from here.
 __all__ = [
@@ -183,6 +184,7 @@ class Config:
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # collector/alerts/config.py
     evals: EvalsConfig = field(default_factory=EvalsConfig)  # collector/evals/config.py
+    ui: UiConfig = field(default_factory=UiConfig)  # collector/ui/config.py
     notices: list[str] = field(default_factory=list, init=False, compare=False)
     """What the loader wants the operator to know (deprecated keys), logged at start."""
 
