@@ -35,7 +35,7 @@ from collector.model import StoreUnavailable
 from collector.secretbox import SecretBox
 from collector.store.writer import Store
 from collector.ui import format as fmt
-from collector.ui.access import Access, Need, SignInRefused, Viewer, viewer
+from collector.ui.access import Access, Kind, Need, SignInRefused, Viewer, viewer
 from collector.ui.config import UiConfig
 from collector.ui.session import (
     COOKIE,
@@ -60,6 +60,8 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",  # pages hold an org's data, and a new key is shown once
 }
+# Where a sign-in without a page to return to lands: the first page the key may open.
+LANDING: dict[Kind, str] = {"read": "/ui/", "workspace": "/ui/review", "admin": "/ui/alerts"}
 NEEDS_TEXT: dict[Need, str] = {
     "read": "a read key (al_read_…)",
     "logs_read": "the workspace token (wh-…), a read key or an admin key",
@@ -281,7 +283,8 @@ class UiApp:
         still = _keys(current) if current is not None else set()  # revoked ones are dropped
         keys = tuple(k for k in held if k != key and k in still)
         cookie, _ = self.sessions.issue((*keys, key), previous)
-        response = RedirectResponse(_safe_next(form.get("next")) or "/ui/", 303)
+        landing = _safe_next(form.get("next")) or LANDING[credential.kind]
+        response = RedirectResponse(landing, 303)
         set_cookie(response, request, COOKIE, cookie, int(self.sessions.ttl_s))
         clear_cookie(response, request, SIGN_IN_COOKIE)
         return _secure(response)
