@@ -18,8 +18,14 @@ def usd(value: float | None) -> str:
     v = float(value)
     if v == 0:
         return "$0"
-    places = 2 if abs(v) >= 1 else 4 if abs(v) >= 0.01 else 6
-    return f"{'-' if v < 0 else ''}${abs(v):,.{places}f}"
+    if abs(v) < 0.0000005:
+        return "<$0.000001"  # priced, but below the smallest amount shown: not free
+    if abs(v) >= 1:
+        return f"{'-' if v < 0 else ''}${abs(v):,.2f}"
+    # Below a dollar: up to six places (the read API's precision), without trailing zeros.
+    text = f"{abs(v):.6f}".rstrip("0")
+    text = text + "0" if text.endswith(".") or len(text.split(".")[1]) < 2 else text
+    return f"{'-' if v < 0 else ''}${text}"
 
 
 def call_cost(cost: float | None, source: str | None) -> str:
