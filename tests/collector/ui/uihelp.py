@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -50,7 +51,7 @@ class Ui:
     def sign_in(self, key: str, client: TestClient | None = None) -> TestClient:
         c = client or self.client
         form = c.get("/ui/sign-in")
-        token = csrf_of(form.text)
+        token = csrf_of(form.text, "/ui/sign-in")
         r = c.post("/ui/sign-in", data={"key": key, "csrf": token}, follow_redirects=False)
         assert r.status_code == 303, r.text
         return c
@@ -59,14 +60,19 @@ class Ui:
         return csrf_of(self.client.get(path).text)
 
 
-def csrf_of(html: str) -> str:
+def csrf_of(html: str, action: str | None = None) -> str:
+    """The CSRF token of the page's first form (of the form posting to `action`, if given)."""
+    if action is not None:
+        html = html.split(f'action="{action}"', 1)[1]
     m = re.search(r'name="csrf" value="([^"]+)"', html)
     assert m, html[:2000]
     return m.group(1)
 
 
 @contextmanager
-def ui_app(tmp_path: Path, session_hours: float = 12.0) -> Iterator[Ui]:
+def ui_app(
+    tmp_path: Path, session_hours: float = 12.0, now: datetime | None = None
+) -> Iterator[Ui]:
     with service_store(tmp_path) as store:
         auth = Authenticator(store)
         auth.load()
@@ -92,6 +98,7 @@ def ui_app(tmp_path: Path, session_hours: float = 12.0) -> Iterator[Ui]:
             alerts=alerts,
             config=UiConfig(session_hours=session_hours),
             box=box,
+            clock=lambda: now or datetime.now(UTC),
         )
         starlette = Starlette(routes=[*logs.routes(), *alerts.routes(), *app.routes()])
         with TestClient(starlette) as client:
