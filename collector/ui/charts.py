@@ -15,8 +15,8 @@ from html import escape
 from markupsafe import Markup
 
 PALETTE = 6  # series classes s0..s5 in static/ui.css; more series share the last ("other")
-_W, _H = 640, 180  # the viewBox; the SVG itself is as wide as its container
-_LEFT, _BOTTOM, _TOP = 56, 22, 8
+_W, _H = 480, 170  # the viewBox; the SVG itself is as wide as its container
+_LEFT, _BOTTOM, _TOP = 62, 22, 10
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ same checks of a new key's scope and name, the same refusal to revoke a key of t
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from collector.auth.api import key_request_problems, revoke_key
-from collector.model import SCOPES
+from collector.model import SCOPES, Scope
 from collector.ui.app import Page, UiApp
 
 
@@ -52,8 +53,9 @@ class Keys:
             created=created,
             problems=problems or [],
             revoked=page.query.get("revoked", ""),
-            name=page.form.get("name"),
-            scope=page.form.get("scope") or "read",
+            # A refused form keeps what was typed; after a new key, the form starts afresh.
+            name=page.form.get("name") if problems else "",
+            scope=(page.form.get("scope") if problems else "") or "read",
         )
 
     async def list(self, page: Page) -> Response:
@@ -64,7 +66,8 @@ class Keys:
         problems = key_request_problems(scope, name)
         if problems:
             return self._page(page, 422, problems=problems)
-        key, _ = await asyncio.to_thread(self.ui.auth.create_key, page.org, scope, name)  # type: ignore[arg-type]
+        checked = cast(Scope, scope)  # one of SCOPES: key_request_problems said so
+        key, _ = await asyncio.to_thread(self.ui.auth.create_key, page.org, checked, name)
         # The answer to the POST shows the secret once; the page is not cached (no-store).
         return self._page(page, 201, created=key)
 
