@@ -30,7 +30,7 @@ from starlette.templating import Jinja2Templates
 from collector.alerts.api import AlertsApi
 from collector.auth.keys import Authenticator
 from collector.errors import ApiError
-from collector.evals.api import LogsApi
+from collector.evals.api import EvalsApi
 from collector.model import StoreUnavailable
 from collector.secretbox import SecretBox
 from collector.store.writer import Store
@@ -117,7 +117,7 @@ class UiApp:
         *,
         store: Store,
         auth: Authenticator,
-        logs: LogsApi,
+        logs: EvalsApi,
         alerts: AlertsApi,
         config: UiConfig,
         box: SecretBox,

@@ -85,7 +85,7 @@ def receiver() -> Iterator[Receiver]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     extra = (
         "outbound: {allow_private: true}\n"
-        "logs: {callback_base_delay_s: 0.2, callback_max_delay_s: 0.5}\n"
+        "evals: {callback_base_delay_s: 0.2, callback_max_delay_s: 0.5}\n"
     )
     s = make_server(tmp_path_factory.mktemp("ui"), extra).start()
     try:

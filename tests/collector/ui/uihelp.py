@@ -17,18 +17,17 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from collector import registry
 from collector.alerts import store as alerts_store
 from collector.alerts.api import AlertsApi
 from collector.auth.keys import Authenticator
-from collector.evals.api import LogsApi
-from collector.evals.config import EvalLogsConfig
+from collector.evals.api import EvalsApi
+from collector.evals.config import EvalsConfig
 from collector.outbound.config import OutboundPolicy
 from collector.secretbox import SecretBox
 from collector.store.writer import Store
 from collector.ui.app import UiApp
 from collector.ui.config import UiConfig
-from processors.alerts.rules import AlertRuleSpec
+from processors.output_rules.engine import RuleEngine
 from tests.stores import service_store
 
 KEYS = {
@@ -46,7 +45,7 @@ class Ui:
     client: TestClient
     store: Store
     app: UiApp
-    logs: LogsApi
+    logs: EvalsApi
 
     def sign_in(self, key: str, client: TestClient | None = None) -> TestClient:
         c = client or self.client
@@ -79,18 +78,18 @@ def ui_app(
         for (org, scope), key in KEYS.items():
             auth.declare(org, scope, key)  # type: ignore[arg-type]
         box = SecretBox.open(tmp_path)
-        logs = LogsApi(
+        logs = EvalsApi(
             store,
             auth,
-            registry.build_rule_engine(),
-            config=EvalLogsConfig(),
+            RuleEngine(),
+            config=EvalsConfig(),
             box=box,
             policy=OutboundPolicy(),
             media_root=tmp_path / "media",
         )
         logs.create_tables()
         store.call(alerts_store.create_tables)
-        alerts = AlertsApi(store, auth, AlertRuleSpec, box=box)
+        alerts = AlertsApi(store, auth, box=box)
         app = UiApp(
             store=store,
             auth=auth,
