@@ -42,6 +42,7 @@ from collector.resources import PACKAGE, shipped_text
 from collector.roi.config import RoiConfig
 from collector.secretbox import SecretsConfig
 from collector.store.config import StorageConfig
+from collector.ui.config import UiConfig
 
 _COMPONENT_ID = re.compile(r"[a-z][a-z0-9_]*(?:/[A-Za-z0-9_.\-]+)?")
 _PIPELINE = re.compile(r"(?:traces|logs|metrics)(?:/[A-Za-z0-9_.\-]+)?")
@@ -221,6 +222,7 @@ class Config:
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # collector/alerts/config.py
     evals: EvalsConfig = field(default_factory=EvalsConfig)  # collector/evals/config.py
+    ui: UiConfig = field(default_factory=UiConfig)  # collector/ui/config.py
     notices: list[str] = field(default_factory=list, init=False, compare=False)
     """What the loader wants the operator to know (deprecated keys), logged at start."""
 

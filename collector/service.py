@@ -56,6 +56,7 @@ from collector.secretbox import SecretBox
 from collector.store.lake import StoreSettings, prime_table_stats
 from collector.store.writer import Store
 from collector.telemetry import CONTENT_TYPE, Metrics
+from collector.ui.app import UiApp
 from processors.output_rules.engine import RuleEngine
 from processors.runs.assemble import RunsProcessor
 
@@ -278,21 +279,35 @@ class Service:
         # ReadApi last: it answers other methods on its GET paths with a JSON 405.
         # One budget of 300 read requests a minute per token, across the read APIs.
         limiter = SlidingWindowLimiter(300, 60.0)
+        alerts = AlertsApi(
+            self.store, self.auth, check_channel=registry.channel_checker(self.config), box=self.box
+        )
         return [
             *AdminApi(self.auth).routes(),
             *self._roi.routes(),
             *self.mcp.routes(),
             *McpReadApi(self.store, self.auth, limiter=limiter).routes(),
             *(self.maintenance.routes(self.auth) if self.maintenance is not None else []),
-            *AlertsApi(
-                self.store,
-                self.auth,
-                check_channel=registry.channel_checker(self.config),
-                box=self.box,
-            ).routes(),
+            *alerts.routes(),
             *(self._logs.routes() if self._logs is not None else []),
             *ReadApi(self.store, self.auth, limiter=limiter).routes(),
+            *self._ui_routes(alerts),
         ]
+
+    def _ui_routes(self, alerts: AlertsApi) -> list[BaseRoute]:
+        """The web UI under /ui/ and / redirecting there (collector/ui/), unless `ui.enabled`
+        is off."""
+        if not self.config.ui.enabled or self._logs is None:
+            return []
+        ui = UiApp(
+            store=self.store,
+            auth=self.auth,
+            logs=self._logs,
+            alerts=alerts,
+            config=self.config.ui,
+            box=self.box,
+        )
+        return ui.routes()
 
     def _ops_routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [Route("/health", self._health)]

@@ -112,7 +112,7 @@ class AlertsApi:
         return JSONResponse(rule_json(record), status_code=201)
 
     async def _list(self, p: Principal, request: Request) -> Response:
-        rules = await self._store.acall(lambda cur: st.load_rules(cur, p.org, self._box))
+        rules = await self.list_rules(p.org)
         return JSONResponse({"alert_rules": [rule_json(r) for r in rules]})
 
     async def _get(self, p: Principal, request: Request) -> Response:
@@ -173,16 +173,25 @@ class AlertsApi:
         return Response(status_code=204)
 
     async def _enable(self, p: Principal, request: Request) -> Response:
-        return await self._set_enabled(p, str(request.path_params["rule_id"]), True)
+        record = await self.set_enabled(p.org, str(request.path_params["rule_id"]), True)
+        return JSONResponse(rule_json(record))
 
     async def _disable(self, p: Principal, request: Request) -> Response:
-        return await self._set_enabled(p, str(request.path_params["rule_id"]), False)
+        record = await self.set_enabled(p.org, str(request.path_params["rule_id"]), False)
+        return JSONResponse(rule_json(record))
 
-    async def _set_enabled(self, p: Principal, rule_id: str, enabled: bool) -> Response:
+    async def list_rules(self, org: str) -> list[st.RuleRecord]:
+        """`org`'s rules, channel secrets opened (callers show them through `rule_json`)."""
+        return await self._store.acall(lambda cur: st.load_rules(cur, org, self._box))
+
+    async def set_enabled(self, org: str, rule_id: str, enabled: bool) -> st.RuleRecord:
+        """Enable or disable one of `org`'s rules (ApiError 404 if it has none such); disabling
+        ends its open window events. The API's enable/disable routes and the web UI call this."""
+
         # Allowed on config rules too (an operator silencing one); the next start re-applies
         # the file.
         def write(cur: duckdb.DuckDBPyConnection) -> st.RuleRecord:
-            record = st.get_rule(cur, p.org, rule_id, self._box)
+            record = st.get_rule(cur, org, rule_id, self._box)
             if record is None:
                 raise _not_found()
             if bool(record.spec.get("enabled", True)) != enabled:
@@ -190,10 +199,10 @@ class AlertsApi:
                 record = dataclasses.replace(record, spec=spec, updated_at=self._clock())
                 st.put_rule(cur, record, self._box)
                 if not enabled:
-                    self._close_open_events(cur, p.org, rule_id)
+                    self._close_open_events(cur, org, rule_id)
             return record
 
-        return JSONResponse(rule_json(await self._store.acall(write)))
+        return await self._store.acall(write)
 
     def _close_open_events(self, cur: duckdb.DuckDBPyConnection, org: str, rule_id: str) -> None:
         """A rule that stops being evaluated can no longer resolve its window events: end them."""
@@ -240,12 +249,17 @@ class AlertsApi:
                 [{"field": k, "message": "unknown field"} for k in unknown]
                 or [{"field": "resolved", "message": "must be true (an event cannot reopen)"}],
             )
+        return JSONResponse(await self.resolve(p.org, event_id))
+
+    async def resolve(self, org: str, event_id: str) -> dict[str, Any]:
+        """Resolve one of `org`'s events by hand (ApiError 404 if it has none such); the event
+        as the API shows it. The API's PATCH and the web UI call this."""
         event = await self._store.acall(
-            lambda cur: st.resolve_by_hand(cur, p.org, event_id, self._clock())
+            lambda cur: st.resolve_by_hand(cur, org, event_id, self._clock())
         )
         if event is None:
             raise ApiError(404, "not_found", "Alert event not found")
-        return JSONResponse(event)
+        return event
 
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

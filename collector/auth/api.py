@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.auth.keys import Authenticator, AuthError
-from collector.errors import ApiError, error_response, from_api_error
+from collector.auth.keys import Authenticator, AuthError, KeyRecord
+from collector.errors import ApiError, from_api_error
 from collector.model import SCOPES, Principal
 
 
@@ -42,13 +42,7 @@ class AdminApi:
             body = await _json_object(request)
             scope: Any = body.get("scope")
             name: Any = body.get("name", "")
-            details = []
-            if scope not in SCOPES:
-                details.append({"field": "scope", "message": f"must be one of {', '.join(SCOPES)}"})
-            if not isinstance(name, str) or len(name) > 200:
-                details.append(
-                    {"field": "name", "message": "must be a string of at most 200 chars"}
-                )
+            details = key_request_problems(scope, name)
             if details:
                 raise ApiError(422, "validation_error", "Invalid key request", details)
             key, record = await asyncio.to_thread(
@@ -73,15 +67,35 @@ class AdminApi:
             principal = self._principal(request)
         except ApiError as e:
             return from_api_error(e)
-        key_id = request.path_params["key_id"]
-        if self._auth.is_declared(key_id, principal.org):
-            return error_response(
-                409, "key_declared", "This key is declared in the config file; remove it there"
-            )
-        record = await asyncio.to_thread(self._auth.revoke, principal.org, key_id)
-        if record is None:
-            return error_response(404, "not_found", "Key not found")
+        try:
+            record = await revoke_key(self._auth, principal.org, request.path_params["key_id"])
+        except ApiError as e:
+            return from_api_error(e)
         return JSONResponse(record.public())
+
+
+async def revoke_key(auth: Authenticator, org: str, key_id: str) -> KeyRecord:
+    """Revoke one of `org`'s minted keys: ApiError 409 for a key of the config file, 404 for
+    none (another org's included). The API's DELETE and the web UI call this."""
+    if auth.is_declared(key_id, org):
+        raise ApiError(
+            409, "key_declared", "This key is declared in the config file; remove it there"
+        )
+    record = await asyncio.to_thread(auth.revoke, org, key_id)
+    if record is None:
+        raise ApiError(404, "not_found", "Key not found")
+    return record
+
+
+def key_request_problems(scope: object, name: object) -> list[dict[str, str]]:
+    """What is wrong with a request for a new key, as `{"field", "message"}` details (the API's
+    422 and the web UI's form both show them)."""
+    details = []
+    if scope not in SCOPES:
+        details.append({"field": "scope", "message": f"must be one of {', '.join(SCOPES)}"})
+    if not isinstance(name, str) or len(name) > 200:
+        details.append({"field": "name", "message": "must be a string of at most 200 chars"})
+    return details
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -159,17 +159,11 @@ class LogViews:
                 "Invalid decision",
                 [{"field": "decision", "message": "must be approved or rejected"}],
             )
-        ids = [path_param(request, "id")]
-        now = datetime.now(UTC)
-        ws = await self.workspace.load(caller.org)
-        count = await self._store.acall(
-            lambda cur: _decide(
-                cur, caller.org, ids, decision=str(decision), by=caller.label, now=now, ws=ws
-            )
+        count = await self.decide(
+            caller.org, [path_param(request, "id")], str(decision), caller.label
         )
         if not count:
             raise ApiError(404, "not_found", "Log not found")
-        self._kick()
         return JSONResponse({"ok": True, "decidedBy": caller.label})
 
     async def _bulk(self, request: Request) -> Response:
@@ -188,20 +182,26 @@ class LogViews:
         if problems:
             raise ApiError(422, "validation_error", "Invalid bulk action", problems)
         ids = list(dict.fromkeys(raw or []))
-        org, now = caller.org, datetime.now(UTC)
+        org = caller.org
         decision = BULK_ACTIONS[str(action)]
         if decision is None:
             count = await self._store.acall(lambda cur: _delete(cur, org, ids))
             self._deleted(org, ids)
         else:
-            ws = await self.workspace.load(org)
-            count = await self._store.acall(
-                lambda cur: _decide(
-                    cur, org, ids, decision=decision, by=caller.label, now=now, ws=ws
-                )
-            )
-            self._kick()
+            count = await self.decide(org, ids, decision, caller.label)
         return JSONResponse({"ok": True, "count": count})
+
+    async def decide(self, org: str, ids: list[str], decision: str, by: str) -> int:
+        """Record a human decision on `org`'s logs `ids` (unknown ids are skipped), with the
+        callbacks and notifications it triggers, in one transaction; how many were decided.
+        `by` is what `decidedBy` shows. The API's decision routes and the web UI call this."""
+        now = datetime.now(UTC)
+        ws = await self.workspace.load(org)
+        count = await self._store.acall(
+            lambda cur: _decide(cur, org, ids, decision=decision, by=by, now=now, ws=ws)
+        )
+        self._kick()
+        return count
 
 
 def _delete(cur: duckdb.DuckDBPyConnection, org: str, ids: list[str]) -> int:

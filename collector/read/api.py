@@ -64,17 +64,7 @@ class ReadApi:
     # -- runs ------------------------------------------------------------------------------
 
     def _runs(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
-        where = qr.RunFilter(
-            org=p.org,
-            window=q.window(),
-            workflows=q.strings("workflow"),
-            statuses=q.strings("status", RUN_STATUSES),
-            cost_min=q.number("cost_min"),
-            cost_max=q.number("cost_max"),
-        )
-        sort = q.choice("sort", tuple(qr.SORTS), "started_at_desc") or "started_at_desc"
-        limit = q.limit()
-        after = decode_cursor(q, sort, qr.SORTS[sort].key_type)
+        where, sort, after, limit = runs_request(q, p.org)
         q.raise_if_invalid()
         # The count and the page from one snapshot: the total agrees with the page.
         with self._store.reader() as r:
@@ -182,6 +172,22 @@ class ReadApi:
             }
             for pt in points
         ]
+
+
+def runs_request(q: Params, org: str) -> tuple[qr.RunFilter, str, qr.Position | None, int]:
+    """`GET /api/runs`'s query string as (filter, sort, cursor position, limit); problems are
+    noted on `q`. The web UI's run list reads its form with this too."""
+    where = qr.RunFilter(
+        org=org,
+        window=q.window(),
+        workflows=q.strings("workflow"),
+        statuses=q.strings("status", RUN_STATUSES),
+        cost_min=q.number("cost_min"),
+        cost_max=q.number("cost_max"),
+    )
+    sort = q.choice("sort", tuple(qr.SORTS), "started_at_desc") or "started_at_desc"
+    limit = q.limit()
+    return where, sort, decode_cursor(q, sort, qr.SORTS[sort].key_type), limit
 
 
 def read_overview(store: Store, org: str, window: Window) -> qm.Overview:

@@ -38,7 +38,8 @@ SORTS: dict[str, Sort] = {
 }
 
 _SUMMARY_COLS = """run_id, workflow_name, run_id_external, status, cost_usd, total_tokens,
-    duration_ms, llm_call_count, tool_use_count, epoch_us(started_at), epoch_us(ended_at)"""
+    duration_ms, llm_call_count, tool_use_count, epoch_us(started_at), epoch_us(ended_at),
+    cost_unknown_calls"""
 
 _FILTER = """org = $org AND started_at BETWEEN $start AND $end
     AND ($workflows::VARCHAR[] IS NULL OR list_contains($workflows::VARCHAR[], workflow_name))
@@ -75,6 +76,8 @@ class RunSummary:
     tool_use_count: int | None
     started_at_us: int
     ended_at_us: int | None
+    # LLM calls of the run without a price: its cost_usd leaves them out (the UI says so).
+    cost_unknown_calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def list_runs(
 
 
 def _summary(r: tuple[Any, ...]) -> RunSummary:
-    return RunSummary(*r[:11])
+    return RunSummary(*r[:12])
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -182,8 +185,8 @@ _CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
     LIMIT $limit"""
 
 _SKEW_NS = 3600 * 1_000_000_000
-_TRACE_COL = 16  # trace_id in `_RUN_SQL`
-_CALL_IDS_COL = 27  # call_span_ids in `_RUN_SQL`
+_TRACE_COL = 17  # trace_id in `_RUN_SQL`
+_CALL_IDS_COL = 28  # call_span_ids in `_RUN_SQL`
 
 # UNION (not UNION ALL) and the depth bound keep a corrupt parent cycle from recursing forever.
 _COMBINED_COST_SQL = """WITH RECURSIVE tree(run_id, depth) AS (
@@ -349,7 +352,7 @@ def run_detail(
 ) -> RunDetail:
     return RunDetail(
         summary=_summary(row),
-        extra=dict(zip(_EXTRA, row[11:_CALL_IDS_COL], strict=True)),
+        extra=dict(zip(_EXTRA, row[12:_CALL_IDS_COL], strict=True)),
         llm_calls=spans[0],
         tool_events=spans[1],
         child_runs=[_summary(c) for c in children],

@@ -120,7 +120,7 @@ def test_unknown_top_level_key_without_a_close_match() -> None:
     assert messages({"zzz": 1}) == {
         "zzz": "unknown key (expected one of: receivers, processors, exporters, extensions, "
         "service, storage, limits, api, auth, mcp, retention, compaction, prices, roi, outbound, "
-        "notifications, judge, secrets, alerts, evals)"
+        "notifications, judge, secrets, alerts, evals, ui)"
     }
 
 
