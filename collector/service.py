@@ -20,11 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from collector import registry
+from collector import __version__, registry
 from collector.alerts.api import AlertsApi
 from collector.alerts.config import declared_rules
 from collector.alerts.consumer import AlertsConsumer
+from collector.api import openapi
+from collector.api.apis import ALL as ALL_APIS
 from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.routes import NotFound, Operation, routes
 from collector.api.server import _Server
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
@@ -262,30 +265,34 @@ class Service:
             )
 
     def _api_routes(self) -> list[BaseRoute]:
+        """Every JSON route, through the one endpoint wrapper, and their OpenAPI document."""
+        ops = self.operations()
+        return [*routes(ops), openapi.route(ops, __version__)]
+
+    def operations(self) -> list[Operation]:
         assert self._roi is not None
-        # ReadApi last: it answers other methods on its GET paths with a JSON 405.
         # One budget of 300 read requests a minute per token, across the read APIs.
         limiter = SlidingWindowLimiter(300, 60.0)
         return [
-            *AdminApi(self.auth).routes(),
-            *self._roi.routes(),
-            *self.mcp.routes(),
-            *McpReadApi(self.store, self.auth, limiter=limiter).routes(),
-            *(self.maintenance.routes(self.auth) if self.maintenance is not None else []),
+            *AdminApi(self.auth).operations(),
+            *self._roi.operations(),
+            *self.mcp.operations(),
+            *McpReadApi(self.store, self.auth, limiter=limiter).operations(),
+            *(self.maintenance.operations(self.auth) if self.maintenance is not None else []),
             *AlertsApi(
                 self.store,
                 self.auth,
                 check_channel=registry.channel_checker(self.config),
                 box=self.box,
-            ).routes(),
-            *(self._logs.routes() if self._logs is not None else []),
-            *ReadApi(self.store, self.auth, limiter=limiter).routes(),
+            ).operations(),
+            *(self._logs.operations() if self._logs is not None else []),
+            *ReadApi(self.store, self.auth, limiter=limiter).operations(),
         ]
 
     def _ops_routes(self) -> list[BaseRoute]:
         return [Route("/health", self._health), Route("/metrics", self._metrics_page)]
 
-    async def _serve_http(self, endpoint: str, routes: list[BaseRoute]) -> str:
+    async def _serve_http(self, endpoint: str, served: list[BaseRoute]) -> str:
         host, port = split_endpoint(endpoint)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -296,7 +303,9 @@ class Service:
         sock.bind((host, port))
         sock.listen(2048)
         sock.setblocking(False)
-        app = Starlette(routes=routes)
+        app = Starlette(routes=served)
+        # An unknown path answers in its API's JSON error shape, not Starlette's plain text.
+        app.router.default = NotFound(ALL_APIS)
         config = uvicorn.Config(
             app,
             log_config=None,
