@@ -225,8 +225,9 @@ class Service:
 
     def _provision_keys(self) -> None:
         self.auth.load()
-        if self.config.auth.bootstrap:
-            # Before the declared orgs exist, which would make the store look used.
+        if self.config.auth.bootstrap and not self.config.auth.orgs:
+            # Only when the config declares no org (its orgs are the ones wanted), and before
+            # anything else is written, which would make the store look used.
             # The keys are printed once, with the ready banner; never logged.
             self._first_keys = bootstrap_default_org(self.store, self.auth)
         for org in self.config.auth.orgs:

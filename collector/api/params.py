@@ -104,10 +104,21 @@ class Params:
             self.problem(name, "must be an ISO 8601 date-time or epoch milliseconds")
         return parsed
 
+    def until(self, name: str = "to") -> datetime | None:
+        """An inclusive end: a time given to the millisecond (as the APIs print times) covers
+        its whole millisecond, so a printed time given back selects the row it came from
+        (times are stored to the microsecond)."""
+        end = self.time(name)
+        if end is not None and end.microsecond % 1000 == 0:
+            end += timedelta(microseconds=999)
+        return end
+
     def window(self) -> Window:
-        """`from`/`to`, inclusive; defaults: the last 30 days up to now."""
-        start, end = self.time("from"), self.time("to")
-        end = end or self.now
+        """`from`/`to`, inclusive; defaults: the last 30 days up to now. A default never makes a
+        given bound an error: `from` in the future without `to` ends the window at `from`."""
+        start, end = self.time("from"), self.until("to")
+        if end is None:
+            end = self.now if start is None or start <= self.now else start
         start = start or end - DEFAULT_WINDOW
         if start > end:
             self.problem("from", "must not be after `to`")

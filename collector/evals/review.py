@@ -114,7 +114,7 @@ class LogViews:
             q=(q.get("q") or "").strip() or None,
             tags=[t.strip() for t in (q.get("tags") or "").split(",") if t.strip()],
             start=p.time("from"),
-            end=p.time("to"),
+            end=p.until("to"),
         )
         sort = p.choice("sortBy", tuple(lq.SORTS), "timestamp") or "timestamp"
         direction = p.choice("sortDir", ("asc", "desc"), "desc") or "desc"
