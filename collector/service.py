@@ -21,11 +21,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from collector import registry
+from collector import __version__, registry
 from collector.alerts.api import AlertsApi
 from collector.alerts.config import declared_rules
 from collector.alerts.consumer import AlertsConsumer
+from collector.api import openapi
+from collector.api.apis import ALL as ALL_APIS
 from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.routes import NotFound, Operation, routes
 from collector.api.server import Listener, listen
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
@@ -216,8 +219,9 @@ class Service:
 
     def _provision_keys(self) -> None:
         self.auth.load()
-        if self.config.auth.bootstrap:
-            # Before the declared orgs exist, which would make the store look used.
+        if self.config.auth.bootstrap and not self.config.auth.orgs:
+            # Only when the config declares no org (its orgs are the ones wanted), and before
+            # anything else is written, which would make the store look used.
             # The keys are printed once, with the ready banner; never logged.
             self._first_keys = bootstrap_default_org(self.store, self.auth)
         for org in self.config.auth.orgs:
@@ -247,7 +251,7 @@ class Service:
             http_routes += receiver.routes()
             if self.config.api.endpoint is None:
                 http_routes += api_routes
-            app: ASGIApp = Starlette(routes=http_routes + self._ops_routes())
+            app: ASGIApp = self._app(http_routes + self._ops_routes())
             if h.cors.allowed_origins:  # browser SDKs exporting from these origins
                 app = CORSMiddleware(
                     app,
@@ -260,7 +264,7 @@ class Service:
             self.endpoints.http = await self._listen(h.endpoint, app)
         if self.config.api.endpoint is not None:
             self.endpoints.api = await self._listen(
-                self.config.api.endpoint, Starlette(routes=api_routes + self._ops_routes())
+                self.config.api.endpoint, self._app(api_routes + self._ops_routes())
             )
         metrics = self.config.service.telemetry.metrics
         if metrics.level != "none" and metrics.listen_address() is not None:
@@ -275,23 +279,27 @@ class Service:
             self.endpoints.extra[eid] = await self._listen(check.endpoint, Starlette(routes=routes))
 
     def _api_routes(self) -> list[BaseRoute]:
-        assert self._roi is not None
-        # ReadApi last: it answers other methods on its GET paths with a JSON 405.
-        # One budget of 300 read requests a minute per token, across the read APIs.
-        limiter = SlidingWindowLimiter(300, 60.0)
+        """Every JSON route, through the one endpoint wrapper, their OpenAPI document, and the
+        web UI (which writes alert changes through the same AlertsApi)."""
         alerts = AlertsApi(
             self.store, self.auth, check_channel=registry.channel_checker(self.config), box=self.box
         )
+        ops = self.operations(alerts)
+        return [*routes(ops), openapi.route(ops, __version__), *self._ui_routes(alerts)]
+
+    def operations(self, alerts: AlertsApi) -> list[Operation]:
+        assert self._roi is not None
+        # One budget of 300 read requests a minute per token, across the read APIs.
+        limiter = SlidingWindowLimiter(300, 60.0)
         return [
-            *AdminApi(self.auth).routes(),
-            *self._roi.routes(),
-            *self.mcp.routes(),
-            *McpReadApi(self.store, self.auth, limiter=limiter).routes(),
-            *(self.maintenance.routes(self.auth) if self.maintenance is not None else []),
-            *alerts.routes(),
-            *(self._logs.routes() if self._logs is not None else []),
-            *ReadApi(self.store, self.auth, limiter=limiter).routes(),
-            *self._ui_routes(alerts),
+            *AdminApi(self.auth).operations(),
+            *self._roi.operations(),
+            *self.mcp.operations(),
+            *McpReadApi(self.store, self.auth, limiter=limiter).operations(),
+            *(self.maintenance.operations(self.auth) if self.maintenance is not None else []),
+            *alerts.operations(),
+            *(self._logs.operations() if self._logs is not None else []),
+            *ReadApi(self.store, self.auth, limiter=limiter).operations(),
         ]
 
     def _ui_routes(self, alerts: AlertsApi) -> list[BaseRoute]:
@@ -310,11 +318,18 @@ class Service:
         return ui.routes()
 
     def _ops_routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = [Route("/health", self._health)]
+        served: list[BaseRoute] = [Route("/health", self._health)]
         metrics = self.config.service.telemetry.metrics
         if metrics.level != "none" and metrics.listen_address() is None:
-            routes.append(Route("/metrics", self._metrics_page))
-        return routes
+            served.append(Route("/metrics", self._metrics_page))
+        return served
+
+    @staticmethod
+    def _app(served: list[BaseRoute]) -> Starlette:
+        app = Starlette(routes=served)
+        # An unknown path answers in its API's JSON error shape, not Starlette's plain text.
+        app.router.default = NotFound(ALL_APIS)
+        return app
 
     async def _listen(self, endpoint: str, app: ASGIApp) -> str:
         listener = await listen(endpoint, app)

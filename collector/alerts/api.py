@@ -14,17 +14,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import duckdb
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from collector.alerts import store as st
-from collector.api.body import read_json_object
+from collector.api import schema as sc
+from collector.api.apis import ADMIN
+from collector.api.routes import Call, Keys, Operation, routes
 from collector.api.shapes import iso
-from collector.auth.keys import Authenticator, AuthError
+from collector.auth.keys import Authenticator
 from collector.configparse import ConfigIssue, parse_dataclass
-from collector.errors import ApiError, error_response, from_api_error
-from collector.model import Principal
+from collector.errors import ApiError
 from collector.secretbox import SecretBox
 from collector.store.lake import LAKE
 from collector.store.writer import Store
@@ -34,6 +34,12 @@ ChannelCheck = Callable[[Mapping[str, Any]], None]
 """Raises ValueError with a reason when a channel spec cannot be used (e.g. a refused URL)."""
 MAX_RULES_PER_ORG = 500
 READ_ONLY = frozenset({"id", "source", "created_at", "updated_at"})
+RULE_BODY = sc.obj(
+    {"name": sc.string(200), "enabled": sc.boolean(), "channels": sc.array(sc.obj({}))},
+    description="An alert rule as docs/alerts.md describes it (metric, threshold, window_s, "
+    "channels, ...); every field is checked against the rule's definition.",
+)
+RULE = sc.obj({"id": sc.string(), "name": sc.string(), "source": sc.string()}, ["id", "name"])
 
 
 class AlertsApi:
@@ -52,51 +58,41 @@ class AlertsApi:
         self._box = box
         self._clock = clock
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
+
+    def operations(self) -> list[Operation]:
+        admin = Keys(self._auth, ("admin",))
         one = "/api/alert-rules/{rule_id}"
-        routes = [
-            Route("/api/alert-rules", self._handle(self._create), methods=["POST"]),
-            Route("/api/alert-rules", self._handle(self._list), methods=["GET"]),
-            Route(one, self._handle(self._get), methods=["GET"]),
-            Route(one, self._handle(self._update), methods=["PATCH", "PUT"]),
-            Route(one, self._handle(self._delete), methods=["DELETE"]),
-            Route(one + "/enable", self._handle(self._enable), methods=["POST"]),
-            Route(one + "/disable", self._handle(self._disable), methods=["POST"]),
-            Route("/api/alert-events/{event_id}", self._handle(self._resolve), methods=["PATCH"]),
-        ]
-        # Other methods on these paths: the JSON error shape, not Starlette's plain-text 405.
-        allowed: dict[str, list[str]] = {}
-        for route in routes:
-            allowed.setdefault(route.path, []).extend(sorted(route.methods or ()))
-        for path, methods in allowed.items():
-            rest = [m for m in _METHODS if m not in methods]
-            routes.append(Route(path, _not_allowed(methods), methods=rest))
-        return routes
 
-    def _handle(self, fn: Callable[[Principal, Request], Any]) -> Callable[[Request], Any]:
-        async def run(request: Request) -> Response:
-            try:
-                try:
-                    principal = self._auth.authenticate(
-                        request.headers.get("authorization"), "admin"
-                    )
-                except AuthError as e:
-                    raise ApiError(e.status, e.code, str(e)) from e
-                result: Response = await fn(principal, request)
-                return result
-            except ApiError as e:
-                return from_api_error(e)
-            except duckdb.TransactionException:
-                return error_response(
-                    409, "conflict", "A concurrent change won; retry", headers={"Retry-After": "1"}
-                )
+        def op(method: str, path: str, handler: Any, summary: str, **more: Any) -> Operation:
+            return Operation(
+                ADMIN, method, path, handler, summary, admin, clock=self._clock, **more
+            )
 
-        return run
+        return [
+            op("POST", "/api/alert-rules", self._create, "Create an alert rule",
+               body=RULE_BODY, ok=201, response=RULE, errors={409: "name taken or too many"}),
+            op("GET", "/api/alert-rules", self._list, "The org's alert rules",
+               response=sc.obj({"alert_rules": sc.array(RULE)}, ["alert_rules"])),
+            op("GET", one, self._get, "One alert rule", response=RULE),
+            op("PATCH", one, self._update, "Change fields of an alert rule", body=RULE_BODY,
+               response=RULE, errors={409: "declared in the config file, or name taken"}),
+            op("PUT", one, self._update, "Replace an alert rule", body=RULE_BODY,
+               response=RULE, errors={409: "declared in the config file, or name taken"}),
+            op("DELETE", one, self._delete, "Delete an alert rule (its open events end)",
+               ok=204, media="", errors={409: "declared in the config file"}),
+            op("POST", one + "/enable", self._enable, "Enable an alert rule", response=RULE),
+            op("POST", one + "/disable", self._disable, "Disable an alert rule", response=RULE),
+            op("PATCH", "/api/alert-events/{event_id}", self._resolve,
+               "Resolve an alert event by hand",
+               body=sc.obj({"resolved": sc.const(True)}, extra=False), body_required=False),
+        ]  # fmt: skip
 
     # -- rules -----------------------------------------------------------------------------
 
-    async def _create(self, p: Principal, request: Request) -> Response:
-        spec = self._parse(await read_json_object(request))
+    async def _create(self, call: Call) -> Response:
+        p, spec = call.caller, self._parse(call.body)
 
         def write(cur: duckdb.DuckDBPyConnection) -> st.RuleRecord:
             if st.rule_by_name(cur, p.org, spec["name"]) is not None:
@@ -111,26 +107,30 @@ class AlertsApi:
         record = await self._store.acall(write)
         return JSONResponse(rule_json(record), status_code=201)
 
-    async def _list(self, p: Principal, request: Request) -> Response:
-        rules = await self.list_rules(p.org)
+    async def _list(self, call: Call) -> Response:
+        rules = await self.list_rules(call.org)
         return JSONResponse({"alert_rules": [rule_json(r) for r in rules]})
 
-    async def _get(self, p: Principal, request: Request) -> Response:
-        rule_id = str(request.path_params["rule_id"])
+    async def list_rules(self, org: str) -> list[st.RuleRecord]:
+        """`org`'s rules, channel secrets opened (callers show them through `rule_json`); the
+        API's list route and the web UI call this."""
+        return await self._store.acall(lambda cur: st.load_rules(cur, org, self._box))
+
+    async def _get(self, call: Call) -> Response:
+        p, rule_id = call.caller, call.path["rule_id"]
         record = await self._store.acall(lambda cur: st.get_rule(cur, p.org, rule_id, self._box))
         if record is None:
             raise _not_found()
         return JSONResponse(rule_json(record))
 
-    async def _update(self, p: Principal, request: Request) -> Response:
-        rule_id = str(request.path_params["rule_id"])
-        body = await read_json_object(request)
+    async def _update(self, call: Call) -> Response:
+        p, rule_id, body = call.caller, call.path["rule_id"], call.body
         if body.get("id", rule_id) != rule_id:
             raise ApiError(422, "validation_error", "Invalid alert rule",
                            [{"field": "id", "message": "is not this rule's id"}])  # fmt: skip
         # What GET answers may be sent back as is: its read-only fields are ignored.
         body = {k: v for k, v in body.items() if k not in READ_ONLY}
-        replace = request.method == "PUT"
+        replace = call.request.method == "PUT"
         old = await self._store.acall(lambda cur: st.get_rule(cur, p.org, rule_id, self._box))
         if old is None:
             raise _not_found()
@@ -157,8 +157,8 @@ class AlertsApi:
 
         return JSONResponse(rule_json(await self._store.acall(write)))
 
-    async def _delete(self, p: Principal, request: Request) -> Response:
-        rule_id = str(request.path_params["rule_id"])
+    async def _delete(self, call: Call) -> Response:
+        p, rule_id = call.caller, call.path["rule_id"]
 
         def write(cur: duckdb.DuckDBPyConnection) -> None:
             record = st.get_rule(cur, p.org, rule_id)
@@ -172,24 +172,19 @@ class AlertsApi:
         await self._store.acall(write)
         return Response(status_code=204)
 
-    async def _enable(self, p: Principal, request: Request) -> Response:
-        record = await self.set_enabled(p.org, str(request.path_params["rule_id"]), True)
-        return JSONResponse(rule_json(record))
+    async def _enable(self, call: Call) -> Response:
+        return JSONResponse(rule_json(await self.set_enabled(call.org, call.path["rule_id"], True)))
 
-    async def _disable(self, p: Principal, request: Request) -> Response:
-        record = await self.set_enabled(p.org, str(request.path_params["rule_id"]), False)
+    async def _disable(self, call: Call) -> Response:
+        record = await self.set_enabled(call.org, call.path["rule_id"], False)
         return JSONResponse(rule_json(record))
-
-    async def list_rules(self, org: str) -> list[st.RuleRecord]:
-        """`org`'s rules, channel secrets opened (callers show them through `rule_json`)."""
-        return await self._store.acall(lambda cur: st.load_rules(cur, org, self._box))
 
     async def set_enabled(self, org: str, rule_id: str, enabled: bool) -> st.RuleRecord:
         """Enable or disable one of `org`'s rules (ApiError 404 if it has none such); disabling
-        ends its open window events. The API's enable/disable routes and the web UI call this."""
+        ends its open window events. The API's enable/disable routes and the web UI call this.
+        Allowed on config rules too (an operator silencing one); the next start re-applies the
+        file."""
 
-        # Allowed on config rules too (an operator silencing one); the next start re-applies
-        # the file.
         def write(cur: duckdb.DuckDBPyConnection) -> st.RuleRecord:
             record = st.get_rule(cur, org, rule_id, self._box)
             if record is None:
@@ -232,24 +227,8 @@ class AlertsApi:
 
     # -- events ----------------------------------------------------------------------------
 
-    async def _resolve(self, p: Principal, request: Request) -> Response:
-        event_id = str(request.path_params["event_id"])
-        empty = request.headers.get("content-length") in (None, "0")
-        body = (
-            {}
-            if empty and "transfer-encoding" not in request.headers
-            else (await read_json_object(request))
-        )
-        unknown = sorted(set(body) - {"resolved"})
-        if unknown or body.get("resolved", True) is not True:
-            raise ApiError(
-                422,
-                "validation_error",
-                "Invalid alert event update",
-                [{"field": k, "message": "unknown field"} for k in unknown]
-                or [{"field": "resolved", "message": "must be true (an event cannot reopen)"}],
-            )
-        return JSONResponse(await self.resolve(p.org, event_id))
+    async def _resolve(self, call: Call) -> Response:
+        return JSONResponse(await self.resolve(call.org, call.path["event_id"]))
 
     async def resolve(self, org: str, event_id: str) -> dict[str, Any]:
         """Resolve one of `org`'s events by hand (ApiError 404 if it has none such); the event
@@ -259,20 +238,8 @@ class AlertsApi:
         )
         if event is None:
             raise ApiError(404, "not_found", "Alert event not found")
-        return event
-
-
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-
-
-def _not_allowed(methods: list[str]) -> Callable[[Request], Any]:
-    shown = ", ".join(m for m in methods if m != "HEAD")
-
-    async def answer(request: Request) -> Response:
-        message = f"{request.method} is not allowed here (allowed: {shown})"
-        return error_response(405, "method_not_allowed", message, headers={"Allow": shown})
-
-    return answer
+        result: dict[str, Any] = event
+        return result
 
 
 def rule_json(r: st.RuleRecord) -> dict[str, Any]:

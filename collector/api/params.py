@@ -1,4 +1,6 @@
-"""Query-string parsing for the read API: times, windows, numbers, enums, intervals, cursors.
+"""Query parameters of every JSON API: their declarations (`Param`, checked by the endpoint
+wrapper and published in the OpenAPI document) and their parsing (times, windows, numbers,
+enums, intervals, cursors).
 
 Each problem becomes one `{"field", "message"}` entry of a 422 `validation_error`, so a client
 sees every bad parameter at once and a bad value never reaches the SQL (or becomes a 500).
@@ -13,11 +15,13 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from starlette.datastructures import QueryParams
 
+from collector.api import schema as sc
 from collector.errors import ApiError
 from collector.store.query import Window
 
@@ -36,6 +40,40 @@ _DEFAULT_INTERVALS = (
 )
 
 
+@dataclass(frozen=True)
+class Param:
+    """A query (or header) parameter: checked against `schema` before the handler runs. An
+    array schema takes the parameter repeated (`?status=a&status=b`) or, for an enum,
+    comma-joined."""
+
+    name: str
+    schema: sc.Schema
+    description: str = ""
+    required: bool = False
+    where: Literal["query", "header"] = "query"
+
+
+TIME = sc.string(description="ISO 8601 date-time (no offset: UTC) or epoch milliseconds")
+FROM = Param("from", TIME, "inclusive start; default 30 days before `to`")
+TO = Param("to", TIME, "inclusive end; default now")
+CURSOR = Param("cursor", sc.string(2000), "next_cursor of the previous page")
+INTERVAL = Param(
+    "interval",
+    sc.string(16, pattern="^[0-9]{1,6}[smhdw]$"),
+    "bucket width such as 15m, 1h, 1d; default from the window's length",
+)
+
+
+def limit(default: int = 50, maximum: int = 100) -> Param:
+    return Param("limit", sc.integer(1, maximum, default=default), f"page size, at most {maximum}")
+
+
+def strings(name: str, description: str = "", allowed: Sequence[str] | None = None) -> Param:
+    """A repeatable filter (`?name=a&name=b`; enum values may be comma-joined)."""
+    item = sc.enum(allowed) if allowed is not None else sc.string(1000)
+    return Param(name, sc.array(item), description)
+
+
 class Params:
     """The query string of one request, with the problems found while reading it."""
 
@@ -43,11 +81,15 @@ class Params:
         self.query = query
         self.now = now
         self.problems: list[dict[str, str]] = []
+        self.checked = False
 
     def problem(self, field: str, message: str) -> None:
-        self.problems.append({"field": field, "message": message})
+        # The wrapper's schema check and the handler's parsing may both find the same field.
+        if not any(p["field"] == field for p in self.problems):
+            self.problems.append({"field": field, "message": message})
 
     def raise_if_invalid(self) -> None:
+        self.checked = True
         if self.problems:
             raise ApiError(422, "validation_error", "Invalid query parameters", self.problems)
 
@@ -62,10 +104,21 @@ class Params:
             self.problem(name, "must be an ISO 8601 date-time or epoch milliseconds")
         return parsed
 
+    def until(self, name: str = "to") -> datetime | None:
+        """An inclusive end: a time given to the millisecond (as the APIs print times) covers
+        its whole millisecond, so a printed time given back selects the row it came from
+        (times are stored to the microsecond)."""
+        end = self.time(name)
+        if end is not None and end.microsecond % 1000 == 0:
+            end += timedelta(microseconds=999)
+        return end
+
     def window(self) -> Window:
-        """`from`/`to`, inclusive; defaults: the last 30 days up to now."""
-        start, end = self.time("from"), self.time("to")
-        end = end or self.now
+        """`from`/`to`, inclusive; defaults: the last 30 days up to now. A default never makes a
+        given bound an error: `from` in the future without `to` ends the window at `from`."""
+        start, end = self.time("from"), self.until("to")
+        if end is None:
+            end = self.now if start is None or start <= self.now else start
         start = start or end - DEFAULT_WINDOW
         if start > end:
             self.problem("from", "must not be after `to`")

@@ -7,71 +7,99 @@ Requests carry an admin key of the org; records come from and go to `collector.a
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute
 
-from collector.auth.keys import Authenticator, AuthError, KeyRecord
-from collector.errors import ApiError, from_api_error
-from collector.model import SCOPES, Principal
+from collector.api import schema as sc
+from collector.api.apis import ADMIN
+from collector.api.routes import Call, Keys, Operation, routes
+from collector.auth.keys import Authenticator, KeyRecord
+from collector.errors import ApiError
+from collector.model import SCOPES
+
+KEY = sc.obj(
+    {
+        "id": sc.string(),
+        "scope": sc.enum(SCOPES),
+        "name": sc.string(),
+        "prefix": sc.string(),
+        "created_at": sc.nullable(sc.string()),
+        "last_used_at": sc.nullable(sc.string()),
+        "revoked_at": sc.nullable(sc.string()),
+        "source": sc.string(),
+    },
+    ["id", "scope", "prefix"],
+    nulls=False,
+)
+CREATE_BODY = sc.obj(
+    {"scope": sc.enum(SCOPES), "name": sc.string(200, description="what the key is for")},
+    ["scope"],
+    extra=False,
+)
 
 
 class AdminApi:
     def __init__(self, auth: Authenticator) -> None:
         self._auth = auth
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
+
+    def operations(self) -> list[Operation]:
+        admin = Keys(self._auth, ("admin",))
         return [
-            Route("/api/keys", self._create, methods=["POST"]),
-            Route("/api/keys", self._list, methods=["GET"]),
-            Route("/api/keys/{key_id}", self._revoke, methods=["DELETE"]),
+            Operation(
+                ADMIN,
+                "POST",
+                "/api/keys",
+                self._create,
+                "Create a key (its secret is in this answer only)",
+                admin,
+                body=CREATE_BODY,
+                ok=201,
+                response={**KEY, "properties": {**KEY["properties"], "key": sc.string()}},
+            ),
+            Operation(
+                ADMIN,
+                "GET",
+                "/api/keys",
+                self._list,
+                "The org's keys, by prefix",
+                admin,
+                response=sc.obj({"keys": sc.array(KEY)}, ["keys"]),
+            ),
+            Operation(
+                ADMIN,
+                "DELETE",
+                "/api/keys/{key_id}",
+                self._revoke,
+                "Revoke a key",
+                admin,
+                response=KEY,
+                errors={409: "the key is declared in the config file"},
+            ),
         ]
 
-    def _principal(self, request: Request) -> Principal:
-        try:
-            return self._auth.authenticate(request.headers.get("authorization"), "admin")
-        except AuthError as e:
-            raise ApiError(e.status, e.code, str(e)) from e
-
-    async def _create(self, request: Request) -> Response:
-        try:
-            principal = self._principal(request)
-            body = await _json_object(request)
-            scope: Any = body.get("scope")
-            name: Any = body.get("name", "")
-            details = key_request_problems(scope, name)
-            if details:
-                raise ApiError(422, "validation_error", "Invalid key request", details)
-            key, record = await asyncio.to_thread(
-                self._auth.create_key,
-                principal.org,
-                scope,
-                name,
-            )
-        except ApiError as e:
-            return from_api_error(e)
+    async def _create(self, call: Call) -> JSONResponse:
+        body = call.body
+        key, record = await asyncio.to_thread(
+            self._auth.create_key, call.org, body["scope"], body.get("name") or ""
+        )
         return JSONResponse({**record.public(), "key": key}, status_code=201)
 
-    async def _list(self, request: Request) -> Response:
-        try:
-            principal = self._principal(request)
-        except ApiError as e:
-            return from_api_error(e)
-        return JSONResponse({"keys": [r.public() for r in self._auth.list_keys(principal.org)]})
+    def _list(self, call: Call) -> dict[str, Any]:
+        return {"keys": [r.public() for r in self._auth.list_keys(call.org)]}
 
-    async def _revoke(self, request: Request) -> Response:
-        try:
-            principal = self._principal(request)
-        except ApiError as e:
-            return from_api_error(e)
-        try:
-            record = await revoke_key(self._auth, principal.org, request.path_params["key_id"])
-        except ApiError as e:
-            return from_api_error(e)
-        return JSONResponse(record.public())
+    async def _revoke(self, call: Call) -> dict[str, Any]:
+        return (await revoke_key(self._auth, call.org, call.path["key_id"])).public()
+
+
+def key_request_problems(scope: Any, name: Any) -> list[dict[str, str]]:
+    """What is wrong with a request for a new key, by the schema the API route checks (the web
+    UI's form asks through this); [] when nothing is."""
+    return sc.problems({"scope": scope, "name": name}, CREATE_BODY)
 
 
 async def revoke_key(auth: Authenticator, org: str, key_id: str) -> KeyRecord:
@@ -85,24 +113,3 @@ async def revoke_key(auth: Authenticator, org: str, key_id: str) -> KeyRecord:
     if record is None:
         raise ApiError(404, "not_found", "Key not found")
     return record
-
-
-def key_request_problems(scope: object, name: object) -> list[dict[str, str]]:
-    """What is wrong with a request for a new key, as `{"field", "message"}` details (the API's
-    422 and the web UI's form both show them)."""
-    details = []
-    if scope not in SCOPES:
-        details.append({"field": "scope", "message": f"must be one of {', '.join(SCOPES)}"})
-    if not isinstance(name, str) or len(name) > 200:
-        details.append({"field": "name", "message": "must be a string of at most 200 chars"})
-    return details
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError as e:
-        raise ApiError(422, "validation_error", f"Body is not valid JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise ApiError(422, "validation_error", "Body must be a JSON object")
-    return body

@@ -17,24 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from collector.api.body import read_json_object
+from collector.api.apis import EVALS
 from collector.api.ratelimit import SlidingWindowLimiter
-from collector.api.routes import endpoint
+from collector.api.routes import Call, Operation, PerKey, routes
 from collector.auth.keys import Authenticator
 from collector.errors import ApiError
 from collector.evals import callbacks as cb
 from collector.evals import shapes as lj
 from collector.evals import store as ls
-from collector.evals.auth import LogsAuth
+from collector.evals.auth import LogsAuth, Tracira
 from collector.evals.config import EvalsConfig
 from collector.evals.evaluate import Evaluator, verdict_fields
 from collector.evals.media import Media
 from collector.evals.projects import Projects
-from collector.evals.request import LogInput, parse_log
+from collector.evals.request import LOG_BODY, LogInput, parse_log
 from collector.evals.review import LogViews, find_log
 from collector.evals.rules import RuleCache
 from collector.evals.rules_api import RulesApi
@@ -48,7 +46,7 @@ from processors.output_rules.engine import RuleEngine
 from processors.redact.rules import Redactor
 
 MIB = 1024 * 1024
-TOO_MANY = {"error": "Too many requests. Please slow down and try again shortly."}
+TOO_MANY = "Too many requests. Please slow down and try again shortly."
 KNOWN_TTL_S = 60.0  # another node's project rename or delete is seen within this long
 
 
@@ -137,25 +135,35 @@ class EvalsApi:
         if self._judge is not None:
             await self._judge.aclose()
 
-    def routes(self) -> list[Route]:
-        e = endpoint
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
+
+    def operations(self) -> list[Operation]:
+        post = Operation(
+            EVALS,
+            "POST",
+            "/api/logs",
+            self._post,
+            "Submit an AI output for evaluation (sync: true answers the verdict)",
+            Tracira(self.auth, "send"),
+            body=LOG_BODY,
+            parse=parse_log,
+            body_limit=self._config.max_body_mib * MIB,
+            limit=PerKey(self._limiter, TOO_MANY, key_of=lambda c: str(c.token), retry_after=60),
+        )
         return [
-            Route("/api/logs", e(self._post), methods=["POST"]),
-            *self.views.routes(),
-            *self.rules_api.routes(),
-            *self.projects.routes(),
-            *self.workspace.routes(),
-            *self.media.routes(),
+            post,
+            *self.views.operations(),
+            *self.rules_api.operations(),
+            *self.projects.operations(),
+            *self.workspace.operations(),
+            *self.media.operations(),
         ]
 
     # -- POST /api/logs --------------------------------------------------------------------
 
-    async def _post(self, request: Request) -> Response:
-        caller = self.auth.caller(request, "ingest")
-        if self._limiter.check(caller.token) is not None:
-            return JSONResponse(TOO_MANY, status_code=429, headers={"Retry-After": "60"})
-        body = await read_json_object(request, self._config.max_body_mib * MIB)
-        log = parse_log(body)
+    async def _post(self, call: Call) -> Any:
+        caller, log = call.caller, call.body
         if len(log.attachments) > self._config.max_attachments:
             raise ApiError(
                 422,
@@ -177,7 +185,7 @@ class EvalsApi:
         if log.id is not None:
             existing = await asyncio.to_thread(find_log, self._store, org, log.id)
             if existing is not None:
-                return JSONResponse(lj.post_json(existing, inline=True))
+                return lj.post_json(existing, inline=True)
         log_id = log.id or ls.new_id()
         stored = await self.media.store(org, log_id, log.attachments, self._redactor)
         seq, now = self._seq.next()
@@ -215,7 +223,7 @@ class EvalsApi:
                 self.outbox.kick()
             else:
                 self.evaluator.submit(org, log_id)
-        return JSONResponse(lj.post_json(written, inline=log.sync or written is not row))
+        return lj.post_json(written, inline=log.sync or written is not row)
 
     async def _ensure_project(self, org: str, name: str, task: str | None, now: datetime) -> str:
         """The project's id, created (with the task) on first use; cached per org."""

@@ -1,8 +1,9 @@
 """Who may call the logs API: the per-org workspace token (`wh-…`, the doc's token) and our keys.
 
 The workspace token is stored hashed in `eval_workspace` (shown once by rotate-token); keys are
-checked by the `Authenticator`. Each route names what it needs: "ingest" (send and poll logs),
-"read" (list and view) or "admin" (rules, projects, review, settings).
+checked by the `Authenticator`. Each route names what it needs (`ADMITS`, the table in
+docs/logs.md): the workspace token and an admin key may do everything; an ingest key sends
+logs, polls their status, evaluates a rule and verifies itself; a read key makes every GET.
 """
 
 from __future__ import annotations
@@ -11,22 +12,27 @@ import hmac
 import re
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from starlette.requests import Request
 
+from collector.api.apis import EVALS
+from collector.api.routes import Handler, Operation
 from collector.auth.keys import Authenticator, AuthError, display_prefix, hash_secret, parse_key
 from collector.errors import ApiError
 from collector.evals import store as ls
 from collector.store.writer import Store
 
-Need = Literal["ingest", "read", "admin"]
+Need = Literal["send", "poll", "read", "admin"]
 TOKEN = re.compile(r"wh-([0-9a-f]{8})_([0-9a-f]{40})")
-# Which key scopes each need admits besides the workspace token (which admits all).
+# Which key scopes each need admits besides the workspace token (which admits all). "send":
+# POST /api/logs and /api/rules/evaluate; "poll": GET /api/logs/{id}/status and /api/verify;
+# "read": every other GET; "admin": every other write.
 ADMITS: dict[Need, tuple[str, ...]] = {
-    "ingest": ("ingest", "admin"),
+    "send": ("ingest", "admin"),
+    "poll": ("ingest", "read", "admin"),
     "read": ("read", "admin"),
     "admin": ("admin",),
 }
@@ -91,7 +97,8 @@ class LogsAuth:
             raise ApiError(
                 401,
                 "invalid_api_key",
-                f"a {scope} key cannot be used here; use the workspace token or an {allowed} key",
+                f"{_article(scope)} {scope} key cannot be used here; use the workspace token "
+                f"or {_article(allowed)} {allowed} key",
             )
         label = display_prefix(principal.key_id, scope)
         return Caller(principal.org, label, label)
@@ -143,6 +150,36 @@ class LogsAuth:
         with self._lock:
             ids = [k for k, v in self._tokens.items() if v[0] == org]
         return f"wh-{ids[0]}_…" if ids else None
+
+
+@dataclass(frozen=True)
+class Tracira:
+    """The access of one route of this API (`collector/api/routes.py`): `Authorization: Bearer`
+    or `x-api-key`, the workspace token or a key `ADMITS[need]` lets in."""
+
+    auth: LogsAuth
+    need: Need
+    security: list[dict[str, list[str]]] = field(
+        default_factory=lambda: [{"bearer": []}, {"apiKey": []}]
+    )
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return ("workspace token", *ADMITS[self.need])
+
+    def __call__(self, request: Request) -> Caller:
+        return self.auth.caller(request, self.need)
+
+
+def operation(
+    auth: LogsAuth, method: str, path: str, handler: Handler, *, need: Need, **more: Any
+) -> Operation:
+    """One route of this API, open to the tokens and keys `need` admits."""
+    return Operation(EVALS, method, path, handler, access=Tracira(auth, need), **more)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def now_utc() -> datetime:

@@ -25,11 +25,13 @@ from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
-from starlette.routing import Route
 
-from collector.api.routes import endpoint
+from collector.api import schema as sc
+from collector.api.apis import EVALS
+from collector.api.params import Param
+from collector.api.routes import Call, Operation
 from collector.errors import ApiError
-from collector.evals.auth import LogsAuth
+from collector.evals.auth import LogsAuth, Tracira
 from collector.outbound import client as outbound
 from processors.redact.rules import Redactor
 
@@ -65,8 +67,25 @@ class Media:
                 f.write(secrets.token_bytes(32))
         self._key = path.read_bytes()
 
-    def routes(self) -> list[Route]:
-        return [Route("/api/media/{key:path}", endpoint(self._get), methods=["GET"])]
+    def operations(self) -> list[Operation]:
+        return [
+            Operation(
+                EVALS,
+                "GET",
+                "/api/media/{key:path}",
+                self._get,
+                "A redirect to a short-lived signed URL of an attachment (or, signed, the file)",
+                _SignedOrRead(self._auth),
+                params=(
+                    Param("download", sc.enum(("1",)), "1: as an attachment"),
+                    Param("expires", sc.string(20), "of a signed URL"),
+                    Param("signature", sc.string(128), "of a signed URL"),
+                ),
+                ok=302,
+                media="",
+                errors={403: "the signed URL is invalid or has expired"},
+            )
+        ]
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -164,19 +183,24 @@ class Media:
         message = f"{key}\n{expires}\n{download}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    async def _get(self, request: Request) -> Response:
-        key = str(request.path_params["key"])
-        q = request.query_params
+    async def _get(self, call: Call) -> Response:
+        key = call.path["key"]
+        q = call.query.query
         download = "1" if q.get("download") == "1" else ""
         if "signature" in q:
             expires = q.get("expires", "")
-            good = expires.isdigit() and hmac.compare_digest(
-                self._signature(key, int(expires), download), q["signature"]
+            # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+            good = (
+                expires.isascii()
+                and expires.isdigit()
+                and hmac.compare_digest(
+                    self._signature(key, int(expires), download).encode(), q["signature"].encode()
+                )
             )
             if not good or int(expires) < time.time():
                 raise ApiError(403, "forbidden", "The media link is invalid or has expired")
             return self._file(key, download == "1")
-        caller = self._auth.caller(request, "read")
+        caller = call.caller
         path = self._path(key)
         if path is None or key.split("/", 1)[0] != caller.org or not path.is_file():
             raise ApiError(404, "not_found", "Media not found")
@@ -200,6 +224,18 @@ class Media:
             filename=path.name.split("-", 1)[-1],
             headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"},
         )
+
+
+class _SignedOrRead(Tracira):
+    """A signed URL is its own credential; without a signature, a read token's access."""
+
+    def __init__(self, auth: LogsAuth) -> None:
+        super().__init__(auth, "read")
+
+    def __call__(self, request: Request) -> Any:
+        if "signature" in request.query_params:
+            return None
+        return super().__call__(request)
 
 
 def _invalid(name: str, message: str) -> ApiError:

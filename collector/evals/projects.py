@@ -13,20 +13,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse
 
-from collector.api.body import read_json_object
-from collector.api.routes import endpoint, path_param
+from collector.api import params as pm
+from collector.api import schema as sc
+from collector.api.routes import Call, Operation
 from collector.api.shapes import iso
 from collector.errors import ApiError
 from collector.evals import queries as lq
 from collector.evals import store as ls
-from collector.evals.auth import LogsAuth
+from collector.evals.auth import LogsAuth, Need, operation
 from collector.store.writer import Store
 
 MAX_ICON_CHARS = 64
+NAME = sc.string(200, min_length=1, blank=False)
+NAMED = sc.obj({"name": NAME}, ["name"])
 
 
 class Projects:
@@ -42,21 +43,33 @@ class Projects:
         self._on_deleted = on_deleted
         self._on_rules_changed = on_rules_changed
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/api/projects", endpoint(self._list), methods=["GET"]),
-            Route("/api/projects", endpoint(self._create), methods=["POST"]),
-            Route("/api/projects/{id}", endpoint(self._patch), methods=["PATCH"]),
-            Route("/api/projects/{id}", endpoint(self._delete), methods=["DELETE"]),
-            Route("/api/projects/{id}/tasks", endpoint(self._tasks), methods=["GET"]),
-            Route("/api/projects/{id}/tasks", endpoint(self._create_task), methods=["POST"]),
-            Route("/api/projects/{id}/tasks", endpoint(self._delete_task), methods=["DELETE"]),
-        ]
+    def operations(self) -> list[Operation]:
+        def op(method: str, path: str, handler: Any, need: Need, summary: str, **more: Any) -> Any:
+            return operation(self._auth, method, path, handler, need=need, summary=summary, **more)
 
-    async def _list(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "read")
-        found = await asyncio.to_thread(lq.projects, self._store, caller.org)
-        return JSONResponse([_dated(p) for p in found])
+        one, tasks = "/api/projects/{id}", "/api/projects/{id}/tasks"
+        change = sc.obj(
+            {"name": NAME, "icon": sc.string(MAX_ICON_CHARS), "merge": sc.boolean()}, extra=False
+        )
+        return [
+            op("GET", "/api/projects", self._list, "read", "List projects"),
+            op("POST", "/api/projects", self._create, "admin", "Create a project", body=NAMED,
+               ok=201, errors={409: "a project of that name exists"}),
+            op("PATCH", one, self._patch, "admin", "Rename, merge or change a project's icon",
+               body=change, errors={409: "the name is taken (send merge: true)"}),
+            op("DELETE", one, self._delete, "admin",
+               "Delete a project with its logs, rules and tasks"),
+            op("GET", tasks, self._tasks, "read", "A project's tasks"),
+            op("POST", tasks, self._create_task, "admin", "Create a task in a project",
+               body=NAMED, ok=201, errors={409: "the project has a task of that name"}),
+            op("DELETE", tasks, self._delete_task, "admin",
+               "Delete a task and the project's logs of it",
+               params=(pm.Param("taskName", sc.string(200), required=True),)),
+        ]  # fmt: skip
+
+    async def _list(self, call: Call) -> Any:
+        found = await asyncio.to_thread(lq.projects, self._store, call.org)
+        return [_dated(p) for p in found]
 
     async def _one(self, org: str, project_id: str) -> dict[str, Any]:
         found = await asyncio.to_thread(lq.projects, self._store, org, project_id)
@@ -64,9 +77,9 @@ class Projects:
             raise ApiError(404, "not_found", "Project not found")
         return _dated(found[0])
 
-    async def _create(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        name = _name(await read_json_object(request))
+    async def _create(self, call: Call) -> Any:
+        caller = call.caller
+        name = _name(call.body)
         now = datetime.now(UTC)
 
         def write(cur: duckdb.DuckDBPyConnection) -> str:
@@ -77,9 +90,8 @@ class Projects:
         project_id = await self._store.acall(write)
         return JSONResponse(await self._one(caller.org, project_id), status_code=201)
 
-    async def _patch(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        body = await read_json_object(request)
+    async def _patch(self, call: Call) -> Any:
+        body = call.body
         problems = [
             {"field": k, "message": "is not a project field"}
             for k in sorted(set(body) - {"name", "icon", "merge"})
@@ -97,7 +109,7 @@ class Projects:
             problems.append({"field": "name", "message": "name the project to merge into"})
         if problems:
             raise ApiError(422, "validation_error", "Invalid project change", problems)
-        org, key = caller.org, path_param(request, "id")
+        org, key = call.org, call.path["id"]
 
         def write(cur: duckdb.DuckDBPyConnection) -> str:
             project = ls.find_project(cur, org, key)
@@ -125,11 +137,10 @@ class Projects:
 
         project_id = await self._store.acall(write)
         self._on_rules_changed(org)
-        return JSONResponse(await self._one(org, project_id))
+        return await self._one(org, project_id)
 
-    async def _delete(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        org, key = caller.org, path_param(request, "id")
+    async def _delete(self, call: Call) -> Any:
+        org, key = call.org, call.path["id"]
 
         def write(cur: duckdb.DuckDBPyConnection) -> list[str]:
             project = ls.find_project(cur, org, key)
@@ -155,7 +166,7 @@ class Projects:
         deleted = await self._store.acall(write)
         self._on_deleted(org, deleted)
         self._on_rules_changed(org)
-        return JSONResponse({"success": True})
+        return {"success": True}
 
     async def _project_id(self, org: str, key: str) -> str:
         def read(cur: duckdb.DuckDBPyConnection) -> str | None:
@@ -167,16 +178,14 @@ class Projects:
             raise ApiError(404, "not_found", "Project not found")
         return found
 
-    async def _tasks(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "read")
-        project_id = await self._project_id(caller.org, path_param(request, "id"))
-        found = await asyncio.to_thread(lq.tasks, self._store, caller.org, project_id)
-        return JSONResponse([_dated(t) for t in found])
+    async def _tasks(self, call: Call) -> Any:
+        project_id = await self._project_id(call.org, call.path["id"])
+        found = await asyncio.to_thread(lq.tasks, self._store, call.org, project_id)
+        return [_dated(t) for t in found]
 
-    async def _create_task(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        name = _name(await read_json_object(request))
-        org, key, now = caller.org, path_param(request, "id"), datetime.now(UTC)
+    async def _create_task(self, call: Call) -> Any:
+        name = _name(call.body)
+        org, key, now = call.org, call.path["id"], datetime.now(UTC)
 
         def write(cur: duckdb.DuckDBPyConnection) -> str:
             project = ls.find_project(cur, org, key)
@@ -192,9 +201,8 @@ class Projects:
         task = next(t for t in found if t["name"] == name)
         return JSONResponse(_dated(task), status_code=201)
 
-    async def _delete_task(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        name = request.query_params.get("taskName")
+    async def _delete_task(self, call: Call) -> Any:
+        name = call.query.query.get("taskName")
         if not name:
             raise ApiError(
                 422,
@@ -202,7 +210,7 @@ class Projects:
                 "Invalid query parameters",
                 [{"field": "taskName", "message": "is required"}],
             )
-        org, key = caller.org, path_param(request, "id")
+        org, key = call.org, call.path["id"]
 
         def write(cur: duckdb.DuckDBPyConnection) -> list[str]:
             project = ls.find_project(cur, org, key)
@@ -224,7 +232,7 @@ class Projects:
 
         deleted = await self._store.acall(write)
         self._on_deleted(org, deleted)
-        return JSONResponse({"success": True})
+        return {"success": True}
 
 
 def _name(body: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from collector.api import schema as sc
 from collector.api.params import parse_time
 from collector.errors import ApiError
 
@@ -29,6 +30,37 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "actorId": ("actorId", "userId", "endUserId", "agentId"),
 }
 LOG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+
+
+# What the wrapper checks before `parse_log`: loose types, as no-code tools send numbers as
+# strings and blanks as "" (`parse_log` reads those).
+_TEXT = sc.any_of(sc.string(), sc.number())
+_NUMBER = sc.any_of(sc.number(), sc.string(64))
+LOG_BODY = sc.obj(
+    {
+        "project": sc.any_of(sc.string(MAX_NAME_CHARS, blank=False), sc.number()),
+        "output": {"description": "text (up to 50,000 characters); JSON is kept as its text"},
+        "task": _TEXT,
+        "model": _TEXT,
+        "latencyMs": _NUMBER,
+        "costUsd": _NUMBER,
+        "confidence": _NUMBER,
+        "input": sc.any_of(
+            sc.string(), sc.array(sc.obj({}), description=f"parts: type {', '.join(PART_TYPES)}")
+        ),
+        "inputText": _TEXT,
+        "attachments": sc.array(sc.obj({"url": sc.string(2048), "upload": sc.string()})),
+        "callbackUrl": sc.string(2048),
+        "callbackEvents": sc.enum((*CALLBACK_EVENTS, "")),
+        "metadata": sc.any_of(sc.obj({}), sc.const("")),
+        "id": sc.string(128),
+        "sync": sc.any_of(sc.boolean(), sc.string(8)),
+        "timestamp": sc.string(64),
+        "tags": sc.any_of(sc.array(sc.string()), sc.string()),
+        **{alias: _TEXT for names in ALIASES.values() for alias in names},
+    },
+    ["project", "output"],
+)
 
 
 @dataclass

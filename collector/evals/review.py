@@ -13,19 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from collector.api.body import read_json_object
-from collector.api.params import Params
-from collector.api.routes import endpoint, path_param
+from collector.api import params as pm
+from collector.api import schema as sc
+from collector.api.routes import Call, Operation
 from collector.errors import ApiError
 from collector.evals import callbacks as cb
 from collector.evals import queries as lq
 from collector.evals import shapes as lj
 from collector.evals import store as ls
-from collector.evals.auth import LogsAuth, Need
+from collector.evals.auth import LogsAuth, Need, operation
 from collector.evals.model import DECISIONS, STATUSES
 from collector.evals.workspace import Workspace
 from collector.store.writer import Store
@@ -58,34 +55,52 @@ class LogViews:
         self._kick = kick
         self._deleted = deleted
 
-    def routes(self) -> list[Route]:
-        e = endpoint
+    def operations(self) -> list[Operation]:
+        def op(method: str, path: str, handler: Any, need: Need, summary: str, **more: Any) -> Any:
+            return operation(self.auth, method, path, handler, need=need, summary=summary, **more)
+
+        text = sc.string(1000)
         return [
-            Route("/api/logs", e(self._list), methods=["GET"]),
-            Route("/api/logs/bulk", e(self._bulk), methods=["PATCH"]),
-            Route("/api/logs/tasks", e(self._task_names), methods=["GET"]),
-            Route("/api/logs/{id}", e(self._get), methods=["GET"]),
-            Route("/api/logs/{id}", e(self._delete), methods=["DELETE"]),
-            Route("/api/logs/{id}/status", e(self._status), methods=["GET"]),
-            Route("/api/logs/{id}/decision", e(self._decide), methods=["PATCH"]),
-        ]
+            op("GET", "/api/logs", self._list, "read", "List logs (the key is `executions`)",
+               params=(
+                   pm.Param("pending", sc.boolean(), "undecided flagged or error logs only"),
+                   pm.Param("status", sc.enum(STATUSES)),
+                   *(pm.Param(n, text) for n in ("project", "task", "sessionId", "subjectId",
+                                                  "actorId", "runId", "q", "tags")),
+                   pm.FROM, pm.TO,
+                   pm.Param("sortBy", sc.enum(tuple(lq.SORTS))),
+                   pm.Param("sortDir", sc.enum(("asc", "desc"))),
+                   pm.Param("page", sc.integer(1, 10**9)),
+                   pm.limit(maximum=500),
+               )),
+            op("PATCH", "/api/logs/bulk", self._bulk, "admin",
+               "Bulk-approve, bulk-reject or bulk-delete logs",
+               body=sc.obj({"ids": sc.any_of(sc.array(sc.string(128), MAX_BULK), sc.string()),
+                            "action": sc.enum(tuple(BULK_ACTIONS))}, ["ids", "action"])),
+            op("GET", "/api/logs/tasks", self._task_names, "read", "Distinct task names",
+               params=(pm.Param("project", text),)),
+            op("GET", "/api/logs/{id}", self._get, "read", "One log"),
+            op("DELETE", "/api/logs/{id}", self._delete, "admin", "Delete one log"),
+            op("GET", "/api/logs/{id}/status", self._status, "poll", "Poll a log's status"),
+            op("PATCH", "/api/logs/{id}/decision", self._decide, "admin",
+               "Approve or reject a log",
+               body=sc.obj({"decision": sc.enum(DECISIONS)}, ["decision"])),
+        ]  # fmt: skip
 
     async def _find(self, org: str, log_id: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(find_log, self._store, org, log_id)
 
-    async def _found(self, request: Request, need: Need) -> tuple[str, dict[str, Any]]:
-        caller = self.auth.caller(request, need)
-        row = await self._find(caller.org, path_param(request, "id"))
+    async def _found(self, call: Call) -> dict[str, Any]:
+        row = await self._find(call.org, call.path["id"])
         if row is None:
             raise ApiError(404, "not_found", "Log not found")
-        return caller.label, row
+        return row
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _list(self, request: Request) -> Response:
-        caller = self.auth.caller(request, "read")
-        p = Params(request.query_params, datetime.now(UTC))
-        q = request.query_params
+    async def _list(self, call: Call) -> Any:
+        caller, p = call.caller, call.query
+        q = p.query
         f = lq.LogFilter(
             org=caller.org,
             pending=bool(p.boolean("pending")),
@@ -99,7 +114,7 @@ class LogViews:
             q=(q.get("q") or "").strip() or None,
             tags=[t.strip() for t in (q.get("tags") or "").split(",") if t.strip()],
             start=p.time("from"),
-            end=p.time("to"),
+            end=p.until("to"),
         )
         sort = p.choice("sortBy", tuple(lq.SORTS), "timestamp") or "timestamp"
         direction = p.choice("sortDir", ("asc", "desc"), "desc") or "desc"
@@ -113,44 +128,36 @@ class LogViews:
                 self._store, f, sort=sort, direction=direction, page=int(page), limit=limit
             )
         )
-        return JSONResponse(
-            {
-                "executions": [lj.execution_json(r) for r in rows],
-                "total": total,
-                "page": int(page),
-                "limit": limit,
-                "summary": summary,
-            }
-        )
+        return {
+            "executions": [lj.execution_json(r) for r in rows],
+            "total": total,
+            "page": int(page),
+            "limit": limit,
+            "summary": summary,
+        }
 
-    async def _get(self, request: Request) -> Response:
-        _, row = await self._found(request, "read")
-        return JSONResponse(lj.log_json(row))
+    async def _get(self, call: Call) -> Any:
+        return lj.log_json(await self._found(call))
 
-    async def _status(self, request: Request) -> Response:
-        _, row = await self._found(request, "ingest")
-        return JSONResponse(lj.status_json(row))
+    async def _status(self, call: Call) -> Any:
+        return lj.status_json(await self._found(call))
 
-    async def _task_names(self, request: Request) -> Response:
-        caller = self.auth.caller(request, "read")
-        project = request.query_params.get("project") or None
-        names = await asyncio.to_thread(lq.task_names, self._store, caller.org, project)
-        return JSONResponse(names)
+    async def _task_names(self, call: Call) -> Any:
+        project = call.query.query.get("project") or None
+        return await asyncio.to_thread(lq.task_names, self._store, call.org, project)
 
     # -- deleting and review ---------------------------------------------------------------
 
-    async def _delete(self, request: Request) -> Response:
-        caller = self.auth.caller(request, "admin")
-        log_id = path_param(request, "id")
+    async def _delete(self, call: Call) -> Any:
+        caller, log_id = call.caller, call.path["id"]
         count = await self._store.acall(lambda cur: _delete(cur, caller.org, [log_id]))
         if not count:
             raise ApiError(404, "not_found", "Log not found")
         self._deleted(caller.org, [log_id])
-        return JSONResponse({"ok": True})
+        return {"ok": True}
 
-    async def _decide(self, request: Request) -> Response:
-        caller = self.auth.caller(request, "admin")
-        body = await read_json_object(request)
+    async def _decide(self, call: Call) -> Any:
+        caller, body = call.caller, call.body
         decision = body.get("decision")
         if decision not in DECISIONS:
             raise ApiError(
@@ -159,16 +166,13 @@ class LogViews:
                 "Invalid decision",
                 [{"field": "decision", "message": "must be approved or rejected"}],
             )
-        count = await self.decide(
-            caller.org, [path_param(request, "id")], str(decision), caller.label
-        )
+        count = await self.decide(caller.org, [call.path["id"]], str(decision), caller.label)
         if not count:
             raise ApiError(404, "not_found", "Log not found")
-        return JSONResponse({"ok": True, "decidedBy": caller.label})
+        return {"ok": True, "decidedBy": caller.label}
 
-    async def _bulk(self, request: Request) -> Response:
-        caller = self.auth.caller(request, "admin")
-        body = await read_json_object(request)
+    async def _bulk(self, call: Call) -> Any:
+        caller, body = call.caller, call.body
         raw, action = body.get("ids"), body.get("action")
         if isinstance(raw, str):  # "a,b,c" from a form field
             raw = [i.strip() for i in raw.split(",") if i.strip()]
@@ -177,7 +181,7 @@ class LogViews:
             problems.append({"field": "ids", "message": "must be an array of log ids"})
         elif len(raw) > MAX_BULK:
             problems.append({"field": "ids", "message": f"at most {MAX_BULK} ids"})
-        if action not in BULK_ACTIONS:
+        if not isinstance(action, str) or action not in BULK_ACTIONS:
             problems.append({"field": "action", "message": "must be approve, reject or delete"})
         if problems:
             raise ApiError(422, "validation_error", "Invalid bulk action", problems)
@@ -189,7 +193,7 @@ class LogViews:
             self._deleted(org, ids)
         else:
             count = await self.decide(org, ids, decision, caller.label)
-        return JSONResponse({"ok": True, "count": count})
+        return {"ok": True, "count": count}
 
     async def decide(self, org: str, ids: list[str], decision: str, by: str) -> int:
         """Record a human decision on `org`'s logs `ids` (unknown ids are skipped), with the

@@ -11,15 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse
 
-from collector.api.body import read_json_object
-from collector.api.routes import endpoint, path_param
+from collector.api import schema as sc
+from collector.api.routes import Call, Operation
 from collector.errors import ApiError
 from collector.evals import store as ls
-from collector.evals.auth import LogsAuth
+from collector.evals.auth import LogsAuth, Need, operation
 from collector.evals.evaluate import Evaluator
 from collector.evals.request import MAX_OUTPUT_CHARS
 from collector.evals.rules import MAX_RULES, Rule, RuleCache, parse_rule_body, rule_json
@@ -27,6 +25,30 @@ from collector.store.writer import Store
 from processors.output_rules.engine import RuleEngine
 
 RULE_COLUMNS = [n for n, _ in ls.TABLES["eval_rules"]]
+RULE_BODY = sc.obj(
+    {
+        "name": sc.string(200),
+        "type": sc.string(64, description="keyword_required, regex_match, llm_judge, ..."),
+        "description": sc.string(2000),
+        "value": {"description": "the rule's value: text, a number or an object by type"},
+        "isActive": sc.boolean(),
+        "projectId": sc.string(200),
+        "projectName": sc.string(200, min_length=1, blank=False),
+        "taskName": sc.string(200),
+        "workflowName": sc.string(200),
+        "llmJudgeProvider": sc.string(32),
+        "llmJudgeModel": sc.string(200),
+    },
+    extra=False,
+)
+EVALUATE_BODY = sc.obj(
+    {
+        "output": sc.string(MAX_OUTPUT_CHARS),
+        "confidence": sc.number(0, 1),
+        "rule": sc.any_of(sc.obj({}), sc.string(200), description="a rule object or a rule id"),
+    },
+    ["output", "rule"],
+)
 
 
 class RulesApi:
@@ -44,33 +66,36 @@ class RulesApi:
         self._cache = cache
         self._evaluator = evaluator
 
-    def routes(self) -> list[Route]:
-        e = endpoint
+    def operations(self) -> list[Operation]:
+        def op(method: str, path: str, handler: Any, need: Need, summary: str, **more: Any) -> Any:
+            return operation(self._auth, method, path, handler, need=need, summary=summary, **more)
+
+        one = "/api/rules/{id}"
         return [
-            Route("/api/rules/evaluate", e(self._evaluate), methods=["POST"]),
-            Route("/api/rules", e(self._list), methods=["GET"]),
-            Route("/api/rules", e(self._create), methods=["POST"]),
-            Route("/api/rules/{id}", e(self._get), methods=["GET"]),
-            Route("/api/rules/{id}", e(self._update), methods=["PATCH"]),
-            Route("/api/rules/{id}", e(self._delete), methods=["DELETE"]),
-        ]
+            op("POST", "/api/rules/evaluate", self._evaluate, "send",
+               "Evaluate one rule against an output (nothing stored)", body=EVALUATE_BODY),
+            op("GET", "/api/rules", self._list, "read", "List rules"),
+            op("POST", "/api/rules", self._create, "admin", "Create a rule", body=RULE_BODY,
+               ok=201),
+            op("GET", one, self._get, "read", "One rule"),
+            op("PATCH", one, self._update, "admin", "Update a rule", body=RULE_BODY),
+            op("DELETE", one, self._delete, "admin", "Delete a rule"),
+        ]  # fmt: skip
 
-    async def _list(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "read")
-        found = await self._store.acall(lambda cur: _rules(cur, caller.org, None))
-        return JSONResponse(found)
+    async def _list(self, call: Call) -> Any:
+        org = call.org
+        return await self._store.acall(lambda cur: _rules(cur, org, None))
 
-    async def _get(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "read")
-        rule_id = path_param(request, "id")
-        found = await self._store.acall(lambda cur: _rules(cur, caller.org, rule_id))
+    async def _get(self, call: Call) -> Any:
+        org, rule_id = call.org, call.path["id"]
+        found = await self._store.acall(lambda cur: _rules(cur, org, rule_id))
         if not found:
             raise ApiError(404, "not_found", "Rule not found")
-        return JSONResponse(found[0])
+        return found[0]
 
-    async def _create(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        fields, project_name = parse_rule_body(await read_json_object(request), self._engine, None)
+    async def _create(self, call: Call) -> Any:
+        caller = call.caller
+        fields, project_name = parse_rule_body(call.body, self._engine, None)
         org, now = caller.org, datetime.now(UTC)
 
         def write(cur: duckdb.DuckDBPyConnection) -> str:
@@ -88,10 +113,9 @@ class RulesApi:
         found = await self._store.acall(lambda cur: _rules(cur, org, rule_id))
         return JSONResponse(found[0], status_code=201)
 
-    async def _update(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        body = await read_json_object(request)
-        org, rule_id, now = caller.org, path_param(request, "id"), datetime.now(UTC)
+    async def _update(self, call: Call) -> Any:
+        body = call.body
+        org, rule_id, now = call.org, call.path["id"], datetime.now(UTC)
 
         def write(cur: duckdb.DuckDBPyConnection) -> None:
             current = _row(cur, org, rule_id)
@@ -108,11 +132,10 @@ class RulesApi:
 
         await self._store.acall(write)
         self._cache.invalidate(org)
-        return JSONResponse({"ok": True})
+        return {"ok": True}
 
-    async def _delete(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        org, rule_id = caller.org, path_param(request, "id")
+    async def _delete(self, call: Call) -> Any:
+        org, rule_id = call.org, call.path["id"]
 
         def write(cur: duckdb.DuckDBPyConnection) -> bool:
             if _row(cur, org, rule_id) is None:
@@ -123,11 +146,10 @@ class RulesApi:
         if not await self._store.acall(write):
             raise ApiError(404, "not_found", "Rule not found")
         self._cache.invalidate(org)
-        return JSONResponse({"ok": True})
+        return {"ok": True}
 
-    async def _evaluate(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "ingest")
-        body = await read_json_object(request)
+    async def _evaluate(self, call: Call) -> Any:
+        caller, body = call.caller, call.body
         output, raw = body.get("output"), body.get("rule")
         problems = []
         if not isinstance(output, str) or len(output) > MAX_OUTPUT_CHARS:
@@ -168,15 +190,13 @@ class RulesApi:
         rule = Rule(row, self._engine.compile(row["type"], row["value"]))
         ev = await self._evaluator.apply(org, [rule], str(output), confidence)
         applied = [{k: v for k, v in r.items() if k != "triggered"} for r in ev.rules]
-        return JSONResponse(
-            {
-                "verdict": ev.status,
-                "confidenceScore": ev.confidence,
-                "explanation": ev.explanation,
-                "status": ev.status,
-                "appliedRules": applied,
-            }
-        )
+        return {
+            "verdict": ev.status,
+            "confidenceScore": ev.confidence,
+            "explanation": ev.explanation,
+            "status": ev.status,
+            "appliedRules": applied,
+        }
 
 
 def _row(cur: duckdb.DuckDBPyConnection, org: str, rule_id: str) -> dict[str, Any] | None:

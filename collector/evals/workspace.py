@@ -17,15 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from collector.api.body import read_json_object
-from collector.api.routes import endpoint
+from collector.api import schema as sc
+from collector.api.apis import EVALS
+from collector.api.routes import Call, Operation
 from collector.errors import ApiError
 from collector.evals import store as ls
-from collector.evals.auth import LogsAuth
+from collector.evals.auth import LogsAuth, Need, operation
 from collector.evals.callbacks import WEBHOOK_EVENTS
 from collector.evals.evaluate import JudgeSettings
 from collector.outbound import client as outbound
@@ -55,6 +53,18 @@ DEFAULTS: dict[str, Any] = {
     "outboundWebhookEvents": ["flagged", "error"],
     "onboardingDismissed": False,
 }
+_TEXTS = {name: sc.string(200) for name in TEXTS}
+SETTINGS_BODY = sc.obj(
+    {
+        **{name: sc.boolean() for name in FLAGS},
+        **_TEXTS,
+        **{name: sc.string(2048) for name in (*URL_SECRETS, *KEY_SECRETS)},
+        "outboundWebhookEvents": sc.array(sc.string(32)),
+        "estimatedIncidentCostUsd": sc.number(0),
+        "defaultJudgeProvider": sc.enum(PROVIDERS),
+    },
+    extra=False,
+)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 TTL_S = 5.0
 MODELS_FILE = "log_models.json"
@@ -75,19 +85,23 @@ class Workspace:
         self._cache: dict[str, tuple[float, dict[str, Any], dict[str, str]]] = {}
         self._models_list: list[dict[str, str]] | None = None
 
-    def routes(self) -> list[Route]:
+    def operations(self) -> list[Operation]:
+        def op(method: str, path: str, handler: Any, need: Need, summary: str, **more: Any) -> Any:
+            return operation(self._auth, method, path, handler, need=need, summary=summary, **more)
+
         return [
-            Route("/api/settings", endpoint(self._get), methods=["GET"]),
-            Route("/api/settings", endpoint(self._patch), methods=["PATCH"]),
-            Route("/api/settings/rotate-token", endpoint(self._rotate), methods=["POST"]),
-            Route(
-                "/api/settings/rotate-callback-secret",
-                endpoint(self._rotate_secret),
-                methods=["POST"],
-            ),
-            Route("/api/verify", endpoint(self._verify), methods=["GET"]),
-            Route("/api/models", endpoint(self._models), methods=["GET"]),
-        ]
+            op("GET", "/api/settings", self._get, "read", "Workspace settings and usage"),
+            op("PATCH", "/api/settings", self._patch, "admin", "Update workspace settings",
+               body=SETTINGS_BODY),
+            op("POST", "/api/settings/rotate-token", self._rotate, "admin",
+               "A new workspace token (shown once; the old one stops working)",
+               errors={429: "more than 5 rotations an hour"}),
+            op("POST", "/api/settings/rotate-callback-secret", self._rotate_secret, "admin",
+               "A new callback signing secret (shown once)"),
+            op("GET", "/api/verify", self._verify, "poll", "Verify a token"),
+            Operation(EVALS, "GET", "/api/models", self._models, "Preset model names (public)",
+                      None),
+        ]  # fmt: skip
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -123,8 +137,8 @@ class Workspace:
 
     # -- routes ----------------------------------------------------------------------------
 
-    async def _get(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "read")
+    async def _get(self, call: Call) -> Any:
+        caller = call.caller
         settings, opened = await self.load(caller.org, fresh=True)
         usage = await asyncio.to_thread(self._usage, caller.org)
         admin = caller.label.startswith(("wh-", "al_admin_"))
@@ -144,7 +158,7 @@ class Workspace:
         }
         for name in (*URL_SECRETS, *KEY_SECRETS):
             body[name] = preview(opened[name]) if opened.get(name) else None
-        return JSONResponse(body)
+        return body
 
     def _usage(self, org: str) -> dict[str, Any]:
         month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -156,13 +170,12 @@ class Workspace:
         )[0]
         return {"logsTotal": row[0], "logsThisMonth": row[1], "projects": row[2], "rules": row[3]}
 
-    async def _patch(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        body = await read_json_object(request)
-        plain, sealed, removed = self._validate(body)
-        await self._store.acall(lambda cur: _write(cur, caller.org, plain, sealed, removed))
-        self._cache.pop(caller.org, None)
-        return JSONResponse({"ok": True})
+    async def _patch(self, call: Call) -> Any:
+        org = call.org
+        plain, sealed, removed = self._validate(call.body)
+        await self._store.acall(lambda cur: _write(cur, org, plain, sealed, removed))
+        self._cache.pop(org, None)
+        return {"ok": True}
 
     def _validate(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
         problems: list[dict[str, str]] = []
@@ -223,32 +236,30 @@ class Workspace:
             raise ApiError(422, "validation_error", "Invalid settings", problems)
         return plain, sealed, removed
 
-    async def _rotate(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "admin")
-        token = await self._auth.rotate(caller.org, datetime.now(UTC))
-        return JSONResponse({"webhookToken": token})
+    async def _rotate(self, call: Call) -> Any:
+        token = await self._auth.rotate(call.org, datetime.now(UTC))
+        return {"webhookToken": token}
 
-    async def _rotate_secret(self, request: Request) -> Response:
+    async def _rotate_secret(self, call: Call) -> Any:
         """A new callback signing secret, shown in full this once (GET shows a preview)."""
-        caller = self._auth.caller(request, "admin")
+        caller = call.caller
         secret = "whsec_" + secrets.token_hex(24)
         sealed = self._box.seal(secret)
         await self._store.acall(
             lambda cur: _write(cur, caller.org, {}, {"callbackSecret": sealed}, [])
         )
         self._cache.pop(caller.org, None)
-        return JSONResponse({"callbackSecret": secret})
+        return {"callbackSecret": secret}
 
-    async def _verify(self, request: Request) -> Response:
-        caller = self._auth.caller(request, "ingest")
-        settings, _ = await self.load(caller.org)
-        return JSONResponse({"workspaceName": settings.get("workspaceName") or caller.org})
+    async def _verify(self, call: Call) -> Any:
+        settings, _ = await self.load(call.org)
+        return {"workspaceName": settings.get("workspaceName") or call.org}
 
-    async def _models(self, request: Request) -> Response:
+    async def _models(self, call: Call) -> Any:
         # "Public helper endpoint": a preset list, no token needed.
         if self._models_list is None:
             self._models_list = await asyncio.to_thread(_load_models)
-        return JSONResponse(self._models_list)
+        return self._models_list
 
 
 def _load_models() -> list[dict[str, str]]:

@@ -26,13 +26,15 @@ import duckdb
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from starlette.background import BackgroundTask
-from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from collector.api.params import parse_time
-from collector.auth.keys import Authenticator, AuthError
-from collector.errors import ApiError, from_api_error
+from collector.api import schema as sc
+from collector.api.apis import ADMIN
+from collector.api.params import TIME, Param, parse_time
+from collector.api.routes import Call, Keys, Operation, routes
+from collector.auth.keys import Authenticator
+from collector.errors import ApiError
 from collector.governance.retention import KINDS, Target, cutoff_value
 from collector.progress import Progress
 from collector.store.lake import LAKE, StoreSettings, connect
@@ -123,34 +125,45 @@ class ExportApi:
         self._store = store
         self._auth = auth
 
-    def routes(self) -> list[Route]:
-        return [Route("/api/export", self._export, methods=["GET"])]
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
 
-    async def _export(self, request: Request) -> Response:
-        try:
-            try:
-                principal = self._auth.authenticate(request.headers.get("authorization"), "admin")
-            except AuthError as e:
-                raise ApiError(e.status, e.code, str(e)) from e
-            q = request.query_params
-            problems = []
-            times = {}
-            for name in ("from", "to"):
-                parsed = parse_time(q.get(name, ""))
-                if parsed is None:
-                    problems.append({"field": name, "message": "must be an ISO 8601 date-time"})
-                times[name] = parsed
-            if problems:
-                raise ApiError(422, "validation_error", "Invalid export request", problems)
-            assert times["from"] is not None and times["to"] is not None
-            req = ExportRequest(
-                q.get("table", ""), times["from"], times["to"], q.get("format", "parquet"),
-                principal.org,
-            )  # fmt: skip
-            if problems := req.problems():
-                raise ApiError(422, "validation_error", "Invalid export request", problems)
-        except ApiError as e:
-            return from_api_error(e)
+    def operations(self) -> list[Operation]:
+        return [
+            Operation(
+                ADMIN,
+                "GET",
+                "/api/export",
+                self._export,
+                "One table's rows of the org in a time window, as a file",
+                Keys(self._auth, ("admin",)),
+                params=(
+                    Param("table", sc.enum(tuple(TABLES)), required=True),
+                    Param("from", TIME, "inclusive start", required=True),
+                    Param("to", TIME, "exclusive end", required=True),
+                    Param("format", sc.enum(FORMATS, default="parquet")),
+                ),
+                media=MEDIA["parquet"],
+            )
+        ]
+
+    async def _export(self, call: Call) -> Response:
+        q = call.request.query_params
+        problems = []
+        times = {}
+        for name in ("from", "to"):
+            parsed = parse_time(q.get(name, ""))
+            if parsed is None:
+                problems.append({"field": name, "message": "must be an ISO 8601 date-time"})
+            times[name] = parsed
+        if problems:
+            raise ApiError(422, "validation_error", "Invalid export request", problems)
+        assert times["from"] is not None and times["to"] is not None
+        req = ExportRequest(
+            q.get("table", ""), times["from"], times["to"], q.get("format", "parquet"), call.org
+        )
+        if problems := req.problems():
+            raise ApiError(422, "validation_error", "Invalid export request", problems)
         fd, path = tempfile.mkstemp(prefix="agentledger-export-", suffix=f".{req.fmt}")
         os.close(fd)
         cur = self._store.cursor()

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
+from collector.api.routes import Operation, routes
 from collector.auth.keys import Authenticator
 from collector.governance import compaction, retention
 from collector.governance.compaction import CompactionConfig
@@ -87,9 +88,12 @@ class Maintenance:
         )
 
     def routes(self, auth: Authenticator) -> list[BaseRoute]:
+        return routes(self.operations(auth))
+
+    def operations(self, auth: Authenticator) -> list[Operation]:
         return [
-            *RetentionApi(self._store, auth, self.retention).routes(),
-            *ExportApi(self._store, auth).routes(),
+            *RetentionApi(self._store, auth, self.retention).operations(),
+            *ExportApi(self._store, auth).operations(),
         ]
 
     # -- the jobs ----------------------------------------------------------------------------

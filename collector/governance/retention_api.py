@@ -8,22 +8,29 @@ Requests carry an admin key of the org; overrides go to `retention_settings` thr
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from collector.auth.keys import Authenticator, AuthError
-from collector.errors import ApiError, error_response, from_api_error
+from collector.api import schema as sc
+from collector.api.apis import ADMIN
+from collector.api.routes import Call, Keys, Operation, routes
+from collector.auth.keys import Authenticator
+from collector.errors import ApiError
 from collector.governance import retention
 from collector.governance.retention import KINDS, RetentionConfig
-from collector.model import StoreUnavailable
 from collector.store.writer import Store
 
 MAX_DAYS = 36_500.0
+DAYS = sc.nullable(
+    sc.number(0, MAX_DAYS, description="days to keep; 0 keeps forever, null: the default")
+)
+CHANGES = sc.obj({kind: DAYS for kind in KINDS}, extra=False, nulls=False, minProperties=1)
+ANSWER = sc.obj(
+    {"org": sc.string(), "interval_s": sc.number(), "kinds": sc.obj({})},
+    ["org", "kinds"],
+)
 
 
 class RetentionApi:
@@ -32,17 +39,21 @@ class RetentionApi:
         self._auth = auth
         self._config = config
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/api/retention", self._get, methods=["GET"]),
-            Route("/api/retention", self._set, methods=["PUT", "PATCH"]),
-        ]
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
 
-    def _org(self, request: Request) -> str:
-        try:
-            return self._auth.authenticate(request.headers.get("authorization"), "admin").org
-        except AuthError as e:
-            raise ApiError(e.status, e.code, str(e)) from e
+    def operations(self) -> list[Operation]:
+        admin = Keys(self._auth, ("admin",))
+        change = "Set the org's retention per kind of data (days; 0 = forever, null = default)"
+        return [
+            Operation(ADMIN, "GET", "/api/retention", self._get,
+                      "The org's retention of every kind of data", admin, response=ANSWER),
+            *(
+                Operation(ADMIN, method, "/api/retention", self._set, change, admin,
+                          body=CHANGES, response=ANSWER)
+                for method in ("PUT", "PATCH")
+            ),
+        ]  # fmt: skip
 
     def _body(self, org: str) -> dict[str, Any]:
         stored = retention.stored_overrides(self._store)
@@ -52,34 +63,18 @@ class RetentionApi:
             "kinds": retention.effective(self._config, stored, org),
         }
 
-    async def _get(self, request: Request) -> Response:
-        try:
-            org = self._org(request)
-            return JSONResponse(await asyncio.to_thread(self._body, org))
-        except ApiError as e:
-            return from_api_error(e)
-        except StoreUnavailable:
-            return _unavailable()
+    async def _get(self, call: Call) -> dict[str, Any]:
+        return await asyncio.to_thread(self._body, call.org)
 
-    async def _set(self, request: Request) -> Response:
-        try:
-            org = self._org(request)
-            changes = parse_changes(await request.body())
-            await asyncio.to_thread(retention.set_overrides, self._store, org, changes)
-            return JSONResponse(await asyncio.to_thread(self._body, org))
-        except ApiError as e:
-            return from_api_error(e)
-        except StoreUnavailable:
-            return _unavailable()
+    async def _set(self, call: Call) -> dict[str, Any]:
+        changes = parse_changes(call.body)
+        await asyncio.to_thread(retention.set_overrides, self._store, call.org, changes)
+        return await asyncio.to_thread(self._body, call.org)
 
 
-def parse_changes(raw: bytes) -> dict[str, float | None]:
+def parse_changes(body: Any) -> dict[str, float | None]:
     """`{"spans": 7, "runs": 0, "llm_calls": null}` → kind → days (None: back to the default);
     every bad entry is one 422 detail."""
-    try:
-        body = json.loads(raw or b"null")
-    except (ValueError, RecursionError) as e:
-        raise ApiError(422, "validation_error", f"Body is not valid JSON: {e}") from e
     if not isinstance(body, dict) or not body:
         raise ApiError(
             422, "validation_error", "Body must be a JSON object of kind: days (or null)"
@@ -104,9 +99,3 @@ def parse_changes(raw: bytes) -> dict[str, float | None]:
     if details:
         raise ApiError(422, "validation_error", "Invalid retention settings", details)
     return changes
-
-
-def _unavailable() -> Response:
-    return error_response(
-        503, "unavailable", "The store is unavailable", headers={"Retry-After": "1"}
-    )

@@ -10,21 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from collector.api.body import authenticate_ingest, read_json_object
+from collector.api import schema as sc
+from collector.api.apis import MCP
+from collector.api.routes import Call, Keys, Operation, routes
 from collector.auth.keys import Authenticator
-from collector.errors import ApiError, error_response, from_api_error
+from collector.errors import ApiError
 from collector.mcp import store as mcp_store
 from collector.mcp.config import McpConfig
 from collector.mcp.store import PRIMITIVE_TYPES
-from collector.model import Rows, StoreUnavailable
+from collector.model import Rows
 from collector.store.sequence import Sequencer
 from collector.store.writer import Store
 from processors.redact.rules import Redactor
@@ -46,6 +45,50 @@ MAX_CHECKPOINTS = 100
 MAX_METADATA_KEYS = 100
 MAX_ERROR_CHARS = 1000
 MAX_INFLIGHT = 20_000  # requests waiting for their commit; past it we answer 503 at once
+
+
+_ID = sc.string(MAX_ID_CHARS, min_length=1)
+_METADATA = sc.obj(
+    {},
+    maxProperties=MAX_METADATA_KEYS,
+    description="any values; stored as strings (JSON text for non-strings)",
+)
+EVENT_BODY = sc.obj(
+    {
+        "session_id": _ID,
+        "primitive_name": _ID,
+        "primitive_type": sc.enum(PRIMITIVE_TYPES),
+        "success": sc.boolean(),
+        "latency": sc.integer(0, MAX_LATENCY_MS, description="milliseconds"),
+        "args": sc.string(description="JSON-encoded arguments (other text is kept, flagged)"),
+        "result": sc.string(description="JSON-encoded result (other text is kept, flagged)"),
+        "checkpoints": sc.array(
+            sc.obj(
+                {
+                    "name": _ID,
+                    "timestamp": sc.integer(0, MAX_LATENCY_MS),
+                    "metadata": _METADATA,
+                },
+                ["name", "timestamp"],
+            ),
+            MAX_CHECKPOINTS,
+        ),
+        "metadata": _METADATA,
+    },
+    ["session_id", "primitive_name", "primitive_type", "success", "latency"],
+)
+SESSION_BODY = sc.obj(
+    {
+        "session_id": _ID,
+        **{name: sc.string(MAX_ID_CHARS) for name in SESSION_FIELDS},
+        "metadata": _METADATA,
+    },
+    ["session_id"],
+)
+ANSWER = {
+    "event_id": sc.obj({"event_id": sc.string()}, ["event_id"]),
+    "session_id": sc.obj({"session_id": sc.string()}, ["session_id"]),
+}
 
 
 class _Fields:
@@ -246,65 +289,71 @@ class McpApi:
     def create_tables(self) -> None:
         self._store.call(mcp_store.create_tables)
 
-    def routes(self) -> list[Route]:
-        paths = {
-            "/api/v1/capture-session": self._capture_session,
-            "/api/v1/capture-event": self._capture_event,
-        }
-        routes = [Route(p, h, methods=["POST"]) for p, h in paths.items()]
-        routes += [Route(p, _post_only, methods=["GET", "PUT", "PATCH", "DELETE"]) for p in paths]
-        return routes
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
 
-    async def _capture_session(self, request: Request) -> Response:
-        return await self._capture(request, "mcp_sessions", parse_session, "session_id")
+    def operations(self) -> list[Operation]:
+        def capture(path: str, body: sc.Schema, handler: Any, answer: str, summary: str) -> Any:
+            parse = parse_session if answer == "session_id" else self._parse_event
+            return Operation(
+                MCP,
+                "POST",
+                path,
+                handler,
+                summary,
+                Keys(self._auth, ("ingest",), key_header="x-org-id"),
+                body=body,
+                parse=parse,
+                body_limit=self._config.max_body_bytes,
+                response=ANSWER[answer],
+                errors={503: "too many captures waiting for a commit, or the store is down"},
+            )
 
-    async def _capture_event(self, request: Request) -> Response:
-        return await self._capture(
-            request,
-            "mcp_events",
-            lambda b: parse_event(b, self._config, self._redactor),
-            "event_id",
-        )
+        return [
+            capture(
+                "/api/v1/capture-session",
+                SESSION_BODY,
+                self._capture_session,
+                "session_id",
+                "Record (or update) an MCP session",
+            ),
+            capture(
+                "/api/v1/capture-event",
+                EVENT_BODY,
+                self._capture_event,
+                "event_id",
+                "Record one MCP tool, resource or prompt call",
+            ),
+        ]
 
-    async def _capture(
-        self,
-        request: Request,
-        table: str,
-        parse: Callable[[dict[str, Any]], dict[str, Any]],
-        answer: str,
-    ) -> Response:
-        try:
-            principal = authenticate_ingest(self._auth, request, key_header="x-org-id")
-            row = parse(await read_json_object(request, self._config.max_body_bytes))
-        except ApiError as e:
-            return from_api_error(e)
+    def _parse_event(self, body: dict[str, Any]) -> dict[str, Any]:
+        return parse_event(body, self._config, self._redactor)
+
+    async def _capture_session(self, call: Call) -> Any:
+        return await self._capture(call, "mcp_sessions", "session_id")
+
+    async def _capture_event(self, call: Call) -> Any:
+        return await self._capture(call, "mcp_events", "event_id")
+
+    async def _capture(self, call: Call, table: str, answer: str) -> Any:
+        org, row = call.org, call.body
         if self._inflight >= MAX_INFLIGHT:
-            return _unavailable("Too many capture requests waiting for a commit")
+            raise ApiError(
+                503,
+                "unavailable",
+                "Too many capture requests waiting for a commit",
+                headers={"Retry-After": "1"},
+            )
         seq, at = self._seq.next()
-        row.update(org=principal.org, seq=seq, received_at=at)
+        row.update(org=org, seq=seq, received_at=at)
         if table == "mcp_events":
             row["event_id"] = str(uuid.uuid4())
             # The doc sends no timestamp: the call ended about when it was reported.
             row["started_at"] = at - timedelta(milliseconds=row["latency_ms"])
-        rows = Rows(None, principal.org, mcp_store.to_table(table, [row]), target=table)
+        rows = Rows(None, org, mcp_store.to_table(table, [row]), target=table)
         self._inflight += 1
         try:
             await self._store.append(rows)
-        except StoreUnavailable:
-            return _unavailable("The store is unavailable; nothing was recorded")
-        except Exception:
-            log.exception("capture commit failed")
-            return _unavailable("The commit failed; nothing was recorded")
         finally:
             self._inflight -= 1
-        return JSONResponse({answer: row[answer]})
-
-
-def _unavailable(message: str) -> Response:
-    return error_response(503, "unavailable", message, headers={"Retry-After": "1"})
-
-
-async def _post_only(request: Request) -> Response:
-    return error_response(
-        405, "method_not_allowed", "Capture routes accept POST only", headers={"Allow": "POST"}
-    )
+        return {answer: row[answer]}

@@ -1,7 +1,7 @@
 """MCP read routes: GET /api/mcp/sessions, /api/mcp/sessions/{id}, /api/mcp/tools.
 
-Read tokens only, org-scoped, rate-limited like the dashboard read API; parameters go through
-`read_api_params`, queries through `mcp_query`, and times/rounding through `read_api_json`.
+Read tokens only, org-scoped, rate-limited like the dashboard read API; operations of the one
+endpoint wrapper (`collector/api/routes.py`), queries through `mcp/queries.py`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
+from collector.api import params as pm
+from collector.api.apis import MCP
 from collector.api.params import Params, decode_cursor, encode_cursor
 from collector.api.ratelimit import SlidingWindowLimiter
-from collector.api.routes import Handler, read_routes
+from collector.api.routes import Keys, Operation, PerKey, routes
 from collector.api.shapes import iso, rfc3339
 from collector.auth.keys import Authenticator
 from collector.errors import ApiError
@@ -42,13 +44,54 @@ class McpReadApi:
         self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
         self._clock = clock
 
-    def routes(self) -> list[Route]:
-        table: list[tuple[str, Handler]] = [
-            ("/api/mcp/sessions", self._sessions),
-            ("/api/mcp/sessions/{session_id:path}", self._session),
-            ("/api/mcp/tools", self._tools),
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
+
+    def operations(self) -> list[Operation]:
+        def get(path: str, handler: Any, summary: str, *params: pm.Param) -> Operation:
+            return Operation(
+                MCP,
+                "GET",
+                path,
+                lambda call: handler(call.caller, call.query, call.path),
+                summary,
+                Keys(self._auth, ("read",)),
+                params=params,
+                limit=PerKey(self._limiter),
+                blocking=True,
+                clock=self._clock,
+            )
+
+        return [
+            get(
+                "/api/mcp/sessions",
+                self._sessions,
+                "MCP sessions, newest first",
+                pm.FROM,
+                pm.TO,
+                pm.strings("server_name"),
+                pm.strings("client_name"),
+                pm.strings("user_id"),
+                pm.strings("agent_id"),
+                pm.CURSOR,
+                pm.limit(),
+            ),
+            get(
+                "/api/mcp/sessions/{session_id:path}",
+                self._session,
+                "One MCP session and its calls",
+            ),
+            get(
+                "/api/mcp/tools",
+                self._tools,
+                "Per-primitive call statistics",
+                pm.FROM,
+                pm.TO,
+                pm.strings("primitive_type", allowed=PRIMITIVE_TYPES),
+                pm.strings("primitive_name"),
+                pm.strings("server_name"),
+            ),
         ]
-        return read_routes(table, self._auth, self._limiter, self._clock)
 
     def _sessions(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
         where = mq.SessionFilter(
@@ -70,7 +113,7 @@ class McpReadApi:
             "total_count": page.total_count,
         }
 
-    def _session(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+    def _session(self, p: Principal, q: Params, path: dict[str, str]) -> dict[str, Any]:
         found = mq.get_session(self._store, p.org, str(path["session_id"]))
         if found is None:
             raise ApiError(404, "not_found", "Session not found")

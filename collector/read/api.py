@@ -1,7 +1,8 @@
 """The dashboard read API (the Trakr dashboard API doc): runs, workflows, alert events, metrics.
 
-GET only, read tokens only, org-scoped, 300 requests/minute/token. A handler parses its query
-string (`read_api_params`), calls one query function, and serialises it (`read_api_json`).
+GET only, read tokens only, org-scoped, 300 requests/minute/token. The routes are operations of
+the one endpoint wrapper (`collector/api/routes.py`); a handler reads its checked query string
+(`collector/api/params.py`), calls one query function, and serialises it (`read/shapes.py`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from collector.alerts import store as alerts_store
+from collector.api import params as pm
+from collector.api import schema as sc
 from collector.api import shapes as js
+from collector.api.apis import READ
 from collector.api.params import Params, decode_cursor, encode_cursor
 from collector.api.ratelimit import SlidingWindowLimiter
-from collector.api.routes import Handler, read_routes
+from collector.api.routes import Keys, Operation, PerKey, SessionOnly, routes
 from collector.auth.keys import Authenticator
 from collector.errors import ApiError
 from collector.model import Principal
@@ -46,20 +50,98 @@ class ReadApi:
         self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
         self._clock = clock
 
-    def routes(self) -> list[Route]:
-        table: list[tuple[str, Handler]] = [
-            ("/api/runs", self._runs),
-            # Before `{run_id}`, which would otherwise take "compare" for a run id.
-            *CompareApi(self._store).handlers(),
-            ("/api/runs/{run_id}", self._run),
-            ("/api/workflows", self._workflows),
-            ("/api/workflows/{name:path}/stats", self._workflow_stats),
-            ("/api/workflows/{name:path}/tools", self._workflow_tools),
-            ("/api/alert-events", self._alert_events),
-            ("/api/metrics/overview", self._overview),
-            ("/api/metrics/timeseries", self._timeseries),
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
+
+    def operations(self) -> list[Operation]:
+        def get(path: str, handler: Any, summary: str, *params: pm.Param) -> Operation:
+            return Operation(
+                READ,
+                "GET",
+                path,
+                lambda call: handler(call.caller, call.query, call.path),
+                summary,
+                Keys(self._auth, ("read",)),
+                params=params,
+                limit=PerKey(self._limiter),
+                blocking=True,
+                clock=self._clock,
+                errors={403: "the feature is not enabled"} if "compare" in path else {},
+            )
+
+        window = (pm.FROM, pm.TO)
+        return [
+            get(
+                "/api/runs",
+                self._runs,
+                "List runs",
+                *window,
+                pm.strings("workflow", "workflow names"),
+                pm.strings("status", "run statuses", RUN_STATUSES),
+                pm.Param("cost_min", sc.number(), "minimum cost in USD"),
+                pm.Param("cost_max", sc.number(), "maximum cost in USD"),
+                pm.Param("sort", sc.enum(tuple(qr.SORTS))),
+                pm.CURSOR,
+                pm.limit(),
+            ),
+            get(
+                "/api/runs/compare",
+                CompareApi(self._store).compare,
+                "Two runs of one workflow side by side",
+                # Required, but checked by the handler: the org's gate (403) comes first.
+                pm.Param("run_a", sc.string(200), "a run id (required)"),
+                pm.Param("run_b", sc.string(200), "a run of the same workflow (required)"),
+            ),
+            get("/api/runs/{run_id}", self._run, "One run with its calls and child runs"),
+            get(
+                "/api/workflows",
+                self._workflows,
+                "Workflow summaries",
+                *window,
+                pm.Param("sort", sc.enum(qm.WORKFLOW_SORTS)),
+            ),
+            get(
+                "/api/workflows/{name:path}/stats",
+                self._workflow_stats,
+                "A workflow's runs, cost and errors over time",
+                *window,
+                pm.INTERVAL,
+            ),
+            get(
+                "/api/workflows/{name:path}/tools",
+                self._workflow_tools,
+                "A workflow's tool calls",
+                *window,
+            ),
+            get(
+                "/api/alert-events",
+                self._alert_events,
+                "Fired alert events",
+                *window,
+                pm.Param("rule_id", sc.string(200)),
+                pm.Param("resolved", sc.boolean()),
+                pm.CURSOR,
+                pm.limit(maximum=ALERT_EVENTS_MAX_LIMIT),
+            ),
+            get("/api/metrics/overview", self._overview, "Overview metrics", *window),
+            get(
+                "/api/metrics/timeseries",
+                self._timeseries,
+                "One metric over time (flat rows for Grafana)",
+                *window,
+                pm.INTERVAL,
+                pm.Param("metric", sc.enum(qm.RUN_METRICS)),
+                pm.Param("group_by", sc.enum(TIMESERIES_GROUPS)),
+            ),
+            Operation(
+                READ,
+                "GET",
+                "/api/org/context",
+                lambda call: None,
+                "Excluded for bearer tokens (a dashboard-session route): always 401",
+                SessionOnly(),
+            ),
         ]
-        return read_routes(table, self._auth, self._limiter, self._clock)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -76,7 +158,7 @@ class ReadApi:
             "total_count": page.total_count,
         }
 
-    def _run(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, p: Principal, q: Params, path: dict[str, str]) -> dict[str, Any]:
         # Beside the doc's fields: the verdicts of output rules (docs/logs.md) and the hours and
         # money the run saved (docs/roi.md).
         found = get_detail(self._store, p.org, str(path["run_id"]))

@@ -4,7 +4,6 @@ includes it before `/api/runs/{run_id}`). Gated by the org setting `compare_enab
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from collector.api import shapes as js
@@ -22,10 +21,7 @@ class CompareApi:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def handlers(self) -> list[tuple[str, Callable[[Principal, Params, dict[str, Any]], Any]]]:
-        return [("/api/runs/compare", self.compare)]
-
-    def compare(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+    def compare(self, p: Principal, q: Params, _: dict[str, str]) -> dict[str, Any]:
         # The gate first: an org without the feature learns that, not which params it missed.
         if not qc.compare_enabled(self._store, p.org):
             raise ApiError(

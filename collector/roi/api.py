@@ -16,22 +16,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 
+from collector.api import params as pm
+from collector.api import schema as sc
 from collector.api import shapes as js
-from collector.api.body import authenticate_ingest, read_json_object
+from collector.api.apis import ROI
 from collector.api.params import Params, decode_cursor, encode_cursor
 from collector.api.ratelimit import SlidingWindowLimiter
-from collector.auth.keys import Authenticator, AuthError, parse_key
-from collector.errors import ApiError, error_response, from_api_error
-from collector.model import Principal, Processor, Scope, StoreUnavailable
+from collector.api.routes import Call, Keys, Operation, PerKey, routes
+from collector.auth.keys import Authenticator
+from collector.errors import ApiError
+from collector.model import Principal, Processor
 from collector.roi import reports as roi_reports
 from collector.roi import store as roi_store
 from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer
 from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
-from collector.roi.request import OUTCOMES, TrackRequest, parse_track
+from collector.roi.request import OUTCOMES, TRACK_BODY, TrackRequest, parse_track
 from collector.roi.settings import KEYS, OrgSettings, merge_patch, parse_settings
 from collector.roi.shapes import event_json, event_record, response_body, task_types_body
 from collector.roi.tasktypes import Catalogue
@@ -83,60 +85,132 @@ class RoiApi:
         now = self._clock()
         self._recent.load(roi_store.recent_keys(self._store, now, 200_000), now)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        return routes(self.operations())
+
+    def operations(self) -> list[Operation]:
+        read = Keys(self._auth, ("read",))
+        admin = Keys(self._auth, ("admin",))
+        limit = PerKey(self._read_limiter, "More than 300 requests a minute")
+
+        def get(path: str, handler: Any, summary: str, *params: pm.Param) -> Operation:
+            return Operation(
+                ROI,
+                "GET",
+                path,
+                lambda call: handler(call.caller, call.query, call.path),
+                summary,
+                read,
+                params=params,
+                limit=limit,
+                blocking=True,
+                clock=self._clock,
+            )
+
+        filters = (
+            pm.FROM,
+            pm.TO,
+            pm.strings("agent_id"),
+            pm.strings("task_type"),
+            pm.strings("outcome", allowed=OUTCOMES),
+            pm.strings("model"),
+            pm.Param("trace_id", sc.string(64)),
+            pm.Param("run_id", sc.string(255)),
+        )
         return [
-            Route("/v1/track", self._track, methods=["POST"]),
-            Route("/v1/task-types", self._task_types, methods=["GET"]),
-            Route("/v1/settings", self._get_settings, methods=["GET"]),
-            Route("/v1/settings", self._patch_settings, methods=["PATCH"]),
-            Route("/v1/events", self._read(self._events), methods=["GET"]),
-            Route("/v1/events/{event_id}", self._read(self._event), methods=["GET"]),
-            Route("/v1/reports", self._read(self._reports), methods=["GET"]),
+            Operation(
+                ROI,
+                "POST",
+                "/v1/track",
+                self._track,
+                "Record one agent task; answers the event with hours, cost and net saved",
+                Keys(self._auth, ("ingest",)),
+                params=(
+                    pm.Param("Idempotency-Key", sc.string(255, min_length=1), where="header"),
+                    pm.Param("traceparent", sc.string(55), where="header"),
+                ),
+                body=TRACK_BODY,
+                ok=201,
+                limit=_TrackLimit(self),
+                errors={429: "rate_limited (per key and second) or quota_exceeded (monthly)"},
+                clock=self._clock,
+            ),
+            Operation(
+                ROI,
+                "GET",
+                "/v1/task-types",
+                self._task_types,
+                "The task-type catalogue with the org's baselines (any key of the org)",
+                Keys(self._auth, ("read", "ingest", "admin")),
+            ),
+            Operation(
+                ROI,
+                "GET",
+                "/v1/settings",
+                self._get_settings,
+                "The org's ROI settings",
+                admin,
+            ),
+            Operation(
+                ROI,
+                "PATCH",
+                "/v1/settings",
+                self._patch_settings,
+                "Change the org's ROI settings (JSON merge patch: null removes a key)",
+                admin,
+                body=sc.obj(
+                    {k: {"description": f"see docs/roi.md: {k}"} for k in KEYS},
+                    extra=False,
+                    nulls=False,
+                ),
+            ),
+            get(
+                "/v1/events",
+                self._events,
+                "Tracked events, newest first",
+                *filters,
+                pm.CURSOR,
+                pm.limit(maximum=500),
+            ),
+            get("/v1/events/{event_id}", self._event, "One tracked event"),
+            get(
+                "/v1/reports",
+                self._reports,
+                "Hours and money saved over time, optionally grouped",
+                *filters,
+                pm.INTERVAL,
+                pm.Param("group_by", sc.string(200), "a column or metadata.<key>"),
+            ),
         ]
 
     # -- track -----------------------------------------------------------------------------
 
-    async def _track(self, request: Request) -> Response:
-        try:
-            principal = authenticate_ingest(self._auth, request)
-            settings = await self._settings_for(principal.org)
-            self._rate_check(principal.key_id, settings.rate_limit)
-            req = parse_track(await read_json_object(request), request.headers.get("traceparent"))
-            req = self._redacted(req)
-            key = request.headers.get("idempotency-key")
-            if key is not None and not 1 <= len(key) <= 255:
-                raise ApiError(
-                    422,
-                    "validation_error",
-                    "Invalid Idempotency-Key",
-                    [{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}],
-                )
-            now = self._clock()
-            if req.occurred_at is not None and not now - PAST <= req.occurred_at <= now + FUTURE:
-                raise ApiError(
-                    422,
-                    "occurred_at_out_of_range",
-                    "occurred_at is more than 90 days old or more than 24 h in the future",
-                    [{"field": "occurred_at", "message": "must be within [now-90d, now+24h]"}],
-                )
-            if key is None:
-                return await self._record(principal, settings, req, None, now)
-            async with self._locks.hold((principal.org, key)):
-                replay = await self._replay(principal.org, key, self._clock())
-                if replay is not None:
-                    return Response(
-                        replay,
-                        201,
-                        media_type="application/json",
-                        headers={"Idempotent-Replayed": "true"},
-                    )
-                return await self._record(principal, settings, req, key, self._clock())
-        except ApiError as e:
-            return from_api_error(e)
-        except StoreUnavailable:
-            return error_response(
-                503, "unavailable", "The store is unavailable", headers={"Retry-After": "1"}
+    async def _track(self, call: Call) -> Response:
+        principal: Principal = call.caller
+        settings = await self.settings_for(principal.org)
+        req = parse_track(call.body, call.header("traceparent"))
+        req = self._redacted(req)
+        key = call.header("idempotency-key")
+        now = self._clock()
+        if req.occurred_at is not None and not now - PAST <= req.occurred_at <= now + FUTURE:
+            raise ApiError(
+                422,
+                "occurred_at_out_of_range",
+                "occurred_at is more than 90 days old or more than 24 h in the future",
+                [{"field": "occurred_at", "message": "must be within [now-90d, now+24h]"}],
             )
+        if key is None:
+            return await self._record(principal, settings, req, None, now)
+        async with self._locks.hold((principal.org, key)):
+            replay = await self._replay(principal.org, key, self._clock())
+            if replay is not None:
+                return Response(
+                    replay,
+                    201,
+                    media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            return await self._record(principal, settings, req, key, self._clock())
 
     def _redacted(self, req: TrackRequest) -> TrackRequest:
         """The audit sample and metadata as the `redact:` rules leave them, before storing."""
@@ -150,7 +224,7 @@ class RoiApi:
             metadata=None if meta is None else r.value(meta, field="metadata"),
         )
 
-    def _rate_check(self, key_id: str, limit: int) -> None:
+    def rate_check(self, key_id: str, limit: int) -> None:
         limiter = self._ingest_limiters.get(limit)
         if limiter is None:
             limiter = self._ingest_limiters[limit] = SlidingWindowLimiter(limit, 1.0)
@@ -220,43 +294,23 @@ class RoiApi:
 
     # -- task types and settings -----------------------------------------------------------
 
-    async def _task_types(self, request: Request) -> Response:
-        try:
-            principal = self._any_scope(request)
-            settings = await self._settings_for(principal.org)
-        except ApiError as e:
-            return from_api_error(e)
-        return JSONResponse(task_types_body(self._catalogue, settings))
+    async def _task_types(self, call: Call) -> dict[str, Any]:
+        settings = await self.settings_for(call.org)
+        return task_types_body(self._catalogue, settings)
 
-    async def _get_settings(self, request: Request) -> Response:
-        try:
-            principal = self._authenticate(request, "admin")
-            settings = await self._settings_for(principal.org, fresh=True)
-        except ApiError as e:
-            return from_api_error(e)
-        return JSONResponse(settings.public())
+    async def _get_settings(self, call: Call) -> dict[str, Any]:
+        settings = await self.settings_for(call.org, fresh=True)
+        return settings.public()
 
-    async def _patch_settings(self, request: Request) -> Response:
-        try:
-            principal = self._authenticate(request, "admin")
-            patch = await read_json_object(request)
-            unknown = sorted(set(patch) - set(KEYS))
-            if unknown:
-                raise ApiError(
-                    422,
-                    "validation_error",
-                    "Unknown settings",
-                    [{"field": k, "message": "is not a setting"} for k in unknown],
-                )
-            settings = await self._store.acall(
-                lambda cur: _write_settings(cur, principal.org, patch, self._catalogue)
-            )
-        except ApiError as e:
-            return from_api_error(e)
-        self._settings[principal.org] = (time.monotonic(), settings)
-        return JSONResponse(settings.public())
+    async def _patch_settings(self, call: Call) -> dict[str, Any]:
+        org, patch = call.org, call.body
+        settings = await self._store.acall(
+            lambda cur: _write_settings(cur, org, patch, self._catalogue)
+        )
+        self._settings[org] = (time.monotonic(), settings)
+        return settings.public()
 
-    async def _settings_for(self, org: str, fresh: bool = False) -> OrgSettings:
+    async def settings_for(self, org: str, fresh: bool = False) -> OrgSettings:
         cached = self._settings.get(org)
         if cached is not None and not fresh and time.monotonic() - cached[0] < SETTINGS_TTL_S:
             return cached[1]
@@ -269,46 +323,6 @@ class RoiApi:
             log.warning("org %s has invalid ROI settings: %s", org, problems)
         self._settings[org] = (time.monotonic(), settings)
         return settings
-
-    def _authenticate(self, request: Request, scope: Scope) -> Principal:
-        try:
-            return self._auth.authenticate(request.headers.get("authorization"), scope)
-        except AuthError as e:
-            raise ApiError(e.status, e.code, str(e)) from e
-
-    def _any_scope(self, request: Request) -> Principal:
-        """The task types are no secret within the org: any of its keys may list them."""
-        header = request.headers.get("authorization") or ""
-        parsed = parse_key(header.partition(" ")[2].strip())
-        return self._authenticate(request, parsed[0] if parsed else "read")
-
-    # -- reads -----------------------------------------------------------------------------
-
-    def _read(
-        self, handler: Callable[[Principal, Params, dict[str, Any]], Any]
-    ) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                principal = self._authenticate(request, "read")
-                wait = self._read_limiter.check(principal.key_id)
-                if wait is not None:
-                    raise ApiError(
-                        429,
-                        "rate_limited",
-                        "More than 300 requests a minute",
-                        headers={"Retry-After": str(wait)},
-                    )
-                params = Params(request.query_params, self._clock())
-                body = await asyncio.to_thread(handler, principal, params, request.path_params)
-            except ApiError as e:
-                return from_api_error(e)
-            except duckdb.InterruptException:
-                return error_response(
-                    503, "query_timeout", "The query ran too long", headers={"Retry-After": "5"}
-                )
-            return JSONResponse(body)
-
-        return endpoint
 
     def _filter(self, p: Principal, q: Params) -> roi_store.EventFilter:
         window = q.window()
@@ -333,7 +347,7 @@ class RoiApi:
             metadata=tuple(metadata),
         )
 
-    def _events(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+    def _events(self, p: Principal, q: Params, _: dict[str, str]) -> dict[str, Any]:
         f = self._filter(p, q)
         limit = q.limit(default=50, maximum=500)
         after = decode_cursor(q, SORT, "BIGINT")
@@ -345,13 +359,13 @@ class RoiApi:
             "next_cursor": None if nxt is None else encode_cursor(SORT, nxt[0], nxt[1]),
         }
 
-    def _event(self, p: Principal, q: Params, path: dict[str, Any]) -> dict[str, Any]:
+    def _event(self, p: Principal, q: Params, path: dict[str, str]) -> dict[str, Any]:
         found = roi_store.get_event(self._store, p.org, str(path["event_id"]))
         if found is None:
             raise ApiError(404, "not_found", "Event not found")
         return event_json(found)
 
-    def _reports(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
+    def _reports(self, p: Principal, q: Params, _: dict[str, str]) -> dict[str, Any]:
         f = self._filter(p, q)
         raw_group = q.query.get("group_by") or None
         group = roi_reports.GroupBy.parse(raw_group) if raw_group else None
@@ -382,6 +396,17 @@ def _write_settings(
     else:
         cur.execute("UPDATE orgs SET settings = ? WHERE name = ?", [stored, org])
     return settings
+
+
+class _TrackLimit:
+    """The per-key, per-second cap of the org's plan (its settings say which)."""
+
+    def __init__(self, api: RoiApi) -> None:
+        self._api = api
+
+    async def check(self, caller: Any) -> None:
+        settings = await self._api.settings_for(caller.org)
+        self._api.rate_check(caller.key_id, settings.rate_limit)
 
 
 def _seconds_to_next_month(now: datetime) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from collector.api import schema as sc
 from collector.api.params import parse_time
 from collector.errors import ApiError
 from collector.roi.tasktypes import MAX_BASELINE_MINUTES
@@ -27,13 +28,40 @@ MAX_COST = 1e9
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _AUDIT_KEYS = frozenset({"input_excerpt", "output_excerpt", "model", "tokens_in", "tokens_out"})
-_FIELDS = frozenset(
+
+
+_TOKENS = sc.integer(0, MAX_TOKENS)
+TRACK_BODY = sc.obj(
     {
-        "agent_id", "task_type", "outcome", "agent_duration_seconds", "agent_cost", "model",
-        "tokens_in", "tokens_out", "human_baseline_minutes", "metadata", "audit_sample",
-        "occurred_at", "trace_id", "run_id",
-    }
-)  # fmt: skip
+        "agent_id": sc.string(MAX_ID, min_length=1, blank=False, description="your stable id"),
+        "task_type": sc.string(100, min_length=1, blank=False),
+        "outcome": sc.enum(OUTCOMES),
+        "agent_duration_seconds": sc.number(0, MAX_DURATION_S),
+        "agent_cost": sc.number(0, MAX_COST, description="in the org's currency"),
+        "model": sc.string(200, min_length=1, blank=False),
+        "tokens_in": _TOKENS,
+        "tokens_out": _TOKENS,
+        "human_baseline_minutes": sc.number(
+            0, MAX_BASELINE_MINUTES, exclusiveMinimum=0, description="overrides the task type's"
+        ),
+        "metadata": sc.obj({}, description=f"free-form, at most {MAX_METADATA_BYTES} bytes"),
+        "audit_sample": sc.obj(
+            {
+                "input_excerpt": sc.string(MAX_EXCERPT),
+                "output_excerpt": sc.string(MAX_EXCERPT),
+                "model": sc.string(200, min_length=1),
+                "tokens_in": _TOKENS,
+                "tokens_out": _TOKENS,
+            },
+            extra=False,
+        ),
+        "occurred_at": sc.string(64, description="ISO 8601; default: the time of receipt"),
+        "trace_id": sc.string(32, pattern="^[0-9a-f]{32}$", description="W3C trace id"),
+        "run_id": sc.string(MAX_ID, min_length=1, blank=False),
+    },
+    ["agent_id", "task_type", "outcome"],
+    description="Unknown top-level fields are accepted and ignored (an SDK may add some).",
+)
 
 
 @dataclass(frozen=True)
@@ -64,10 +92,8 @@ class _Problems:
 
 
 def parse_track(body: dict[str, Any], traceparent: str | None = None) -> TrackRequest:
+    # Unknown top-level fields are ignored: an SDK that adds one must not break every call.
     p = _Problems()
-    for name in sorted(set(body) - _FIELDS):
-        # A misspelt optional field would otherwise silently change the ROI.
-        p.add(name, "is not a field of /v1/track")
     agent_id = _string(p, body, "agent_id", MAX_ID, required=True)
     task_type = _string(p, body, "task_type", 100, required=True)
     outcome = body.get("outcome")

@@ -169,7 +169,11 @@ def list_events(
         [*params, limit + 1],
     )
     page = [_record(r) for r in rows[:limit]]
-    nxt = (int(rows[limit - 1][-1]), str(rows[limit - 1][1])) if len(rows) > limit else None
+    # The tie-breaker is the event id (unique), the column the ORDER BY and WHERE use.
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = (int(last[-1]), str(last[PUBLIC.index("event_id")]))
     return page, nxt
 
 

@@ -158,6 +158,9 @@ def _confidence_threshold(value: str) -> Check:
     if m is None:
         raise ValueProblem('write the lowest acceptable confidence: "0.8" or "80%"')
     threshold = float(m.group(1))
+    if not m.group(2) and threshold > 1 and not threshold.is_integer():
+        # "80" reads as 80 %, but "1.5" is neither a fraction nor a plausible percentage.
+        raise ValueProblem("the threshold must be between 0 and 1 (or 0% and 100%)")
     if m.group(2) or threshold > 1:
         threshold /= 100
     if not 0 <= threshold <= 1:

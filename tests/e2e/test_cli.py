@@ -173,14 +173,18 @@ def _first_start_then_restart(tmp_path: Path, **options: bool) -> None:
     assert again.query("SELECT org, count(*) FROM spans GROUP BY ALL") == [("default", 1)]
 
 
+def test_declared_orgs_make_no_default_org(tmp_path: Path) -> None:
+    # Issue 20: with orgs in the config, bootstrap (on by default) creates nothing.
+    server = make_server(tmp_path, bootstrap=True).start()
+    try:
+        assert _printed_keys(server) == {}, "".join(server.output)
+    finally:
+        assert server.stop() == 0
+    assert server.query("SELECT name FROM orgs ORDER BY name") == [("acme",), ("globex",)]
+
+
 def test_first_start_prints_three_keys_once(tmp_path: Path) -> None:
     _first_start_then_restart(tmp_path, orgs=False)
-
-
-def test_first_start_prints_three_keys_also_with_declared_orgs(tmp_path: Path) -> None:
-    # The contract: an empty data dir and `auth.bootstrap: true` print the keys once, whatever
-    # else the config declares.
-    _first_start_then_restart(tmp_path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -260,3 +260,53 @@ def test_events_reads_and_reports(client: TestClient) -> None:
     assert json.loads(client.get("/v1/reports", headers=bearer(INGEST)).text)["code"] == (
         "invalid_api_key"
     )
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_event_pages_with_shared_times_list_each_event_once(client: TestClient, limit: int) -> None:
+    # Issue 20: the cursor broke ties on the agent id, so events sharing occurred_at (and an
+    # agent) repeated forever. It breaks them on the event id now.
+    at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    for agent in ("a", "a", "b", "a", "b"):
+        body = {**EXAMPLE, "agent_id": agent, "occurred_at": at}
+        assert client.post("/v1/track", headers=bearer(INGEST), json=body).status_code == 201
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/events", headers=bearer(READ), params=params).json()
+        seen += [e["event_id"] for e in page["events"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and len(set(seen)) == 5
+
+
+def test_a_printed_time_given_back_selects_its_event(client: TestClient) -> None:
+    # Issue 20: times print to the millisecond but are stored to the microsecond.
+    at = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=123456).isoformat()
+    r = client.post("/v1/track", headers=bearer(INGEST), json={**EXAMPLE, "occurred_at": at})
+    printed = r.json()["occurred_at"]
+    assert printed.endswith(".123Z")
+    page = client.get("/v1/events", headers=bearer(READ), params={"from": printed, "to": printed})
+    assert [e["occurred_at"] for e in page.json()["events"]] == [printed]
+
+
+def test_unknown_track_fields_are_ignored_and_known_ones_still_checked(client: TestClient) -> None:
+    r = client.post("/v1/track", headers=bearer(INGEST), json={**EXAMPLE, "sdk_version": "9"})
+    assert r.status_code == 201, r.text
+    r = client.post("/v1/track", headers=bearer(INGEST), json={**EXAMPLE, "agent_cost": "x"})
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "agent_cost"
+    huge = b'{"agent_id": "a", "task_type": "email_classification", "outcome": "success", '
+    huge += b'"agent_cost": 1' + b"0" * 400 + b"}"
+    r = client.post("/v1/track", headers=bearer(INGEST, **{"Content-Type": "application/json"}),
+                    content=huge)  # fmt: skip
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "agent_cost"
+
+
+def test_nul_in_event_filters_is_a_422(client: TestClient) -> None:
+    for name in ("agent_id", "task_type", "model", "trace_id", "run_id"):
+        for path in ("/v1/events", "/v1/reports"):
+            r = client.get(path, headers=bearer(READ), params={name: "a\x00b"})
+            assert r.status_code == 422, (path, name, r.text)
+            assert r.json()["details"][0]["field"] == name

@@ -106,10 +106,17 @@ def test_validation_lists_every_failing_field() -> None:
     assert e.value.code == "validation_error" and e.value.details is not None
     fields = {d["field"] for d in e.value.details}
     assert fields == {
-        "agent_id", "task_type", "outcome", "agent_duration_seconds", "tokens_in", "metadata",
-        "audit_sample.input_excerpt", "audit_sample.extra", "occurred_at",
-        "human_baseline_minutes", "colour",
-    }  # fmt: skip
+        "agent_id",
+        "task_type",
+        "outcome",
+        "agent_duration_seconds",
+        "tokens_in",
+        "metadata",
+        "audit_sample.input_excerpt",
+        "audit_sample.extra",
+        "occurred_at",
+        "human_baseline_minutes",
+    }  # fmt: skip  (the unknown top-level "colour" is ignored: issue 20)
     assert parse_track(
         {
             "agent_id": "a",

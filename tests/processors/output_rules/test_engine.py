@@ -83,6 +83,7 @@ INVALID = [
     ("length_limit", "lots", "write a maximum"),
     ("length_limit", "20-10", "empty"),
     ("confidence_threshold", "150%", "between 0 and 1"),
+    ("confidence_threshold", "1.5", "between 0 and 1"),  # issue 20: was read as 1.5 %
     ("confidence_threshold", "high", "lowest acceptable"),
     ("json_field", "a..b", "two dots"),
     ("json_field", "items[x]", "not an array index"),

@@ -1,0 +1,1 @@
+"""Tests of collector/api: the endpoint wrapper, body reading, schemas, the OpenAPI document."""
