@@ -236,7 +236,7 @@ class Outbox:
         to back while a batch comes full, else after a kick, when the next retry is due, or
         every `recheck_s`; prune finished rows every hour."""
         self._wake = asyncio.Event()
-        pruned = -PRUNE_EVERY_S
+        prune_at = time.monotonic()  # after the first pass, then hourly
         while True:
             final = stop.is_set()
             self._kicked = False
@@ -245,8 +245,8 @@ class Outbox:
             self.passes += 1
             if self._aborted or (final and not more):
                 return
-            if time.monotonic() - pruned >= PRUNE_EVERY_S:
-                pruned = time.monotonic()
+            if time.monotonic() >= prune_at:
+                prune_at = time.monotonic() + PRUNE_EVERY_S
                 await self._prune()
             if more or self._kicked or stop.is_set():
                 continue
