@@ -179,6 +179,8 @@ class Outbox:
         """(topic, outcome) → tries ended so: sent, failed (given up) or retried."""
         self.passes = 0
         """Passes the loop has made."""
+        self.pending = 0
+        """Rows of registered topics waiting, as the loop last counted (after an idle pass)."""
 
     # -- set up --------------------------------------------------------------------------------
 
@@ -390,11 +392,11 @@ class Outbox:
         """Seconds until the soonest pending row of a registered topic is due, at most
         `recheck_s` (blocking)."""
         rows = self._store.query(
-            f"SELECT min(epoch_ns(next_at)) FROM {TABLE} "
+            f"SELECT count(*), min(epoch_ns(next_at)) FROM {TABLE} "
             f"WHERE status = '{PENDING}' AND list_contains(?, topic)",
             [list(self._topics)],
         )
-        soonest = rows[0][0] if rows and rows[0][0] is not None else None
+        self.pending, soonest = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
         if soonest is None:
             return self._recheck_s
         return min(self._recheck_s, max(0.0, (int(soonest) - self._clock()) / _NS))
@@ -404,6 +406,9 @@ class Outbox:
     def metric_lines(self) -> list[str]:
         name = "agentledger_outbox_tries_total"
         lines = [
+            "# HELP agentledger_outbox_pending outbox rows waiting (last counted)",
+            "# TYPE agentledger_outbox_pending gauge",
+            f"agentledger_outbox_pending {self.pending}",
             f"# HELP {name} outbox delivery tries, by topic and outcome (sent, retried, failed)",
             f"# TYPE {name} counter",
         ]

@@ -316,6 +316,7 @@ def test_the_loop_wakes_on_a_kick_and_drains_on_stop(store: Store) -> None:
     asyncio.run(scenario())
     assert len(topic.sent) == 3
     assert {r[0] for r in rows(store).values()} == {"sent"}
+    assert 'agentledger_outbox_tries_total{topic="t",outcome="sent"} 3' in box.metric_lines()
 
 
 def test_a_stop_abandons_sends_past_the_drain_budget(store: Store) -> None:
@@ -333,6 +334,7 @@ def test_a_stop_abandons_sends_past_the_drain_budget(store: Store) -> None:
     asyncio.run(scenario())
     ((status, attempts, _, done, error),) = rows(store).values()
     assert (status, attempts, done, error) == ("pending", 0, None, None)  # sent again later
+    assert "agentledger_outbox_pending 1" in box.metric_lines()
 
 
 def test_stop_without_start_is_safe(store: Store) -> None:
