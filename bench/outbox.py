@@ -29,7 +29,8 @@ from collector.evals.callbacks import Callbacks  # noqa: E402
 from collector.evals.config import EvalsConfig  # noqa: E402
 from collector.outbound.config import OutboundPolicy  # noqa: E402
 from collector.outbound.outbox import Message, Outbox, Retry, queue  # noqa: E402
-from collector.store.writer import Store, StoreSettings  # noqa: E402
+from collector.store.lake import StoreSettings  # noqa: E402
+from collector.store.writer import Store  # noqa: E402
 from tests.fixtures.receiver import Receiver  # noqa: E402
 
 

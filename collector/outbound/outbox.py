@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from collector.model import StoreUnavailable
 from collector.outbound.client import OutboundFailed, OutboundRefused, retryable
-from collector.store.writer import LAKE, Store
+from collector.store.lake import LAKE
+from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
 

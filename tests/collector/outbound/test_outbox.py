@@ -21,7 +21,8 @@ from collector.evals.config import EvalsConfig
 from collector.outbound.client import OutboundFailed, OutboundRefused
 from collector.outbound.config import OutboundPolicy
 from collector.outbound.outbox import Message, Outbox, Retry, Undeliverable, queue
-from collector.store.writer import Store, StoreSettings
+from collector.store.lake import StoreSettings
+from collector.store.writer import Store
 from tests.fixtures.receiver import Receiver
 
 S = 1_000_000_000
