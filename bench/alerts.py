@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from collector.alerts import store as st  # noqa: E402
 from collector.alerts.config import AlertsConfig  # noqa: E402
 from collector.alerts.consumer import AlertsConsumer  # noqa: E402
+from collector.outbound.outbox import Outbox  # noqa: E402
 from collector.runs.follow import RunFollower  # noqa: E402
 from processors.alerts.rules import AlertRuleSpec, Condition  # noqa: E402
 from tests.stores import service_store  # noqa: E402
@@ -62,7 +63,9 @@ def main() -> None:
             )
         )
         config = AlertsConfig(evaluation_interval_s=1, max_rules_per_tick=args.rules)
-        consumer = AlertsConsumer(store, config)
+        outbox = Outbox(store)  # the rules have no channels: nothing is queued
+        outbox.create_tables()
+        consumer = AlertsConsumer(store, config, outbox=outbox)
         follower = RunFollower(store, [consumer])
         follower.create_tables()
         for i in range(args.rules):

@@ -42,6 +42,7 @@ from collector.governance.maintenance import Maintenance
 from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
+from collector.outbound.outbox import Outbox
 from collector.pipeline import DecodePool, Limits, Pipeline, total_memory
 from collector.prices.book import PriceBook
 from collector.prices.feed import PriceFeed
@@ -83,6 +84,9 @@ class Service:
         self.box = SecretBox.open(Path(config.storage.path), config.secrets.key)
         self.catalogue = load_catalogue()  # the shipped task types, read once
         self.mcp = McpApi(self.store, self.auth, config.mcp, self.redactor)
+        # Alerts' notifications, callbacks and notifications of evaluated outputs: each feature
+        # registers its topic; delivered by one loop, started last and drained on stop.
+        self.outbox = Outbox(self.store)
         self.endpoints = Endpoints()
         self._state = "starting"
         self._exporters: dict[str, Exporter] = {}
@@ -108,6 +112,7 @@ class Service:
     async def start(self) -> None:
         parts = self._parts
         await asyncio.to_thread(self.store.open)
+        await asyncio.to_thread(self.outbox.create_tables)
         await asyncio.to_thread(self._provision_keys)
         await asyncio.to_thread(self.mcp.create_tables)
 
@@ -160,6 +165,7 @@ class Service:
         await self._start_receivers()
         self._flusher = asyncio.create_task(self._flush_key_usage())
         await self._logs.start()
+        await self.outbox.start()
         self._pricing = asyncio.create_task(feed.run_forever(self._stop_deriving))
         self._deriving = asyncio.create_task(self._deriver.run_forever(self._stop_deriving))
         self._following = asyncio.create_task(self._follower.run_forever(self._stop_deriving))
@@ -181,10 +187,16 @@ class Service:
             raise ConfigError(issues)
         send = registry.notification_sender(self.config)
         alerts = AlertsConsumer(
-            self.store, self.config.alerts, declared=rules, send=send, box=self.box
+            self.store,
+            self.config.alerts,
+            outbox=self.outbox,
+            declared=rules,
+            send=send,
+            box=self.box,
         )
         consumers.append(alerts)
-        consumers.append(LogRulesConsumer(RuleEngine()))  # output rules on traced runs
+        # Output rules on traced runs.
+        consumers.append(LogRulesConsumer(RuleEngine(), self.outbox.kick))
         return consumers
 
     def _evals_api(self) -> EvalsApi:
@@ -198,6 +210,7 @@ class Service:
             box=self.box,
             policy=config.outbound,
             media_root=config.evals.media_root(config.storage.path),
+            outbox=self.outbox,
             judge=Judge(config.judge, config.outbound),
             build_channel=lambda spec: registry.build_channel(
                 spec, smtp=config.notifications.smtp, policy=config.outbound
@@ -363,6 +376,7 @@ class Service:
     def _describe_metrics(self) -> None:
         m, st = self.metrics, self.store.stats
         m.describe("agentledger_redactions_total", "counter", "values redacted, by rule")
+        m.collector(self.outbox.metric_lines)
         for exporter in self._exporters.values():
             lines = getattr(exporter, "metric_lines", None)
             if callable(lines):  # forward exporters: queue depth, sent, dropped
@@ -435,6 +449,7 @@ class Service:
                     await asyncio.to_thread(self._follower.step)
                 await self._follower.after_commit()
                 await self._follower.aclose()
+        await self.outbox.stop()  # after everything that queues: what is due goes out first
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
         await asyncio.to_thread(self.store.close)

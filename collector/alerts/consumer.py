@@ -4,7 +4,8 @@ rules' events on ticks, and queues each notification in the outbox of the same t
 Fed by `collector/runs/follow.py` (finished runs, once per committed fact); rules come from
 `alert_rules` (the API and the config), window aggregates from `collector/alerts/window.py`
 (read after each step, off the writer thread), decisions from the alert engine
-(`processors/alerts/engine.py`); notifications leave through `collector/alerts/outbox.py`.
+(`processors/alerts/engine.py`); notifications leave through the outbox's alerts topic
+(`collector/alerts/outbox.py`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Any
 
 import duckdb
 
+from collector.alerts import outbox as alerts_outbox
 from collector.alerts import store as st
 from collector.alerts import window as alerts_window
 from collector.alerts.config import AlertsConfig
-from collector.alerts.outbox import Outbox, Sender, store_closed
+from collector.alerts.outbox import AlertsTopic, Sender
 from collector.api.shapes import rfc3339
 from collector.model import StoreUnavailable
+from collector.outbound.outbox import Outbox
 from collector.secretbox import SecretBox
 from collector.store.lake import LAKE
 from collector.store.writer import Store
@@ -53,7 +56,8 @@ def run_event_id(org: str, rule_id: str, run_id: str) -> str:
 
 class AlertsConsumer:
     """`consume` runs on the store's writer thread and only writes decisions; `after_commit`
-    (event loop) delivers notifications and aggregates due window rules for the next step."""
+    (event loop) wakes the outbox for what a step queued and aggregates due window rules for the
+    next step. With `send`, the alerts topic is registered with `outbox` (delivery)."""
 
     name = "alerts"
 
@@ -62,6 +66,7 @@ class AlertsConsumer:
         store: Store,
         config: AlertsConfig,
         *,
+        outbox: Outbox,
         declared: Sequence[tuple[str, Any]] = (),
         send: Sender | None = None,
         box: SecretBox | None = None,
@@ -74,7 +79,10 @@ class AlertsConsumer:
         self._clock = clock
         self._box = box
         self._evaluating: asyncio.Task[None] | None = None
-        self.outbox = Outbox(store, config, send, clock, box)
+        self._outbox = outbox
+        self._queued = False  # a step queued messages: wake the outbox after its commit
+        if send is not None:
+            outbox.register(AlertsTopic(store, config, send, box))
         self.windows = alerts_window.WindowEvaluator(
             store, config.evaluation_interval_s, config.max_rules_per_tick
         )
@@ -129,7 +137,9 @@ class AlertsConsumer:
             self._windows(cur, rules, ready, now_ns)
 
     async def after_commit(self) -> None:
-        await self.outbox.kick()
+        if self._queued:
+            self._queued = False
+            self._outbox.kick()
         if self._config.enabled and (self._evaluating is None or self._evaluating.done()):
             self._evaluating = asyncio.create_task(self._evaluate())
 
@@ -151,9 +161,6 @@ class AlertsConsumer:
         finally:
             cur.close()
         return self.windows.evaluate_due(rules, now_ns)
-
-    async def aclose(self) -> None:
-        await self.outbox.aclose()
 
     def _rules(self, cur: duckdb.DuckDBPyConnection) -> list[AlertRule]:
         out: list[AlertRule] = []
@@ -277,21 +284,15 @@ class AlertsConsumer:
         channels = rule.spec.channels
         if not channels:
             return
-        last = cur.execute(
-            f"""SELECT max(epoch_ns(created_at)) FROM {LAKE}.alert_outbox
-                WHERE org = ? AND rule_id = ? AND kind = 'alert.triggered'
-                  AND status <> 'suppressed'""",
-            [org, rule_id],
-        ).fetchone()
         cooldown = rule.spec.cooldown_s
         cooldown = self._config.cooldown_s if cooldown is None else int(cooldown)
-        last_ns = None if last is None or last[0] is None else int(last[0])
+        last_ns = alerts_outbox.last_announced_ns(cur, org, rule_id)
         suppressed = engine.in_cooldown(last_ns, now_ns, cooldown)
         public = self._public_event(rule, event, now_ns, None)
-        note = engine.notification(rule.spec, public, "alert.triggered", event["subject"])
-        status = "suppressed" if suppressed else "pending"
+        note = engine.notification(rule.spec, public, alerts_outbox.TRIGGERED, event["subject"])
         key = (org, event["event_id"], rule_id)
-        self.outbox.queue(cur, key, note, channels=len(channels), now=now, status=status)
+        alerts_outbox.queue(cur, key, note, channels=len(channels), now=now, suppressed=suppressed)
+        self._queued = self._queued or not suppressed
 
     def _resolve(
         self, cur: duckdb.DuckDBPyConnection, rule: AlertRule, event_id: str, subject: str,
@@ -303,12 +304,7 @@ class AlertsConsumer:
                 cleared_at = ? WHERE event_id = ?""",
             [now, now, event_id],
         )
-        notified = cur.execute(
-            f"""SELECT count(*) FROM {LAKE}.alert_outbox WHERE event_id = ?
-                AND kind = 'alert.triggered' AND status <> 'suppressed'""",
-            [event_id],
-        ).fetchone()
-        if not rule.spec.channels or not notified or not notified[0]:
+        if not rule.spec.channels or not alerts_outbox.announced(cur, event_id):
             return  # its opening was not announced (cool-down): neither is its end
         row = cur.execute(
             f"""SELECT run_id, workflow_name, status, triggered_value, threshold_value,
@@ -324,9 +320,8 @@ class AlertsConsumer:
         public = self._public_event(rule, event, int(row[6]) * 1000, now_ns, bool(row[5]))
         note = engine.notification(rule.spec, public, "alert.resolved", subject)
         key = (rule.record.org, event_id, rule.record.rule_id)
-        self.outbox.queue(
-            cur, key, note, channels=len(rule.spec.channels), now=now, status="pending"
-        )
+        alerts_outbox.queue(cur, key, note, channels=len(rule.spec.channels), now=now)
+        self._queued = True
 
     @staticmethod
     def _public_event(
@@ -352,3 +347,14 @@ class AlertsConsumer:
         if event.get("status"):
             out["status"] = event["status"]
         return out
+
+
+def store_closed(store: Store) -> bool:
+    """Whether `store` has been closed (a background task failing at shutdown is no error)."""
+    try:
+        store.cursor().close()
+    except StoreUnavailable:
+        return True
+    except duckdb.Error:
+        return True
+    return False

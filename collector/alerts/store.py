@@ -1,5 +1,5 @@
-"""Alert tables (`alert_rules`, `alert_events`, `alert_outbox`): DDL, rule records, the event
-feed and its JSON shape (`AlertEvent` of the Trakr dashboard API doc), manual resolution.
+"""Alert tables (`alert_rules`, `alert_events`): DDL, rule records, the event feed and its JSON
+shape (`AlertEvent` of the Trakr dashboard API doc), manual resolution.
 
 Written by `collector/alerts/consumer.py` (on the writer thread) and `collector/alerts/api.py`;
 read by the read API (`GET /api/alert-events`, a run's `alert_events`).
@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from collector.api.shapes import rfc3339
+from collector.outbound import outbox
 from collector.secretbox import SecretBox
 from collector.store.lake import LAKE
 from collector.store.query import Window
@@ -32,12 +33,8 @@ DDL = (
   subject VARCHAR, run_id VARCHAR, workflow_name VARCHAR, status VARCHAR,
   triggered_value DOUBLE, threshold_value DOUBLE, notification_sent BOOLEAN,
   resolved_at TIMESTAMPTZ, resolved_by VARCHAR, cleared_at TIMESTAMPTZ, created_at TIMESTAMPTZ)""",
-    # One row per (event, kind, channel): pending → sent | failed | suppressed (cool-down).
-    f"""CREATE TABLE IF NOT EXISTS {LAKE}.alert_outbox (
-  org VARCHAR, note_id VARCHAR, event_id VARCHAR, rule_id VARCHAR, kind VARCHAR,
-  channel INTEGER, note JSON, status VARCHAR, attempts INTEGER, next_attempt_at TIMESTAMPTZ,
-  last_error VARCHAR, created_at TIMESTAMPTZ, sent_at TIMESTAMPTZ)""",
 )
+OUTBOX_TOPIC = "alerts"  # the `topic` of alerts' rows in the outbox (collector/alerts/outbox.py)
 RUN_EVENTS_LIMIT = 5
 EVENT_SORT = "created_at_desc"
 _EVENT_COLS = """event_id, rule_id, rule_name, run_id, workflow_name, triggered_value,
@@ -172,9 +169,11 @@ def delete_rule(cur: duckdb.DuckDBPyConnection, org: str, rule_id: str) -> None:
     cur.execute(f"DELETE FROM {LAKE}.alert_rules WHERE org = ? AND rule_id = ?", [org, rule_id])
     # Its pending notifications can no longer be delivered: the channels went with the rule.
     cur.execute(
-        f"""UPDATE {LAKE}.alert_outbox SET status = 'failed', last_error = 'rule deleted'
-            WHERE org = ? AND rule_id = ? AND status = 'pending'""",
-        [org, rule_id],
+        f"""UPDATE {outbox.TABLE} SET status = '{outbox.FAILED}', last_error = 'rule deleted',
+                done_at = ?
+            WHERE topic = ? AND org = ? AND json_extract_string(target, '$.rule_id') = ?
+              AND status = '{outbox.PENDING}'""",
+        [datetime.now(UTC), OUTBOX_TOPIC, org, rule_id],
     )
 
 

@@ -1,8 +1,9 @@
 """Output evaluation over HTTP (the Tracira logs API doc): POST /api/logs, and the assembly of the
 whole feature (reads and review in `logs_review`, rules, projects, settings, media).
 
-`EvalsApi` owns the parts (auth, rules, evaluator, outbox, workspace, projects, media) and their
-background tasks, which the service starts and stops. Logs are committed before answering:
+`EvalsApi` owns the parts (auth, rules, evaluator, workspace, projects, media) and the evaluator's
+background task, which the service starts and stops; deliveries go through the service's outbox
+(the evals topic, `collector/evals/callbacks.py`). Logs are committed before answering:
 async ones as `pending` (the evaluator picks them up), sync ones with their verdict.
 """
 
@@ -39,6 +40,7 @@ from collector.evals.rules_api import RulesApi
 from collector.evals.workspace import Workspace
 from collector.model import Rows
 from collector.outbound import client as outbound
+from collector.outbound.outbox import Outbox
 from collector.secretbox import SecretBox
 from collector.store.sequence import Sequencer
 from collector.store.writer import Store
@@ -61,6 +63,7 @@ class EvalsApi:
         box: SecretBox,
         policy: outbound.OutboundPolicy,
         media_root: Path,
+        outbox: Outbox,
         judge: Any | None = None,
         build_channel: Callable[[Mapping[str, Any]], Any] | None = None,
         redactor: Redactor | None = None,
@@ -73,15 +76,8 @@ class EvalsApi:
         self.auth = LogsAuth(store, auth, config.rotations_per_hour)
         self.workspace = Workspace(store, self.auth, box, policy)
         self.rules = RuleCache(store, engine)
-        self.outbox = cb.Outbox(
-            store,
-            policy,
-            self.workspace.load,
-            build_channel,
-            attempts=config.callback_attempts,
-            base_delay_s=config.callback_base_delay_s,
-            max_delay_s=config.callback_max_delay_s,
-        )
+        self.outbox = outbox
+        outbox.register(cb.Callbacks(policy, self.workspace.load, build_channel, config))
         self.evaluator = Evaluator(
             store,
             engine,
@@ -118,15 +114,12 @@ class EvalsApi:
         self.media.open()
 
     async def start(self) -> None:
-        """The evaluator (which first picks up logs left pending) and the outbox."""
+        """The evaluator (which first picks up logs left pending)."""
         self._stop.clear()
-        self._tasks = [
-            asyncio.create_task(self.evaluator.run(self._stop)),
-            asyncio.create_task(self.outbox.run(self._stop)),
-        ]
+        self._tasks = [asyncio.create_task(self.evaluator.run(self._stop))]
 
     async def stop(self) -> None:
-        """Stop both; a log still pending stays pending and is evaluated on the next start."""
+        """Stop it; a log still pending stays pending and is evaluated on the next start."""
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,29 +1,28 @@
-"""Callbacks and notifications of evaluated and reviewed logs, through a durable outbox.
+"""Callbacks and notifications of evaluated and reviewed logs: the evals topic of the outbox.
 
-`enqueue` runs inside the transaction that writes a verdict or a decision and adds one
-`eval_outbox` row per delivery (the log's `callbackUrl`, Slack, email, the outbound webhook);
-`Outbox` sends due rows on the event loop, signed, retried with backoff across restarts.
+`enqueue` runs inside the transaction that writes a verdict or a decision and queues one outbox
+message per delivery (the log's `callbackUrl`, Slack, email, the outbound webhook);
+`Callbacks` sends them for the outbox (`collector/outbound/outbox.py`): callbacks signed with the
+workspace secret, notifications through the workspace's channels (`exporters/notify.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import duckdb
 
 from collector.api.shapes import iso
 from collector.evals import store as ls
+from collector.evals.config import EvalsConfig
 from collector.outbound import client as outbound
-from collector.store.writer import Store
+from collector.outbound import outbox
+from collector.outbound.outbox import Message, Retry, Undeliverable
 
-log = logging.getLogger(__name__)
+TOPIC = "evals"
 # callbackEvents → which events call back: "evaluated:<status>" or "decision".
 CALLBACK_MATCH: dict[str, Callable[[str, str], bool]] = {
     "all": lambda event, status: event == "evaluated",
@@ -35,8 +34,6 @@ CALLBACK_MATCH: dict[str, Callable[[str, str], bool]] = {
     "pass": lambda event, status: event == "evaluated" and status == "pass",
 }
 WEBHOOK_EVENTS = ("flagged", "error", "pass", "decision")
-KEEP_DONE = timedelta(days=7)  # finished deliveries are kept this long (their last_error too)
-PRUNE_EVERY_S = 3600.0
 
 
 def event_payload(row: Mapping[str, Any], event: str) -> dict[str, Any]:
@@ -105,7 +102,8 @@ def enqueue(
     now: datetime,
     kinds: Kinds | None = None,
 ) -> int:
-    """Outbox rows for `row`'s `event` (`kinds`, else read from the workspace row here)."""
+    """Outbox messages for `row`'s `event` (`kinds`, else read from the workspace row here), in
+    the caller's transaction; kick the outbox after the commit."""
     if kinds is None:
         ws = ls.workspace_row(cur, str(row["org"]))
         settings = (ls.loads(ws["settings"]) if ws else None) or {}
@@ -114,21 +112,16 @@ def enqueue(
     if not kinds:
         return 0
     payload = event_payload(row, event)
-    for kind, url in kinds:
-        ls.insert(
+    for channel, url in kinds:
+        outbox.queue(
             cur,
-            "eval_outbox",
-            {
-                "org": row["org"],
-                "id": ls.new_id(),
-                "log_id": row["id"],
-                "kind": kind,
-                "url": url,
-                "payload": ls.dumps(payload),
-                "attempts": 0,
-                "next_at": now,
-                "created_at": now,
-            },
+            TOPIC,
+            org=str(row["org"]),
+            reference=str(row["id"]),
+            kind=payload["event"],
+            target={"channel": channel, "url": url} if url else {"channel": channel},
+            payload=payload,
+            now=now,
         )
     return len(kinds)
 
@@ -162,112 +155,46 @@ Secrets = Callable[[str], Awaitable[tuple[dict[str, Any], dict[str, str]]]]
 """org → (its settings, its unsealed secrets), read fresh for each delivery."""
 
 
-class Outbox:
+class Callbacks:
+    """Delivers a message to `target.channel`: the callback URL it names, or the workspace's
+    Slack, email or outbound webhook as its settings say at send time."""
+
+    name = TOPIC
+
     def __init__(
         self,
-        store: Store,
         policy: outbound.OutboundPolicy,
         secrets: Secrets,
         build_channel: Callable[[Mapping[str, Any]], Any] | None,
-        *,
-        attempts: int = 8,
-        base_delay_s: float = 2.0,
-        max_delay_s: float = 600.0,
+        config: EvalsConfig,
     ) -> None:
-        self._store = store
         self._policy = policy
         self._secrets = secrets
         self._build_channel = build_channel
-        self._attempts = attempts
-        self._base = base_delay_s
-        self._max = max_delay_s
-        self._wake = asyncio.Event()
-        self.delivered = 0
-
-    def kick(self) -> None:
-        self._wake.set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        pruned = 0.0
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                more = await self.deliver_due()
-                if time.monotonic() - pruned > PRUNE_EVERY_S:
-                    pruned = time.monotonic()
-                    await self.prune(datetime.now(UTC) - KEEP_DONE)
-            except Exception:
-                log.exception("outbox delivery failed")
-                more = False
-            if more:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-
-    async def prune(self, before: datetime) -> None:
-        """Forget deliveries finished (sent or given up) before `before`."""
-        await self._store.acall(
-            lambda cur: cur.execute(
-                "DELETE FROM eval_outbox WHERE done_at IS NOT NULL AND done_at < ?", [before]
-            )
+        self.retry = Retry(
+            config.callback_attempts, config.callback_base_delay_s, config.callback_max_delay_s
         )
 
-    async def deliver_due(self, limit: int = 50) -> bool:
-        now = datetime.now(UTC)
-        rows = await asyncio.to_thread(
-            self._store.query,
-            "SELECT org, id, kind, url, payload, attempts FROM eval_outbox WHERE done_at IS NULL "
-            "AND next_at <= ? ORDER BY next_at LIMIT ?",
-            [now, limit],
-        )
-        results = await asyncio.gather(*(self._send(r) for r in rows))
-        done = datetime.now(UTC)
-
-        def write(cur: duckdb.DuckDBPyConnection) -> None:
-            for (org, oid, *_), (ok, retry, error, attempts) in zip(rows, results, strict=True):
-                if ok or not retry or attempts >= self._attempts:
-                    cur.execute(
-                        "UPDATE eval_outbox SET done_at = ?, attempts = ?, last_error = ? "
-                        "WHERE org = ? AND id = ?",
-                        [done, attempts, None if ok else error, org, oid],
-                    )
-                else:
-                    delay = outbound.backoff(attempts - 1, self._base, self._max)
-                    cur.execute(
-                        "UPDATE eval_outbox SET attempts = ?, next_at = ?, last_error = ? "
-                        "WHERE org = ? AND id = ?",
-                        [attempts, done + timedelta(seconds=delay), error, org, oid],
-                    )
-
-        if rows:
-            await self._store.acall(write)
-            self.delivered += sum(1 for ok, *_ in results if ok)
-        return len(rows) == limit
-
-    async def _send(self, row: tuple[Any, ...]) -> tuple[bool, bool, str | None, int]:
-        """(delivered, worth retrying, error, attempts so far)."""
-        org, _, kind, url, payload_text, attempts = row
-        attempts = int(attempts) + 1
-        payload = ls.loads(payload_text)
+    async def deliver(self, message: Message) -> None:
+        settings, secrets = await self._secrets(message.org)
+        channel = str(message.target.get("channel"))
+        if channel == "callback":
+            url = str(message.target["url"])
+            secret = secrets.get("callbackSecret")
+            await outbound.post_json(url, message.payload, policy=self._policy, secret=secret)
+            return
+        spec = _channel_spec(channel, settings, secrets)
+        if spec is None or self._build_channel is None:
+            raise Undeliverable(f"{channel} is no longer configured")
         try:
-            settings, secrets = await self._secrets(org)
-            if kind == "callback":
-                await outbound.post_json(
-                    url, payload, policy=self._policy, secret=secrets.get("callbackSecret")
-                )
-                return True, False, None, attempts
-            spec = _channel_spec(kind, settings, secrets)
-            if spec is None or self._build_channel is None:
-                return False, False, f"{kind} is no longer configured", attempts
-            cost = settings.get("estimatedIncidentCostUsd")
-            await self._build_channel(spec).send(note_for(payload, cost))
-            return True, False, None, attempts
-        except outbound.OutboundRefused as e:
-            return False, False, f"refused: {e}", attempts
-        except outbound.OutboundFailed as e:
-            return False, outbound.retryable(e), str(e), attempts
-        except Exception as e:
-            return False, True, f"{type(e).__name__}: {e}", attempts
+            sender = self._build_channel(spec)
+        except ValueError as e:  # says what is wrong, never the URL or secret
+            raise Undeliverable(f"{channel}: {e}") from None
+        cost = settings.get("estimatedIncidentCostUsd")
+        await sender.send(note_for(message.payload, cost))
+
+    def finished(self, cur: duckdb.DuckDBPyConnection, messages: Sequence[Message]) -> None:
+        return None  # nothing records a delivery's end but the outbox row
 
 
 def _channel_spec(

@@ -2,12 +2,14 @@
 workflow evaluates each finished run's final output, as a log linked to the run (`run_id`).
 
 The follower (`collector/runs/follow.py`) hands finished runs on the writer thread; deterministic
-rules are applied here, in the same transaction that moves the watermark; a run with an
-`llm_judge` rule is written `pending` and the logs evaluator judges it (network I/O).
+rules are applied here, in the same transaction that moves the watermark (with the outbox
+messages of their callbacks); a run with an `llm_judge` rule is written `pending` and the logs
+evaluator judges it (network I/O).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +33,10 @@ class LogRulesConsumer:
     """Idempotent per (org, run): the log id is derived from the run id, so a run re-derived
     later (a late span) finds its log and is left as first evaluated."""
 
-    def __init__(self, engine: RuleEngine) -> None:
+    def __init__(self, engine: RuleEngine, kick: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
+        self._kick = kick  # the outbox's: a step queued callbacks
+        self._queued = False
         self._compiled: dict[tuple[str, Any], Rule] = {}
 
     @property
@@ -67,7 +71,9 @@ class LogRulesConsumer:
                 self._write(cur, run, applicable, now, now_ns // 1000 + seq)
 
     async def after_commit(self) -> None:
-        return None  # outbox and evaluator poll the tables this writes
+        if self._queued:  # the evaluator finds pending logs by itself
+            self._queued = False
+            self._kick()
 
     def _rule(self, row: dict[str, Any]) -> Rule:
         key = (str(row["id"]), row["updated_at"])
@@ -121,8 +127,8 @@ class LogRulesConsumer:
         if evaluation is not None:
             row |= verdict_fields(evaluation, now)
         ls.insert(cur, "eval_logs", row)
-        if evaluation is not None:
-            cb.enqueue(cur, row, "evaluated", now)
+        if evaluation is not None and cb.enqueue(cur, row, "evaluated", now):
+            self._queued = True
 
     def _evaluate(self, rules: list[Rule], output: str) -> Evaluation | None:
         """The verdict of deterministic rules; None when a judge must be asked (later)."""

@@ -1,4 +1,5 @@
-"""Tables of output evaluation: logs, projects, tasks, rules, workspace settings and the outbox.
+"""Tables of output evaluation: logs, projects, tasks, rules and workspace settings (deliveries
+wait in the shared outbox, `collector/outbound/outbox.py`).
 
 The logs API and its evaluator write them through the store's writer thread (`store.acall`, one
 transaction each, which also makes caller-id idempotency and name uniqueness safe: one writer);
@@ -96,19 +97,6 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("token_created_at", "TIMESTAMPTZ"),
         ("rotations", "JSON"),  # ISO times of the last hour's rotations
         ("updated_at", "TIMESTAMPTZ"),
-    ),
-    "eval_outbox": (
-        ("org", "VARCHAR"),
-        ("id", "VARCHAR"),
-        ("log_id", "VARCHAR"),
-        ("kind", "VARCHAR"),  # callback | slack | webhook | email
-        ("url", "VARCHAR"),  # the callback URL (channels are read from settings on send)
-        ("payload", "JSON"),
-        ("attempts", "INTEGER"),
-        ("next_at", "TIMESTAMPTZ"),
-        ("created_at", "TIMESTAMPTZ"),
-        ("done_at", "TIMESTAMPTZ"),
-        ("last_error", "VARCHAR"),
     ),
 }
 

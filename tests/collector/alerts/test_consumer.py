@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from collector.alerts import outbox as alerts_outbox
 from collector.alerts import store as st
 from collector.alerts.config import AlertsConfig
 from collector.alerts.consumer import AlertsConsumer
+from collector.outbound.outbox import Outbox
 from collector.runs.follow import RunFollower
 from collector.store.query import Window
 from collector.store.writer import Store
@@ -52,6 +54,7 @@ class Channels:
 @dataclasses.dataclass
 class Rig:
     store: Store
+    outbox: Outbox
     consumer: AlertsConsumer
     follower: RunFollower
     clock: Clock
@@ -65,7 +68,7 @@ class Rig:
         self.follower.step(self.clock.ns)
 
     def deliver(self) -> None:
-        asyncio.run(self.consumer.outbox.drain())
+        asyncio.run(self.outbox.drain())
 
     def events(self, **kw: Any) -> list[dict[str, Any]]:
         window = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
@@ -76,10 +79,12 @@ class Rig:
 def rig_for(store: Store, clock: Clock, config: AlertsConfig | None = None, **kw: Any) -> Rig:
     channels = Channels()
     config = config or AlertsConfig(evaluation_interval_s=1, cooldown_s=0, retry_base_s=5)
-    consumer = AlertsConsumer(store, config, send=channels, clock=clock, **kw)
+    outbox = Outbox(store, clock=clock, recheck_s=60)
+    outbox.create_tables()
+    consumer = AlertsConsumer(store, config, outbox=outbox, send=channels, clock=clock, **kw)
     follower = RunFollower(store, [consumer], clock=clock)
     follower.create_tables()
-    return Rig(store, consumer, follower, clock, channels)
+    return Rig(store, outbox, consumer, follower, clock, channels)
 
 
 @pytest.fixture
@@ -155,10 +160,12 @@ def test_a_run_rule_fires_once_per_run_across_rederivation_and_restart(tmp_path:
         assert st.run_events(store, "globex", "run-b") == []
 
 
-def test_a_step_that_fails_is_redone_without_a_second_event(rig: Rig) -> None:
+def test_a_step_that_fails_is_redone_without_a_second_event(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_rule(rig.store, AlertRuleSpec(name="failed", condition="run_status"))
     add_run(rig.store, "run-x", T0, status="error")
-    real = rig.consumer.outbox.queue
+    real = alerts_outbox.queue
     calls = 0
 
     def crash_after_insert(*a: Any, **kw: Any) -> None:
@@ -168,7 +175,7 @@ def test_a_step_that_fails_is_redone_without_a_second_event(rig: Rig) -> None:
         if calls == 1:
             raise RuntimeError("crash mid-step")
 
-    rig.consumer.outbox.queue = crash_after_insert  # type: ignore[method-assign]
+    monkeypatch.setattr(alerts_outbox, "queue", crash_after_insert)
     add_rule(rig.store, AlertRuleSpec(name="failed2", condition="run_status", channels=[HOOK]))
     rig.follower.step(rig.clock.ns)  # the first attempt aborts: nothing of it is committed
     assert rig.events() == []
@@ -299,8 +306,8 @@ def test_a_failed_delivery_is_retried_with_backoff(rig: Rig) -> None:
     rig.channels.failing = True
     rig.deliver()
     assert rig.events()[0]["notification_sent"] is False
-    (row,) = rig.store.query("SELECT status, attempts, epoch_ns(next_attempt_at), last_error "
-                             "FROM alert_outbox")  # fmt: skip
+    (row,) = rig.store.query("SELECT status, attempts, epoch_ns(next_at), last_error "
+                             "FROM outbox")  # fmt: skip
     assert row[0] == "pending" and row[1] == 1 and row[3] == "ConnectionError"
     assert T0 + 4 * S <= row[2] <= T0 + 6 * S  # retry_base_s=5, with jitter
     rig.channels.failing = False
@@ -374,20 +381,20 @@ def test_tool_error_rate_over_tool_calls(rig: Rig) -> None:
 
 
 def test_after_commit_delivers_what_a_step_queued_even_after_an_idle_pass(rig: Rig) -> None:
-    async def after_step() -> None:
-        await rig.consumer.after_commit()
-        task = rig.consumer.outbox._task
-        if task is not None:
-            await task
-
     async def scenario() -> None:
-        rig.step()
-        await after_step()  # nothing queued: an idle pass, next look a minute away
+        await rig.outbox.start()  # its idle pass: the next look is a minute away (recheck_s)
+        await asyncio.to_thread(rig.step)
+        await rig.consumer.after_commit()  # nothing queued: no wake-up
         add_rule(rig.store, AlertRuleSpec(name="c", condition="run_cost", threshold=0.1,
                                           channels=[HOOK]))  # fmt: skip
         add_run(rig.store, "x", T0, cost_usd=1.0)
         await asyncio.to_thread(rig.step)
-        await after_step()  # the queued row wakes delivery at once
+        await rig.consumer.after_commit()  # the queued row wakes delivery at once
+        for _ in range(100):
+            if rig.channels.sent:
+                break
+            await asyncio.sleep(0.05)
+        await rig.outbox.stop()
         assert len(rig.channels.sent) == 1
 
     asyncio.run(scenario())

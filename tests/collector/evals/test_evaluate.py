@@ -1,5 +1,5 @@
 """The logs feature's parts in process: the POST body, workspace tokens, the evaluator (judge
-failures, redaction of what is stored) and the durable outbox's retry schedule."""
+failures, redaction of what is stored) and callbacks' retries through the outbox."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from collector.auth.keys import Authenticator
 from collector.errors import ApiError
 from collector.evals import store as ls
 from collector.evals.auth import LogsAuth
-from collector.evals.callbacks import Outbox, deliveries, enqueue
+from collector.evals.callbacks import Callbacks, deliveries, enqueue
+from collector.evals.config import EvalsConfig
 from collector.evals.evaluate import Evaluator, JudgeSettings
 from collector.evals.request import parse_log
 from collector.evals.rules import RuleCache
 from collector.outbound.config import OutboundPolicy
+from collector.outbound.outbox import Outbox
 from collector.store.lake import StoreSettings
 from collector.store.writer import Store
 from processors.output_rules.engine import RuleEngine
@@ -32,6 +34,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(StoreSettings(catalog=str(tmp_path / "c.ducklake"), data_path=str(tmp_path / "d")))
     s.open()
     s.call(ls.create_tables)
+    Outbox(s).create_tables()
     try:
         yield s
     finally:
@@ -205,21 +208,27 @@ def test_the_outbox_retries_with_backoff_across_restarts(store: Store) -> None:
             return {}, {"callbackSecret": "s3cret"}
 
         policy = OutboundPolicy(allow_private=True, timeout_s=5)
-        box = Outbox(store, policy, secrets, None, base_delay_s=0.2, max_delay_s=0.4)
-        asyncio.run(box.deliver_due())
-        attempts, next_at, done = store.query("SELECT attempts, next_at, done_at FROM eval_outbox")[
-            0
-        ]
+        config = EvalsConfig(callback_base_delay_s=0.2, callback_max_delay_s=0.4)
+
+        def outbox() -> Outbox:
+            box = Outbox(store)
+            box.register(Callbacks(policy, secrets, None, config))
+            return box
+
+        asyncio.run(outbox().deliver_due())
+        attempts, next_at, done = store.query("SELECT attempts, next_at, done_at FROM outbox")[0]
         assert (attempts, done) == (1, None) and next_at > now
-        again = Outbox(store, policy, secrets, None, base_delay_s=0.2, max_delay_s=0.4)  # restart
+        again = outbox()  # a restart
 
         async def until_done() -> None:
             for _ in range(50):
                 await again.deliver_due()
-                if again.delivered:
+                if again.counts["evals", "sent"]:
                     return
                 await asyncio.sleep(0.1)
 
         asyncio.run(until_done())
-        assert store.query("SELECT attempts, done_at IS NOT NULL FROM eval_outbox")[0] == (2, True)
+        row = store.query("SELECT attempts, status, done_at IS NOT NULL, kind, target FROM outbox")
+        assert row[0][:4] == (2, "sent", True, "log.evaluated")
+        assert json.loads(row[0][4]) == {"channel": "callback", "url": hook.url("/cb")}
         assert len(hook.requests) == 2

@@ -23,6 +23,7 @@ from collector.auth.keys import Authenticator
 from collector.evals.api import EvalsApi
 from collector.evals.config import EvalsConfig
 from collector.outbound.config import OutboundPolicy
+from collector.outbound.outbox import Outbox
 from collector.secretbox import SecretBox
 from collector.store.writer import Store
 from collector.ui.app import UiApp
@@ -78,6 +79,8 @@ def ui_app(
         for (org, scope), key in KEYS.items():
             auth.declare(org, scope, key)  # type: ignore[arg-type]
         box = SecretBox.open(tmp_path)
+        outbox = Outbox(store)  # decisions queue callbacks; nothing delivers them here
+        outbox.create_tables()
         logs = EvalsApi(
             store,
             auth,
@@ -86,6 +89,7 @@ def ui_app(
             box=box,
             policy=OutboundPolicy(),
             media_root=tmp_path / "media",
+            outbox=outbox,
         )
         logs.create_tables()
         store.call(alerts_store.create_tables)
