@@ -1,8 +1,10 @@
-"""Where the price book comes from (`prices:` in the config) and its refresh on a schedule.
+"""Where the operator's price book comes from (`prices:` in the config), refreshed on a schedule.
 
-Reads the configured book file (default: the shipped `config/prices.json`), merges a fetched
-OpenRouter/LiteLLM price list over it, keeps the last good result in the data dir, and hands each
-new book to the service, which swaps it into the cost processor, /v1/track and decode workers.
+Reads the operator's book file (`prices.path`, else `<data dir>/prices.json`, which `agentledger
+prices update` writes), merges a fetched OpenRouter/LiteLLM price list over it, keeps the last
+good result in the data dir, and hands each new book to the service, which swaps it into the
+cost processor, /v1/track and decode workers (stacked over the shipped corrections and
+genai-prices by `layers.py`).
 """
 
 from __future__ import annotations
@@ -25,21 +27,24 @@ from typing import Any
 
 from collector.configparse import ConfigIssue, bounds
 from collector.prices import importers as priceimport
-from collector.prices.book import SHIPPED_PATH, PriceBook, parse_price_book
+from collector.prices.book import PriceBook, parse_price_book
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "price_book.json"
+OPERATOR_FILE = "prices.json"  # the operator's book in the data dir when `prices.path` is null
+EMPTY_BOOK = '{"version": "none", "compiled_at": "1970-01-01", "models": []}\n'
 FETCH_LIMIT = 50 * 1024 * 1024
 _CHECK_S = 60.0  # how often the book file is looked at for a change (a hash of ~40 KB)
 
 
 @dataclass(frozen=True, kw_only=True)
 class PricesConfig:
-    """`path`: the price book (null: the shipped one). `url`: an OpenRouter `/api/v1/models` or
-    LiteLLM price list merged over it every `refresh_interval_s` (a failed fetch is retried
-    after `retry_interval_s`; the last good book stays in use meanwhile)."""
+    """`path`: the operator's price book (null: `<data dir>/prices.json`, if there is one), over
+    the shipped corrections and genai-prices. `url`: an OpenRouter `/api/v1/models` or LiteLLM
+    price list merged over it every `refresh_interval_s` (a failed fetch is retried after
+    `retry_interval_s`; the last good book stays in use meanwhile)."""
 
     path: str | None = None
     url: str | None = None
@@ -50,7 +55,7 @@ class PricesConfig:
     def validate(self) -> list[ConfigIssue]:
         issues = []
         if self.path == "":
-            issues.append(ConfigIssue("path", "must not be empty (null: the shipped book)"))
+            issues.append(ConfigIssue("path", "must not be empty (null: the data directory's)"))
         if self.url is not None and not self.url.startswith(("http://", "https://", "file://")):
             issues.append(ConfigIssue("url", "must be an http://, https:// or file:// URL"))
         return issues
@@ -58,19 +63,23 @@ class PricesConfig:
 
 @dataclass(frozen=True)
 class BookSource:
-    """Which book is current, read from files only: picklable, so every decode worker process
-    loads the same book the service does. `state` is where the last good fetched book of `url`
-    is kept (None without a URL)."""
+    """Which operator book is current, read from files only: picklable, so every decode worker
+    process loads the same book the service does. `path` is the configured book (must exist),
+    `default` the data directory's (may be absent: no operator book); `state` is where the
+    last good fetched book of `url` is kept (None without a URL)."""
 
     path: str | None = None
     url: str | None = None
     state: str | None = None
+    default: str | None = None
 
     @property
     def base_path(self) -> Path:
-        return Path(self.path) if self.path else SHIPPED_PATH
+        return Path(self.path or self.default or OPERATOR_FILE)
 
     def base_text(self) -> str:
+        if not self.path and not self.base_path.is_file():
+            return EMPTY_BOOK
         try:
             return self.base_path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -99,7 +108,7 @@ class BookSource:
 
 def book_source(prices: PricesConfig, data_dir: str) -> BookSource:
     state = str(Path(data_dir, STATE_FILE)) if prices.url else None
-    return BookSource(prices.path, prices.url, state)
+    return BookSource(prices.path, prices.url, state, str(Path(data_dir, OPERATOR_FILE)))
 
 
 def read_state(path: str | None) -> dict[str, Any] | None:

@@ -106,9 +106,10 @@ class RoiRuns:
         ended: datetime = run["ended_at"]
         duration = None if run.get("duration_ms") is None else run["duration_ms"] / 1000
         calls, unknown = run.get("llm_call_count") or 0, run.get("cost_unknown_calls") or 0
-        # Every call unpriced: the cost is unknown, not 0. Some unpriced: the known part, with
-        # the number left out in metadata.
-        usd = None if calls and unknown >= calls else run.get("cost_usd")
+        # Every call unpriced (and no priced tool call): the cost is unknown, not 0. Some
+        # unpriced: the known part, with the number left out in metadata.
+        known = not (calls and unknown >= calls) or bool(run.get("tool_cost_usd"))
+        usd = run.get("cost_usd") if known else None
         metadata = {"source": SOURCE, "run_status": run["status"], "cost_unknown_calls": unknown}
         req = TrackRequest(
             agent_id=str(run["workflow_name"])[:255],
