@@ -10,6 +10,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from collector.config import parse_config
 from collector.configparse import ConfigError
 from collector.model import Signal
 from collector.pipeline import DecodePool
-from collector.prices.book import SHIPPED_PATH, PriceBook
+from collector.prices.book import PriceBook
 from collector.prices.feed import STATE_FILE, BookSource, PriceFeed, PricesConfig, redact_url
 from collector.telemetry import Metrics
 from tests.otlp_factory import export_request, kv
@@ -75,8 +76,12 @@ class Clock:
         return self.now
 
 
+LEGACY = Path(__file__).with_name("legacy_book.json")  # an operator's book to merge into
+
+
 def input_rate(book: PriceBook) -> float:
-    found = book.lookup("gpt-4o", "openai")
+    """gpt-4o's latest rate (a fetched change is dated the fake clock's day, in 2027)."""
+    found = book.lookup("gpt-4o", "openai", datetime(2100, 1, 1, tzinfo=UTC))
     assert found is not None
     return found.rates.input
 
@@ -84,7 +89,7 @@ def input_rate(book: PriceBook) -> float:
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
     path = tmp_path / "prices.json"
-    shutil.copy(SHIPPED_PATH, path)
+    shutil.copy(LEGACY, path)
     return path
 
 
@@ -209,7 +214,7 @@ def test_the_kept_book_is_dropped_when_the_base_book_or_url_changes(
     state.status = 200
     clock.now += 60
     assert feed.tick() == "updated"
-    merged = feed.book.lookup("gpt-4o", "openai")
+    merged = feed.book.lookup("gpt-4o", "openai", datetime(2100, 1, 1, tzinfo=UTC))
     assert merged is not None and (merged.rates.input, merged.rates.output) == (4.0, 10.0)
 
 
@@ -235,12 +240,13 @@ def test_urls_are_logged_without_credentials() -> None:
 def test_config_names_the_book_and_the_feed(tmp_path: Path) -> None:
     raw = {
         "storage": {"path": str(tmp_path)},
-        "prices": {"path": str(SHIPPED_PATH), "url": "https://x/api/v1/models"},
+        "prices": {"path": str(LEGACY), "url": "https://x/api/v1/models"},
     }
     parts = registry.components(parse_config(raw, {}))
     assert parts.prices == BookSource(
-        str(SHIPPED_PATH), "https://x/api/v1/models", str(tmp_path / STATE_FILE)
-    )
+        str(LEGACY), "https://x/api/v1/models", str(tmp_path / STATE_FILE),
+        str(tmp_path / "prices.json"),
+    )  # fmt: skip
     with pytest.raises(ConfigError) as bad:
         parse_config({"prices": {"url": "ftp://x", "refresh_interval_s": 0, "path": ""}}, {})
     assert sorted(i.path for i in bad.value.issues) == [
@@ -295,6 +301,7 @@ def test_decode_workers_price_with_the_new_book_after_a_reload(
         assert cost() == 4.0
         cost_processor = registry.build_processor(parts, "cost")  # what a restart builds
         assert cost_processor is not None
-        assert cost_processor.book_for("acme").version == feed.book.version  # type: ignore[attr-defined]
+        pricing = cost_processor.pricing_for("acme")  # type: ignore[attr-defined]
+        assert pricing.version.startswith(f"{feed.book.version}+")  # the operator's book on top
     finally:
         pool.shutdown()

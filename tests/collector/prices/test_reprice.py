@@ -11,11 +11,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from collector.cli import main
 from collector.model import Rows, Signal
 from collector.pipeline import process_payload
-from collector.prices.book import load_price_book
+from collector.prices.layers import stack
 from collector.prices.reprice import reprice
 from collector.store.lake import StoreSettings, connect
 from collector.store.writer import Store
-from processors.cost import CostConfig, CostProcessor
+from processors.cost import CostConfig, CostProcessor, OrgCost
 from processors.normalise.span import NormaliseConfig, NormaliseProcessor
 from tests.otlp_factory import export_request, kv
 
@@ -49,7 +49,7 @@ def _store_spans(tmp_path: Path) -> StoreSettings:
     chains = {
         Signal.TRACES: [
             NormaliseProcessor(NormaliseConfig()),
-            CostProcessor(CostConfig(), load_price_book()),
+            CostProcessor(CostConfig(), stack(None)),
         ]
     }
     payload = export_request(
@@ -80,10 +80,14 @@ def test_recompute_prices_a_model_the_book_learned_and_keeps_provided_costs(tmp_
     book = CostProcessor(
         CostConfig(
             orgs={
-                "acme": {"acme-secret-model": {"provider": "openai", "input": 1.0, "output": 10.0}}
+                "acme": OrgCost(
+                    models={
+                        "acme-secret-model": {"provider": "openai", "input": 1.0, "output": 10.0}
+                    }
+                )
             }
         ),
-        load_price_book(),
+        stack(None),
     )
     con = connect(settings)
     con.execute("USE lake")

@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from collector.auth.keys import Authenticator, ensure_org
-from collector.prices.book import load_price_book
+from collector.prices.layers import stack
 from collector.roi.api import RoiApi
 from collector.roi.tasktypes import load_catalogue
 from collector.store.lake import StoreSettings
@@ -58,7 +58,7 @@ def make_api(store: Store) -> tuple[RoiApi, Authenticator]:
         auth.declare(org, scope, key)  # type: ignore[arg-type]
         ensure_org(store, org)
     auth.declare("acme", "ingest", OTHER_INGEST)
-    api = RoiApi(store, auth, load_catalogue(), CostProcessor(CostConfig(), load_price_book()))
+    api = RoiApi(store, auth, load_catalogue(), CostProcessor(CostConfig(), stack(None)))
     api.create_tables()
     return api, auth
 

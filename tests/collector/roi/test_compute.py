@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from collector.errors import ApiError
-from collector.prices.book import load_price_book
+from collector.prices.layers import stack
 from collector.roi.compute import (
     UnknownTaskType,
     compute,
@@ -22,7 +22,7 @@ from collector.roi.tasktypes import load_catalogue, parse_catalogue
 from processors.cost import CostConfig, CostProcessor
 
 CATALOGUE = load_catalogue()
-PRICE = processor_pricer(CostProcessor(CostConfig(), load_price_book()))
+PRICE = processor_pricer(CostProcessor(CostConfig(), stack(None)))
 EUR = OrgSettings(hourly_rate=45, currency="EUR", fx_rates={"EUR": 0.92})
 
 
