@@ -154,7 +154,9 @@ def _recompute(config: Config, org: str | None) -> int:
     con.execute("USE lake")
     result = reprice(con, cost, org)
     con.close()
-    print(f"re-priced {result.examined} LLM calls; {result.changed} changed")
+    print(f"re-priced {result.examined} LLM and tool calls; {result.changed} changed")
+    for line in result.report():
+        print(line)
     return 0
 
 

@@ -114,7 +114,10 @@ def test_prices_recompute_command(tmp_path: Path, capsys: pytest.CaptureFixture[
         "      acme-secret-model: {provider: openai, input: 2.0, output: 20.0}\n"
     )
     assert main(["prices", "recompute", "--config", str(config)]) == 0
-    assert "re-priced 4 LLM calls; 2 changed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "re-priced 4 LLM and tool calls; 2 changed" in out
+    # What changed, per model: two unpriced calls now cost 2 x (1M x $2 + 0.1M x $20).
+    assert "acme-secret-model: 2 calls, $0.000000 -> $8.000000 (unpriced 2 -> 0)" in out
     assert [r[3] for r in _costs(settings) if r[1] == "0000000000000001"] == [4.0, 4.0]
 
 
