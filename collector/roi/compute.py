@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from collector.model import Batch, Processor, Signal
+from collector.prices.fx import Fx, usd_to
 from collector.roi.request import TrackRequest
 from collector.roi.settings import OrgSettings
 from collector.roi.tasktypes import Catalogue
@@ -63,6 +64,7 @@ class RunCost:
     source: str  # provided | computed | none
     usd: float | None = None  # what the price book said, before conversion
     price_book_version: str | None = None
+    fx: Fx | None = None  # the rate applied (and its date), for a currency other than USD
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,12 @@ def resolve_cost(req: TrackRequest, settings: OrgSettings, org: str, price: Pric
     if not model or (tin is None and tout is None):
         return RunCost(None, "none")
     usd, version = price(org, model, tin, tout)
-    fx = settings.usd_to_org()
+    fx = usd_to(settings.currency, settings.fx_rates)
     if usd is None or fx is None:
-        # Unknown model, or no rate into the org's currency: unknown, never "free".
+        # Unknown model, or a currency no rate is known for: unknown, never "free".
         return RunCost(None, "none", price_book_version=version)
-    amount = (_dec(usd) * _dec(fx)).quantize(MICRO, ROUND_HALF_UP)
-    return RunCost(amount, "computed", usd, version)
+    amount = (_dec(usd) * _dec(fx.rate)).quantize(MICRO, ROUND_HALF_UP)
+    return RunCost(amount, "computed", usd, version, _shown(fx))
 
 
 def hours_saved(baseline_minutes: float, agent_seconds: float | None, outcome: str) -> Decimal:
@@ -127,10 +129,15 @@ def hours_saved(baseline_minutes: float, agent_seconds: float | None, outcome: s
 def usd_cost(usd: float | None, settings: OrgSettings) -> RunCost:
     """A cost already priced in USD (a traced run's LLM calls) in the org's currency: computed,
     or none when unknown or when the currency has no FX rate."""
-    fx = settings.usd_to_org()
+    fx = usd_to(settings.currency, settings.fx_rates)
     if usd is None or fx is None:
         return RunCost(None, "none", usd)
-    return RunCost((_dec(usd) * _dec(fx)).quantize(MICRO, ROUND_HALF_UP), "computed", usd)
+    amount = (_dec(usd) * _dec(fx.rate)).quantize(MICRO, ROUND_HALF_UP)
+    return RunCost(amount, "computed", usd, fx=_shown(fx))
+
+
+def _shown(fx: Fx) -> Fx | None:
+    return None if fx.source == "identity" else fx
 
 
 def compute(

@@ -79,7 +79,19 @@ def test_computed_cost_is_converted_into_the_org_currency() -> None:
     # 0.15 + 0.60 USD at 0.92 EUR per USD.
     assert (s.cost.source, s.cost.amount, s.cost.usd) == ("computed", Decimal("0.69"), 0.75)
     assert s.net_saved == s.cost_saved - Decimal("0.69")
-    no_fx = compute(req, OrgSettings(currency="GBP"), CATALOGUE, "acme", PRICE)
+    assert s.cost.fx is not None and (s.cost.fx.rate, s.cost.fx.source) == (0.92, "org")
+    # No fx_rates of its own: the shipped ECB reference table (2024-06-28), shown with its date.
+    # GBP per USD = 0.84638 / 1.0705; 0.75 USD of it, to 6 places.
+    gbp = compute(req, OrgSettings(currency="GBP"), CATALOGUE, "acme", PRICE)
+    assert gbp.cost.source == "computed"
+    assert gbp.cost.amount == (Decimal("0.75") * Decimal(repr(0.84638 / 1.0705))).quantize(
+        Decimal("0.000001")
+    )
+    assert gbp.cost.fx is not None and gbp.cost.fx.date == "2024-06-28"
+    eur = compute(req, OrgSettings(currency="EUR"), CATALOGUE, "acme", PRICE)
+    assert eur.cost.amount == Decimal("0.700607")  # 0.75 / 1.0705
+    # `none` only for a currency no table knows.
+    no_fx = compute(req, OrgSettings(currency="XTS"), CATALOGUE, "acme", PRICE)
     assert no_fx.cost.source == "none" and no_fx.cost.amount is None
     unknown = compute(track(model="nope-1", tokens_in=5), EUR, CATALOGUE, "acme", PRICE)
     assert unknown.cost.source == "none"
