@@ -140,9 +140,11 @@ def _recompute(config: Config, org: str | None) -> int:
 
     from collector import registry
     from collector.prices.reprice import reprice
+    from collector.runs.recost import RunTotals
     from collector.store.lake import StoreSettings, connect
 
-    cost = registry.build_processor(registry.components(config), "cost")
+    parts = registry.components(config)
+    cost = registry.build_processor(parts, "cost")
     if cost is None:
         print("error: no cost processor is configured", file=sys.stderr)
         return 2
@@ -152,9 +154,14 @@ def _recompute(config: Config, org: str | None) -> int:
         print(f"error: cannot open the store (is the server running?): {e}", file=sys.stderr)
         return 1
     con.execute("USE lake")
-    result = reprice(con, cost, org)
-    con.close()
-    print(f"re-priced {result.examined} LLM and tool calls; {result.changed} changed")
+    try:
+        result = reprice(con, cost, RunTotals(registry.runs_config(parts)), org)
+    finally:
+        con.close()
+    print(
+        f"re-priced {result.examined} LLM and tool calls; {result.changed} changed; "
+        f"totals of {result.runs} runs updated"
+    )
     for line in result.report():
         print(line)
     return 0

@@ -2,8 +2,9 @@
 
 Reads the priced columns of `llm` and `tool` spans from the store (server stopped), runs them
 through the configured cost processor again (each call at its own start time, so only a change
-of the prices in force then moves it), updates the cost and price columns in place, and says
-per model what changed.
+of the prices in force then moves it), updates the cost and price columns in place and, in the
+same transaction, the totals of the runs those calls belong to (`collector/runs/recost.py`);
+says per model what changed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from collector.model import Batch, Processor, Signal
+from collector.runs.recost import RunTotals
 
 PRICED = [
     "org", "trace_id", "span_id", "span_type", "usage_is_aggregate", "model", "request_model",
@@ -42,9 +44,13 @@ class Change:
 
 @dataclass(frozen=True)
 class RepriceResult:
+    """Calls `examined` and `changed`, `runs` whose stored totals changed, and per model (or
+    tool) what its changed calls cost before and after."""
+
     examined: int
     changed: int
     by_model: dict[str, Change] = field(default_factory=dict)
+    runs: int = 0
 
     def report(self) -> list[str]:
         """One line per model whose calls changed: how many, and total USD before → after."""
@@ -60,12 +66,16 @@ class RepriceResult:
 
 
 def reprice(
-    con: duckdb.DuckDBPyConnection, cost: Processor, org: str | None = None, chunk: int = 50_000
+    con: duckdb.DuckDBPyConnection,
+    cost: Processor,
+    totals: RunTotals,
+    org: str | None = None,
+    chunk: int = 50_000,
 ) -> RepriceResult:
-    """Recompute the cost of every LLM and tool span that did not carry its own cost. Runs are
-    re-derived from their spans only when a span of their trace arrives again: re-pricing
-    updates the calls (the detail, /v1/track pricing, history), not stored run totals."""
-    examined = changed = 0
+    """Recompute the cost of every LLM and tool span that did not carry its own cost, and the
+    totals of their runs with `totals`, a chunk of calls per transaction (so stored run totals
+    always add up to their stored calls)."""
+    examined = changed = runs = 0
     by_model: dict[str, Change] = {}
     for org_name, rows in _chunks(con, org, chunk):
         n = rows.num_rows
@@ -103,17 +113,28 @@ def reprice(
                 },
             }
         )
+        traces: dict[str, tuple[int, int]] = {}
+        for i in moved:
+            start = columns["start_time_unix_nano"][i] or 0
+            lo, hi = traces.get(columns["trace_id"][i], (start, start))
+            traces[columns["trace_id"][i]] = (min(lo, start), max(hi, start))
         con.register("_reprice", update)
         con.execute("BEGIN")
-        sets = ", ".join(f"{name} = r.{name}" for name in _WRITTEN)
-        con.execute(
-            f"UPDATE spans SET {sets} FROM _reprice r "
-            "WHERE spans.org = r.org AND spans.trace_id = r.trace_id AND spans.span_id = r.span_id"
-        )
-        con.execute("COMMIT")
-        con.unregister("_reprice")
+        try:
+            sets = ", ".join(f"{name} = r.{name}" for name in _WRITTEN)
+            con.execute(
+                f"UPDATE spans SET {sets} FROM _reprice r WHERE spans.org = r.org "
+                "AND spans.trace_id = r.trace_id AND spans.span_id = r.span_id"
+            )
+            runs += totals.update(con, org_name, traces)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("_reprice")
         changed += len(moved)
-    return RepriceResult(examined, changed, by_model)
+    return RepriceResult(examined, changed, by_model, runs)
 
 
 def _attrs(raw: object) -> dict[str, object]:
