@@ -180,7 +180,8 @@ def _update_prices(source: str, out: Path) -> int:
     from datetime import UTC, datetime
 
     from collector.prices import importers as priceimport
-    from collector.prices.feed import EMPTY_BOOK, fetch, write_atomically
+    from collector.prices.feed import EMPTY_BOOK
+    from collector.prices.fetch import fetch, write_atomically
 
     try:
         converted = priceimport.convert(json.loads(fetch(source)))

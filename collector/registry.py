@@ -18,7 +18,6 @@ from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
 from collector.outbound.config import OutboundPolicy
 from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
-from collector.prices.book import PriceBook
 from collector.prices.feed import BookSource, book_source
 from collector.prices.layers import stack
 from collector.prices.pricing import PriceLookup
@@ -194,7 +193,7 @@ def processor_factory(parts: Components) -> ProcessorFactory:
 def _build_chains(
     spec: dict[Signal, tuple[tuple[str, Any], ...]], prices: BookSource
 ) -> dict[Signal, list[Processor]]:
-    resources = Resources(pricing=stack(prices.load()))
+    resources = Resources(pricing=prices.pricing())
     return {
         signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
         for signal, chain in spec.items()
@@ -220,15 +219,12 @@ def runs_config(parts: Components) -> RunsConfig:
     )
 
 
-def build_processor(
-    parts: Components, kind: str, book: PriceBook | None = None
-) -> Processor | None:
+def build_processor(parts: Components, kind: str) -> Processor | None:
     """The first declared processor of type `kind`, built here (offline jobs: re-pricing; the
-    service's /v1/track pricing), with `book` or else the current one."""
+    service's /v1/track pricing), with the current prices."""
     for cid, cfg in parts.processors.items():
         if component_type(cid) == kind:
-            pricing = stack(book or parts.prices.load())
-            return PROCESSORS[kind][1](cfg, Resources(pricing=pricing))
+            return PROCESSORS[kind][1](cfg, Resources(pricing=parts.prices.pricing()))
     return None
 
 

@@ -48,6 +48,11 @@ PROVIDERS = {
 _STANDARD = frozenset({"default", "auto", "standard", "on_demand"})
 
 
+def bundled_version() -> str:
+    """The version calls priced with the data bundled in the installed package record."""
+    return f"{SOURCE} {genai_prices.__version__}"
+
+
 class GenaiLayer:
     """A `PriceLookup` over genai-prices providers (the bundled ones by default)."""
 
@@ -59,7 +64,7 @@ class GenaiLayer:
 
             providers = bundled
         self._snapshot = data_snapshot.DataSnapshot(providers=providers, from_auto_update=False)
-        self._version = version or f"{SOURCE} {genai_prices.__version__}"
+        self._version = version or bundled_version()
         self._memo: dict[tuple[str, str | None], tuple[gp.Provider, gp.ModelInfo] | None] = {}
 
     @property

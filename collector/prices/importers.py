@@ -84,6 +84,11 @@ def detect_format(data: Any) -> str:
         for v in data.values()
     ):
         return "litellm"
+    if isinstance(data, list):
+        raise ValueError(
+            "a genai-prices data file is not merged into a book: set it as prices.url, where it "
+            "replaces the bundled genai-prices data"
+        )
     raise ValueError(
         'not a price list: expected OpenRouter\'s /api/v1/models JSON ({"data": [...]}) '
         "or LiteLLM's model_prices_and_context_window.json"

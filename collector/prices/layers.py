@@ -2,8 +2,9 @@
 
 From the top: the operator's book (`prices.path` or the data dir's, with a fetched price list
 merged in; `feed.py`), the shipped corrections (`config/prices.json`: models genai-prices lacks
-or prices wrongly, each with its source), then genai-prices (`genai.py`). Config overrides go
-on top in the cost processor. docs/prices.md states the order.
+or prices wrongly, each with its source), then genai-prices (`genai.py`: the bundled data, or a
+data file fetched from `prices.url`). Config overrides go on top in the cost processor.
+docs/prices.md states the order.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ OPERATOR = "operator"
 SHIPPED = "agentledger"
 
 
-def stack(operator: PriceBook | None, shipped: PriceBook | None = None) -> PriceLookup:
-    """The layered lookup over `operator` (None or empty: no operator layer)."""
+def stack(
+    operator: PriceBook | None,
+    shipped: PriceBook | None = None,
+    genai: GenaiLayer | None = None,
+) -> PriceLookup:
+    """The layered lookup over `operator` (None or empty: no operator layer); `genai` is a
+    fetched genai-prices data file's layer (None: the package's bundled data)."""
     layers: list[PriceLookup] = []
     if operator is not None and operator.models:
         layers.append(BookLayer(operator, OPERATOR))
     layers.append(BookLayer(shipped or load_price_book(), SHIPPED))
-    layers.append(GenaiLayer())
+    layers.append(genai or GenaiLayer())
     return Layered(layers)

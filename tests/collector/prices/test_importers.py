@@ -106,9 +106,11 @@ def test_detects_both_formats_and_refuses_others() -> None:
     assert priceimport.detect_format(OPENROUTER) == "openrouter"
     assert priceimport.detect_format(LITELLM) == "litellm"
     garbage: Any
-    for garbage in ([], {"models": 1}, "x", {"a": 1}):
+    for garbage in ({"models": 1}, "x", {"a": 1}):
         with pytest.raises(ValueError, match="not a price list"):
             priceimport.detect_format(garbage)
+    with pytest.raises(ValueError, match="genai-prices data file"):
+        priceimport.detect_format([])
 
 
 def test_openrouter_rates_per_million_with_variants_and_bad_entries_skipped() -> None:
