@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from collector.configparse import ConfigIssue, bounds
-from collector.prices.book import shipped_file
 from collector.prices.fetch import Schedule, fetch, keep, label, read_state, tick_forever
+from collector.resources import PACKAGE, shipped_text
 from collector.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
+SHIPPED_FILE = "fx_rates.json"  # the reference table, in the shipped data package
 STATE_FILE = "fx_rates.json"  # the last good fetched table, in the data dir
 _CODE = re.compile(r"^[A-Z]{3}$")
 _ECB_DAY = re.compile(r"""<Cube\s+time=['"](\d{4}-\d{2}-\d{2})['"]""")
@@ -133,7 +134,8 @@ def parse(text: str, where: str) -> FxTable:
 
 def load_table(path: Path | None = None) -> FxTable:
     """`path`, else the shipped table."""
-    path = path or shipped_file("fx_rates.json")
+    if path is None:
+        return parse(shipped_text(SHIPPED_FILE), f"{PACKAGE}/{SHIPPED_FILE}")
     return parse(path.read_text(encoding="utf-8"), str(path))
 
 
