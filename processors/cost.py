@@ -40,6 +40,7 @@ MODALITY_TOKENS = {
         "llm.token_count.completion_details.image",
     ),
 }
+_MODALITY_NAMES = frozenset(n for names in MODALITY_TOKENS.values() for n in names)
 TOOL_SOURCE = "tool-config"
 _TOKEN_COLUMNS = (
     "input_tokens",
@@ -166,10 +167,10 @@ class CostProcessor:
             if inp is None and outp is None:
                 _fill(out, i, None, source=None, version=prices.models.version)
                 continue
-            usage = Usage(
-                inp or 0, outp or 0, read or 0, write or 0, reasoning or 0,
-                **{k: _tokens(attrs[i], names) for k, names in MODALITY_TOKENS.items()},
-            )  # fmt: skip
+            modal = {}
+            if not _MODALITY_NAMES.isdisjoint(attrs[i]):  # most spans carry none
+                modal = {k: _tokens(attrs[i], names) for k, names in MODALITY_TOKENS.items()}
+            usage = Usage(inp or 0, outp or 0, read or 0, write or 0, reasoning or 0, **modal)
             at = _when(starts[i])
             mode = _mode(attrs[i])
             quote = None

@@ -102,18 +102,21 @@ class GenaiLayer:
             return None
         prov, info = found
         context = _context(mode)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a price key this version does not know
-                calc = info.calc_price(
-                    _usage(usage), prov, genai_request_timestamp=at, price_context=context
-                )
-        except ValueError:  # usage the data cannot split (e.g. more cache reads than input)
-            return None
+        total = None
+        if context is None:
+            total = _plain_total(info.get_prices(at), usage)
+        if total is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a price key this version does not know
+                    calc = info.calc_price(
+                        _usage(usage), prov, genai_request_timestamp=at, price_context=context
+                    )
+            except ValueError:  # usage the data cannot split (e.g. more cache reads than input)
+                return None
+            total = calc.total_price
         applied = mode if context and _has_variant(info, context, at) else None
-        return Quote(
-            float(calc.total_price), SOURCE, self._version, info.id, _since(info, at), applied
-        )
+        return Quote(float(total), SOURCE, self._version, info.id, _since(info, at), applied)
 
     def entry(self, model: str, provider: str | None, at: datetime) -> dict[str, Any] | None:
         found = self.find(model, provider)
@@ -132,6 +135,57 @@ class GenaiLayer:
         if rates["input"] is None or rates["output"] is None:
             return None
         return {"id": found[1].id, **{k: v for k, v in rates.items() if v is not None}}
+
+
+# Text-token calls (the common case) are priced here directly: genai-prices' own calculation
+# runs its unit registry, usage decomposition and validation for every call, ~50 times the
+# cost. The keys of text tokens, cached or not; and the keys of counts a span never reports
+# here (searches, 1-hour cache writes, audio, images, documents, video), which price nothing
+# for a call without them. A price with any other key (per request, reasoning apart,
+# characters...), a call with audio or image tokens, or usage that does not split goes through
+# genai-prices. tests/collector/prices/test_genai.py checks both agree on every bundled price.
+_TEXT_KEYS = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"})
+_UNREPORTED_KEYS = frozenset(
+    {
+        "web_searches_kcount", "storage_searches_kcount", "cache_write_1h_mtok",
+        "input_audio_mtok", "output_audio_mtok", "cache_audio_read_mtok", "audio_hours",
+        "input_audio_hours", "input_image_mtok", "output_image_mtok", "cache_image_read_mtok",
+        "input_document_kpages", "input_annotated_document_kpages", "input_video_mtok",
+        "output_video_mtok",
+    }
+)  # fmt: skip
+_PER_MILLION = Decimal(1_000_000)
+
+
+def _plain_total(price: gp.ModelPrice, u: Usage) -> Decimal | None:
+    """What genai-prices' calculation gives for a text-token call under `price`: each token
+    count at its rate (cache reads and writes out of the input they are part of, when priced
+    apart), a tiered rate chosen by the input tokens; None when this is not such a case."""
+    if u.input_audio or u.output_audio or u.input_image or u.output_image:
+        return None
+    rates = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
+    if not rates.keys() <= _TEXT_KEYS | _UNREPORTED_KEYS:
+        return None
+    read = u.cache_read if "cache_read_mtok" in rates else 0
+    write = u.cache_write if "cache_write_mtok" in rates else 0
+    if u.cache_read + u.cache_write > u.input or u.reasoning > u.output:
+        return None
+    counts = {
+        "input_mtok": u.input - read - write,
+        "output_mtok": u.output,
+        "cache_read_mtok": read,
+        "cache_write_mtok": write,
+    }
+    total = Decimal(0)
+    for key, price_of in rates.items():
+        if key not in _TEXT_KEYS:
+            continue
+        rate = price_of
+        if isinstance(price_of, gp.TieredPrices):  # the whole call at the tier it reaches
+            tiers = reversed(price_of.tiers)
+            rate = next((t.price for t in tiers if u.input > t.start), price_of.base)
+        total += rate * counts[key] / _PER_MILLION
+    return total
 
 
 def _usage(u: Usage) -> genai_prices.Usage:

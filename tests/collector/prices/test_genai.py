@@ -83,6 +83,41 @@ def test_a_genai_prices_data_file_loads_and_bad_ones_are_refused() -> None:
             providers_from_json(bad)
 
 
+TEXT_CALLS = [
+    Usage(input=1000, output=200),
+    Usage(input=300_000, output=5000, cache_read=100_000, cache_write=20_000, reasoning=1000),
+    Usage(input=50, output=0, cache_read=50),  # all cached
+    Usage(input=0, output=10),
+    Usage(input=1_000_001, output=1, cache_write=1),  # above every long-context tier
+]
+
+
+def test_text_calls_priced_directly_as_genai_prices_would() -> None:
+    """The direct arithmetic of text-token calls (genai.py) against the package's own
+    calculation, for every price of every bundled model."""
+    from genai_prices import types as gp
+    from genai_prices.data import providers
+
+    from collector.prices.genai import _plain_total, _usage
+
+    direct = 0
+    for provider in providers:
+        for model in provider.models:
+            dated = model.prices if isinstance(model.prices, list) else [model.prices]
+            for entry in dated:
+                price = entry.prices if isinstance(entry, gp.ConditionalPrice) else entry
+                for usage in TEXT_CALLS:
+                    ours = _plain_total(price, usage)
+                    if ours is None:
+                        continue
+                    direct += 1
+                    theirs = price.calc_price(_usage(usage))["total_price"]
+                    assert float(ours) == pytest.approx(float(theirs), rel=1e-12, abs=1e-15), (
+                        model.id, usage,
+                    )  # fmt: skip
+    assert direct > 10_000  # nearly every price of ~2,300 models, five calls each
+
+
 # --- the nine disagreements ------------------------------------------------------------------
 # (model, provider, the layer that must price it, input and output USD per million at AT)
 DECIDED = [
