@@ -11,7 +11,6 @@ import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tests.e2e.server import KEYS, Server, agentledger_command, make_server
+from tests.e2e.test_roi_runs import wait_for
 from tests.fixtures.receiver import Answer, Receiver
 
 INGEST, READ, ADMIN = (KEYS[("acme", s)] for s in ("ingest", "read", "admin"))
@@ -32,16 +32,6 @@ GLOBEX_INGEST, GLOBEX_ADMIN = KEYS[("globex", "ingest")], KEYS[("globex", "admin
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 # --- tools -----------------------------------------------------------------------------------
