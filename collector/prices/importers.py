@@ -1,5 +1,6 @@
 """Turns published price lists (OpenRouter's models API, LiteLLM's price map) into price book
-entries merged over `config/prices.json`; pure, `agentledger prices update` does the I/O.
+entries merged over the operator's book; pure: `agentledger prices update` and the price feed
+(`feed.py`) do the I/O.
 """
 
 from __future__ import annotations
