@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tests.e2e.server import KEYS, Server, agentledger_command, make_server
 from tests.e2e.test_roi_runs import wait_for
 from tests.fixtures.receiver import Answer, Receiver
+from tests.promtext import metric
 
 INGEST, READ, ADMIN = (KEYS[("acme", s)] for s in ("ingest", "read", "admin"))
 GLOBEX_INGEST, GLOBEX_ADMIN = KEYS[("globex", "ingest")], KEYS[("globex", "admin")]
@@ -188,9 +189,10 @@ def test_eur_and_gbp_orgs_get_computed_costs_with_the_rate_and_its_date(tmp_path
         server = make_server(tmp_path, fx).start()
         try:
             wait_for(
-                lambda: (
-                    'agentledger_fx_rates_info{date="2026-11-30"'
-                    in httpx.get(f"{server.base_url}/metrics").text
+                lambda: metric(
+                    httpx.get(f"{server.base_url}/metrics").text,
+                    "agentledger_fx_rates_info",
+                    date="2026-11-30",
                 ),
                 "the fetched FX rates",
             )

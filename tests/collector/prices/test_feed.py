@@ -267,7 +267,8 @@ def test_a_genai_prices_data_file_replaces_the_bundled_data_and_is_kept(
     # The books above it still answer first: gpt-4o is in the operator's book.
     gpt4o = source.pricing().quote("gpt-4o", "openai", million, at, None)
     assert gpt4o is not None and gpt4o.source == "operator"
-    assert 'genai="genai-prices data of 2027-01-15"} 1' in metrics.render()
+    info = {"origin": "fetched", "genai": "genai-prices data of 2027-01-15"}
+    assert metric(metrics.render(), "agentledger_price_book_info", **info) == 1
 
     clock.now += 3600
     assert feed.tick() == "unchanged" and len(seen) == 1

@@ -24,6 +24,7 @@ from collector.prices.fx import (
     usd_to,
 )
 from collector.telemetry import Metrics
+from tests.promtext import metric
 
 
 def ecb_xml(day: str, usd: str, gbp: str, older: str = "") -> str:
@@ -106,7 +107,7 @@ def test_fresh_rates_are_fetched_kept_and_used_after_a_restart(
     eur = usd_to("EUR", {}, feed.current())
     assert eur is not None and (eur.rate, eur.date) == (pytest.approx(1 / 1.05), "2026-11-30")
     assert json.loads(state.read_text())["table"]["date"] == "2026-11-30"
-    assert 'agentledger_fx_rates_info{date="2026-11-30"' in metrics.render()
+    assert metric(metrics.render(), "agentledger_fx_rates_info", date="2026-11-30") == 1
     assert feed.tick() is None  # not due for an hour
     clock[0] += 3600
     assert feed.tick() == "unchanged"
