@@ -37,20 +37,22 @@ def _parser() -> argparse.ArgumentParser:
     prices = sub.add_parser("prices", help="price book jobs")
     jobs = prices.add_subparsers(dest="job", required=True)
     recompute = jobs.add_parser(
-        "recompute", help="re-price stored LLM calls with the current book (server stopped)"
+        "recompute", help="re-price stored LLM and tool calls and their runs (server stopped)"
     )
     recompute.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
     recompute.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     recompute.add_argument("--org", help="only this org")
     update = jobs.add_parser(
-        "update", help="merge an OpenRouter or LiteLLM price list into the price book file"
+        "update", help="merge an OpenRouter or LiteLLM price list into the operator's price book"
     )
     update.add_argument(
         "--from", dest="source", required=True, help="URL (http, https, file) or path"
     )
     update.add_argument(
-        "--out", type=Path, help="book to update (default: the shipped config/prices.json)"
+        "--out", type=Path, help="book to update (default: prices.path, else the data dir's)"
     )
+    update.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
+    update.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     return p
 
 
@@ -108,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # bare `agentledger`: say what it can do
         parser.print_help()
         return 0
-    if args.command == "prices" and args.job == "update":
-        return _update_prices(args.source, args.out)
     try:
         config = _load(args.config, getattr(args, "data_dir", None))
     except ConfigError as e:
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         from collector.store.lake import StoreSettings
 
         return export.run_cli(args, StoreSettings.from_config(config.storage), os.environ)
+    if args.command == "prices" and args.job == "update":
+        return _update_prices(args.source, args.out or _operator_book(config))
     if args.command == "prices":
         return _recompute(config, args.org)
     _setup_logging(config)
@@ -138,9 +140,11 @@ def _recompute(config: Config, org: str | None) -> int:
 
     from collector import registry
     from collector.prices.reprice import reprice
+    from collector.runs.recost import RunTotals
     from collector.store.lake import StoreSettings, connect
 
-    cost = registry.build_processor(registry.components(config), "cost")
+    parts = registry.components(config)
+    cost = registry.build_processor(parts, "cost")
     if cost is None:
         print("error: no cost processor is configured", file=sys.stderr)
         return 2
@@ -150,25 +154,40 @@ def _recompute(config: Config, org: str | None) -> int:
         print(f"error: cannot open the store (is the server running?): {e}", file=sys.stderr)
         return 1
     con.execute("USE lake")
-    result = reprice(con, cost, org)
-    con.close()
-    print(f"re-priced {result.examined} LLM calls; {result.changed} changed")
+    try:
+        result = reprice(con, cost, RunTotals(registry.runs_config(parts)), org)
+    finally:
+        con.close()
+    print(
+        f"re-priced {result.examined} LLM and tool calls; {result.changed} changed; "
+        f"totals of {result.runs} runs updated"
+    )
+    for line in result.report():
+        print(line)
     return 0
 
 
-def _update_prices(source: str, out: Path | None) -> int:
+def _operator_book(config: Config) -> Path:
+    """Where `prices update` writes: the configured book, else the data directory's, which the
+    service reads (never the shipped book inside the installed package)."""
+    from collector.prices.feed import OPERATOR_FILE
+
+    return Path(config.prices.path or Path(config.storage.path, OPERATOR_FILE))
+
+
+def _update_prices(source: str, out: Path) -> int:
     """Fetch, convert, merge and validate everything before the book file is replaced."""
     from datetime import UTC, datetime
 
     from collector.prices import importers as priceimport
-    from collector.prices.book import SHIPPED_PATH
-    from collector.prices.feed import fetch, write_atomically
+    from collector.prices.feed import EMPTY_BOOK
+    from collector.prices.fetch import fetch, write_atomically
 
-    out = out or SHIPPED_PATH
-    current = out if out.exists() else SHIPPED_PATH
     try:
         converted = priceimport.convert(json.loads(fetch(source)))
-        book = json.loads(current.read_text(encoding="utf-8"))
+        text = out.read_text(encoding="utf-8") if out.exists() else EMPTY_BOOK
+        book = json.loads(text)
+        out.parent.mkdir(parents=True, exist_ok=True)
         merged = priceimport.merge(book, converted.entries, datetime.now(UTC).date())
         write_atomically(out, priceimport.dumps_book(merged.book))
     except (OSError, ValueError) as e:  # URLError is an OSError, JSONDecodeError a ValueError

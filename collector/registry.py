@@ -18,8 +18,9 @@ from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
 from collector.outbound.config import OutboundPolicy
 from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
-from collector.prices.book import PriceBook
 from collector.prices.feed import BookSource, book_source
+from collector.prices.layers import stack
+from collector.prices.pricing import PriceLookup
 from collector.store.config import BatchConfig
 from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
@@ -36,7 +37,8 @@ from processors.runs.assemble import RunsConfig, RunsProcessor
 class Resources:
     """Reference data components may need, loaded once by the registry."""
 
-    price_book: PriceBook
+    pricing: PriceLookup
+    """LLM prices: the operator's book over the shipped corrections over genai-prices."""
 
 
 ProcessorBuilder = Callable[[Any, Resources], Processor]
@@ -44,7 +46,7 @@ ExporterBuilder = Callable[[Any, Store], Exporter]
 
 PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
     "normalise": (NormaliseConfig, lambda cfg, _res: NormaliseProcessor(cfg)),
-    "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.price_book)),
+    "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.pricing)),
     "redact": (RedactConfig, lambda cfg, _res: RedactProcessor(cfg)),
 }
 # Processors of committed data (derived processing), not of ingest batches: declared under
@@ -132,7 +134,7 @@ def components(config: Config) -> Components:
 def _construction_issues(procs: dict[str, Any], prices: BookSource) -> list[ConfigIssue]:
     """Build each processor once here, so a bad price override fails `validate`, not a worker."""
     try:
-        resources = Resources(price_book=prices.load_base())
+        resources = Resources(pricing=stack(prices.load_base()))
     except ValueError as e:
         return [ConfigIssue("prices.path", str(e))]
     issues = []
@@ -191,7 +193,7 @@ def processor_factory(parts: Components) -> ProcessorFactory:
 def _build_chains(
     spec: dict[Signal, tuple[tuple[str, Any], ...]], prices: BookSource
 ) -> dict[Signal, list[Processor]]:
-    resources = Resources(price_book=prices.load())
+    resources = Resources(pricing=prices.pricing())
     return {
         signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
         for signal, chain in spec.items()
@@ -217,14 +219,12 @@ def runs_config(parts: Components) -> RunsConfig:
     )
 
 
-def build_processor(
-    parts: Components, kind: str, book: PriceBook | None = None
-) -> Processor | None:
+def build_processor(parts: Components, kind: str) -> Processor | None:
     """The first declared processor of type `kind`, built here (offline jobs: re-pricing; the
-    service's /v1/track pricing), with `book` or else the current one."""
+    service's /v1/track pricing), with the current prices."""
     for cid, cfg in parts.processors.items():
         if component_type(cid) == kind:
-            return PROCESSORS[kind][1](cfg, Resources(price_book=book or parts.prices.load()))
+            return PROCESSORS[kind][1](cfg, Resources(pricing=parts.prices.pricing()))
     return None
 
 

@@ -44,8 +44,9 @@ from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
 from collector.outbound.outbox import Outbox
 from collector.pipeline import DecodePool, Limits, Pipeline, total_memory
-from collector.prices.book import PriceBook
 from collector.prices.feed import PriceFeed
+from collector.prices.fx import STATE_FILE as FX_STATE
+from collector.prices.fx import FxFeed
 from collector.read.api import ReadApi
 from collector.read.views import create_views
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
@@ -103,6 +104,7 @@ class Service:
         self._follower: RunFollower | None = None
         self._following: asyncio.Task[None] | None = None
         self._pricing: asyncio.Task[None] | None = None
+        self._fx: asyncio.Task[None] | None = None
         self._logs: EvalsApi | None = None  # /api/logs: output evaluation
         self.maintenance: Maintenance | None = None  # retention, compaction, disk cap
         self._maintaining: asyncio.Task[None] | None = None
@@ -122,10 +124,16 @@ class Service:
         limits = self.config.limits
         self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
         await asyncio.to_thread(self._pool.start)
+        fx = await asyncio.to_thread(
+            FxFeed,
+            self.config.prices.fx,
+            Path(self.config.storage.path, FX_STATE),
+            self.metrics,
+        )
         runs = RunsProcessor(registry.runs_config(parts))
         self._deriver = RunDeriver(self.store, runs, offload=self._pool.call)
         await asyncio.to_thread(self._deriver.create_tables)
-        self._follower = RunFollower(self.store, self._run_consumers())
+        self._follower = RunFollower(self.store, self._run_consumers(fx))
         await asyncio.to_thread(self._follower.create_tables)
         await asyncio.to_thread(create_views, self.store)
         self._roi = RoiApi(
@@ -134,6 +142,7 @@ class Service:
             self.catalogue,
             registry.build_processor(parts, "cost"),
             redactor=self.redactor,
+            fx=fx.current,
         )
         await asyncio.to_thread(self._roi.create_tables)
         self._logs = self._evals_api()
@@ -167,6 +176,7 @@ class Service:
         await self._logs.start()
         await self.outbox.start()
         self._pricing = asyncio.create_task(feed.run_forever(self._stop_deriving))
+        self._fx = asyncio.create_task(fx.run_forever(self._stop_deriving))
         self._deriving = asyncio.create_task(self._deriver.run_forever(self._stop_deriving))
         self._following = asyncio.create_task(self._follower.run_forever(self._stop_deriving))
         self._maintaining = asyncio.create_task(self.maintenance.run_forever(self._stop_deriving))
@@ -175,12 +185,12 @@ class Service:
             await self._grpc.set_serving(True)
         print_ready(self._out, self.config.storage.path, self.endpoints, self._first_keys)
 
-    def _run_consumers(self) -> list[RunConsumer]:
+    def _run_consumers(self, fx: FxFeed) -> list[RunConsumer]:
         """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
         each behind its own watermark; see `collector/runs/follow.py`."""
         consumers: list[RunConsumer] = []
         if self.config.roi.enabled:
-            consumers.append(RoiRuns(self.config.roi, self.catalogue))
+            consumers.append(RoiRuns(self.config.roi, self.catalogue, fx.current))
         issues: list[ConfigIssue] = []
         rules = declared_rules(self.config.alerts, issues, registry.channel_checker(self.config))
         if issues:
@@ -218,13 +228,13 @@ class Service:
             redactor=self.redactor,
         )
 
-    def _use_book(self, parts: registry.Components) -> Callable[[PriceBook], None]:
-        """What a new price book is handed to: /v1/track pricing here, and every decode worker
-        (which loads it from where the feed kept it)."""
+    def _use_book(self, parts: registry.Components) -> Callable[[], None]:
+        """Who rebuilds from new prices: /v1/track pricing here, and every decode worker, each
+        loading them from where the feed kept them."""
 
-        def use(book: PriceBook) -> None:
+        def use() -> None:
             if self._roi is not None:
-                self._roi.set_cost(registry.build_processor(parts, "cost", book))
+                self._roi.set_cost(registry.build_processor(parts, "cost"))
             if self._pool is not None:
                 self._pool.reload()
 
@@ -431,8 +441,9 @@ class Service:
             self._flusher.cancel()
         if self._logs is not None:
             await self._logs.stop()  # pending logs stay pending: evaluated on the next start
-        if self._pricing is not None:
-            self._pricing.cancel()  # a fetch in progress is dropped; the kept book stays
+        for refresh in (self._pricing, self._fx):
+            if refresh is not None:
+                refresh.cancel()  # a fetch in progress is dropped; what was kept stays
         self._stop_deriving.set()
         if self._maintaining is not None:
             await self._maintaining  # a job in progress stops at its next bounded slice

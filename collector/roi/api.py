@@ -29,9 +29,10 @@ from collector.api.routes import Call, Keys, Operation, PerKey, routes
 from collector.auth.keys import Authenticator
 from collector.errors import ApiError
 from collector.model import Principal, Processor
+from collector.prices.fx import FxTable, shipped_only
 from collector.roi import reports as roi_reports
 from collector.roi import store as roi_store
-from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer
+from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer, resolve_cost
 from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
 from collector.roi.request import OUTCOMES, TRACK_BODY, TrackRequest, parse_track
 from collector.roi.settings import KEYS, OrgSettings, merge_patch, parse_settings
@@ -46,7 +47,9 @@ SETTINGS_TTL_S = 30.0  # another node's PATCH shows up here within this long
 SORT = "occurred_at_desc"
 
 
-def _no_price(org: str, model: str, tin: int | None, tout: int | None) -> tuple[None, None]:
+def _no_price(
+    org: str, model: str, tin: int | None, tout: int | None, at: datetime
+) -> tuple[None, None]:
     return None, None
 
 
@@ -60,12 +63,15 @@ class RoiApi:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         redactor: Redactor | None = None,
+        fx: Callable[[], FxTable] | None = None,
     ) -> None:
+        """`fx` gives the reference FX table in use (default: the shipped one)."""
         self._store = store
         self._redactor = redactor
         self._auth = auth
         self._catalogue = catalogue
         self._price: Pricer = processor_pricer(cost) if cost is not None else _no_price
+        self._fx = fx or shipped_only()
         self._clock = clock
         self._settings: dict[str, tuple[float, OrgSettings]] = {}
         self._ingest_limiters: dict[int, SlidingWindowLimiter] = {}
@@ -253,8 +259,11 @@ class RoiApi:
         now: datetime,
     ) -> Response:
         org = principal.org
+        occurred = req.occurred_at or now
         try:
-            s = compute(req, settings, self._catalogue, org, self._price)
+            # Priced as of when the task occurred, not when it was reported.
+            cost = resolve_cost(req, settings, org, self._price, at=occurred, fx=self._fx())
+            s = compute(req, settings, self._catalogue, cost)
         except UnknownTaskType as e:
             raise ApiError(
                 422,
@@ -263,7 +272,6 @@ class RoiApi:
                 "human_baseline_minutes was given",
                 [{"field": "task_type", "message": "unknown task type"}],
             ) from e
-        occurred = req.occurred_at or now
         event_id = self._ids.new()
         text = json.dumps(response_body(event_id, req, s, occurred))
         if not await self._quota.reserve(org, settings.monthly_cap, now):

@@ -66,12 +66,6 @@ class OrgSettings:
             return self.monthly_events
         return PLAN_MONTHLY_EVENTS[self.plan]
 
-    def usd_to_org(self) -> float | None:
-        """Units of the org's currency per USD; None when no rate is set for it."""
-        if self.currency == "USD":
-            return 1.0
-        return self.fx_rates.get(self.currency)
-
     def public(self) -> dict[str, Any]:
         return {
             "hourly_rate": _plain(self.hourly_rate),

@@ -55,6 +55,31 @@ def assemble_tasks(
     return out
 
 
+def trace_spans(
+    cur: duckdb.DuckDBPyConnection,
+    cols: str,
+    org: str,
+    trace_ids: list[str],
+    started: tuple[int, int],
+) -> list[dict[str, Any]]:
+    """Columns `cols` of the stored spans of these traces of `org` that started in `started`
+    (bounds, inclusive, that let Parquet min/max statistics skip old files)."""
+    # The ids go in as an Arrow table: a long Python list parameter costs DuckDB far more to
+    # bind than the scan itself.
+    cur.register("_wanted", pa.table({"trace_id": sorted(trace_ids)}))
+    try:
+        table = cur.execute(
+            f"""SELECT {cols} FROM {Signal.TRACES.value}
+                WHERE org = ? AND start_time_unix_nano BETWEEN ? AND ?
+                  AND trace_id IN (SELECT trace_id FROM _wanted)""",
+            [org, *started],
+        ).to_arrow_table()
+    finally:
+        cur.unregister("_wanted")
+    spans: list[dict[str, Any]] = table.to_pylist()
+    return spans
+
+
 def _inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
@@ -255,17 +280,7 @@ class RunDeriver:
             hi = max(windows[k][1] for k in keys) + widen
             cur = self._store.cursor()
             try:
-                # The ids go in as an Arrow table: a long Python list parameter costs DuckDB
-                # far more to bind than the scan itself.
-                cur.register("_wanted", pa.table({"trace_id": sorted(k[1] for k in keys)}))
-                table = cur.execute(
-                    f"""SELECT {cols} FROM {Signal.TRACES.value}
-                        WHERE org = ? AND start_time_unix_nano BETWEEN ? AND ?
-                          AND trace_id IN (SELECT trace_id FROM _wanted)""",
-                    [org, lo, hi],
-                ).to_arrow_table()
-                cur.unregister("_wanted")
-                for span in table.to_pylist():
+                for span in trace_spans(cur, cols, org, [k[1] for k in keys], (lo, hi)):
                     out[(org, span["trace_id"])].append(span)
             finally:
                 cur.close()

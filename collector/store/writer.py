@@ -28,7 +28,7 @@ from collector.model import Accepted, Rows, Signal, StoreUnavailable
 from collector.store.dedup import SpanDedup
 from collector.store.lake import LAKE, StoreSettings, connect
 from collector.store.readers import CursorPool, SnapshotReader
-from collector.store.schema import create_table_sql
+from collector.store.schema import create_table_sql, missing_columns
 from collector.store.stats import StoreStats
 
 # Opening the lake lives in collector/store/lake.py; callers may keep importing it from here.
@@ -88,6 +88,12 @@ class Store:
                     "TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."
                 )
             )
+            # A store created before a column was added gains it (appended, as in the schema).
+            have = {r[0] for r in con.execute(f"DESCRIBE {LAKE}.{signal.value}").fetchall()}
+            for column in missing_columns(signal, have):
+                con.execute(
+                    f"ALTER TABLE {LAKE}.{signal.value} ADD COLUMN {column.name} {column.sql}"
+                )
         for ddl in META_DDL:
             con.execute(ddl.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
         self._con = con

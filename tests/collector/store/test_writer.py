@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.decode import decode
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
-from collector.store.lake import StoreSettings, prime_table_stats
+from collector.store.lake import StoreSettings, connect, prime_table_stats
 from collector.store.schema import to_table
 from collector.store.writer import Store
 from tests.otlp_factory import export_request, kv
@@ -146,6 +146,34 @@ def test_duplicates_are_recognised_after_reopening(tmp_path: Path) -> None:
     try:
         assert append_all(again, [span_rows([span(2), span(3)])]) == [Accepted(1, 1, 0)]
         assert count_spans(again) == 3
+    finally:
+        again.close()
+
+
+def test_a_store_from_before_the_price_columns_gains_them(tmp_path: Path) -> None:
+    first = Store(settings(tmp_path))
+    first.open()
+    append_all(first, [span_rows([span(1)])])
+    first.close()
+    con = connect(settings(tmp_path))  # the store as an older release left it: no price columns
+    for column in ("price_mode", "price_effective_from", "price_source"):
+        con.execute(f"ALTER TABLE lake.spans DROP COLUMN {column}")
+    con.close()
+
+    again = Store(settings(tmp_path))
+    again.open()
+    try:
+        rows = span_rows([span(2)])
+        priced = rows.table.set_column(
+            rows.table.schema.get_field_index("price_source"), "price_source",
+            pa.array(["genai-prices"]),
+        )  # fmt: skip
+        append_all(again, [Rows(Signal.TRACES, "acme", priced, 0)])
+        found = again.query("SELECT span_id, price_source, price_mode FROM spans ORDER BY span_id")
+        assert found == [
+            ("0000000000000001", None, None),  # stored before: the new columns are empty
+            ("0000000000000002", "genai-prices", None),  # written into the right column
+        ]
     finally:
         again.close()
 
