@@ -245,7 +245,9 @@ def run(name: str, scenario: Scenario, settle_s: float) -> None:
                 http_ep = re.search(r"http=(\S+)", line).group(1)  # type: ignore[union-attr]
                 break
         # Spawn both decode workers before the baseline is taken.
-        asyncio.run(send_http(f"http://{http_ep}", [one_span_request(10**6 + i) for i in range(4)], 4))
+        asyncio.run(
+            send_http(f"http://{http_ep}", [one_span_request(10**6 + i) for i in range(4)], 4)
+        )
         time.sleep(1.0)
         before = tree_rss_mib(server.pid)
         started = time.perf_counter()

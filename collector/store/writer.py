@@ -355,9 +355,7 @@ class Store:
                 )
                 span_i += 1
             else:
-                results.append(
-                    Accepted(g.rows.count, 0, g.rows.rejected, g.rows.rejection_message)
-                )
+                results.append(Accepted(g.rows.count, 0, g.rows.rejected, g.rows.rejection_message))
         return results, new_hashes
 
     def _new_data_files(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
@@ -397,7 +395,6 @@ class Store:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
 
     def _sweep_orphans(self, cur: duckdb.DuckDBPyConnection) -> None:
         """Remove the files a failed commit left (on a full disk, one empty Parquet file per
