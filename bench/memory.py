@@ -269,7 +269,8 @@ def run(name: str, scenario: Scenario, settle_s: float) -> None:
         f"{name:9s} {scenario.what}\n"
         f"          sent {sent:,.0f} MiB in {elapsed:.1f} s; answers {dict(answers)}; "
         f"server alive: {alive}\n"
-        f"          RSS (server + workers): before {before:,.0f} MiB, peak {sampler.peak:,.0f} MiB, "
+        f"          RSS (server + workers): before {before:,.0f} MiB, "
+        f"peak {sampler.peak:,.0f} MiB, "
         f"{settle_s:.0f} s after {after:,.0f} MiB",
         flush=True,
     )

@@ -117,6 +117,11 @@ class Admission:
         self.inflight += 1
         return hold
 
+    def reading(self, labels: dict[str, str]) -> Hold:
+        """A hold a receiver grows by the bytes of a body as they arrive (and their copies), so
+        bodies being received count before the request is admitted; released when it is."""
+        return Hold(self, labels, counted=False)
+
     def _refuse(self, reason: str, labels: dict[str, str], message: str) -> None:
         self._metrics.inc("agentledger_requests_refused_total", reason=reason, **labels)
         raise Overloaded(message, self.limits.retry_after_s)
@@ -125,8 +130,9 @@ class Admission:
 class Hold:
     """What one request holds; grown as it is decoded, given back when it is answered."""
 
-    def __init__(self, admission: Admission, labels: dict[str, str]) -> None:
+    def __init__(self, admission: Admission, labels: dict[str, str], counted: bool = True) -> None:
         self._a = admission
+        self._counted = counted  # an admitted request (not a body being read)
         self._labels = labels
         self.bytes = 0
         self.items = 0
@@ -177,6 +183,8 @@ class Hold:
         a = self._a
         a.held_bytes -= self.bytes
         a.queued_items -= self.items
+        if not self._counted:
+            return
         a.backlog_bytes -= self.payload
         a.inflight -= 1
         now = time.monotonic()

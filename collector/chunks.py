@@ -35,11 +35,13 @@ def split(payload: bytes, limit: int) -> list[bytes]:
         groups = list(_groups(memoryview(payload)))
     except (_Unsplittable, IndexError):
         return [payload]
+    if sum(len(items) for _, _, items in groups) < 2:
+        return [payload]  # one item: nothing to cut, and no copy made
     chunks: list[bytes] = []
     current: list[bytes] = []
     size = 0
     for resource_header, scope_header, items in groups:
-        taken: list[bytes] = []
+        taken: list[memoryview] = []
         taken_size = 0
         for item in items:
             if taken and size + taken_size + len(item) > limit:
@@ -58,8 +60,9 @@ def split(payload: bytes, limit: int) -> list[bytes]:
     return chunks
 
 
-def _groups(buf: memoryview) -> Iterator[tuple[bytes, bytes, list[bytes]]]:
-    """(resource header, scope header, item fields) for each scope of each resource."""
+def _groups(buf: memoryview) -> Iterator[tuple[bytes, bytes, list[memoryview]]]:
+    """(resource header, scope header, item fields) for each scope of each resource; the items
+    are views into `buf`, copied once, into their chunk."""
     for number, wire, start, end, _ in _fields(buf, 0, len(buf)):
         if number != _TOP_FIELD or wire != _LEN:
             raise _Unsplittable  # a field the request type does not have
@@ -75,16 +78,16 @@ def _groups(buf: memoryview) -> Iterator[tuple[bytes, bytes, list[bytes]]]:
             yield header, b"", []
         for s, e in scopes:
             scope_header: list[bytes] = []
-            items: list[bytes] = []
+            items: list[memoryview] = []
             for n, w, _, item_e, field_start in _fields(buf, s, e):
                 if n == _CHILD_FIELD and w == _LEN:
-                    items.append(bytes(buf[field_start:item_e]))
+                    items.append(buf[field_start:item_e])
                 else:
                     scope_header.append(bytes(buf[field_start:item_e]))
             yield header, b"".join(scope_header), items
 
 
-def _resource(resource_header: bytes, scope_header: bytes, items: list[bytes]) -> bytes:
+def _resource(resource_header: bytes, scope_header: bytes, items: list[memoryview]) -> bytes:
     scope = scope_header + b"".join(items)
     resource = resource_header + _field(_CHILD_FIELD, scope)
     return _field(_TOP_FIELD, resource)

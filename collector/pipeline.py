@@ -7,11 +7,14 @@ every exporter of the signal's pipeline, and the store exporter's answer is the 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -84,6 +87,25 @@ def _exit_with_parent() -> None:
 
 def _warm() -> int:
     return os.getpid()
+
+
+TRIM_AFTER_BYTES = 1024 * 1024
+"""A request this big leaves freed memory the allocator keeps unless asked to give it back."""
+
+
+def trim_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps what large requests freed in its
+    arenas: RSS would stay at its peak). A no-op where there is no malloc_trim."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    # The symbols already loaded into this process (not ctypes.util.find_library, which runs
+    # ldconfig in a forked child of this threaded process).
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 @dataclass
@@ -222,7 +244,13 @@ def _work_in_process(
     with pa.ipc.new_stream(sink, arrow_schema(signal)) as writer:
         for table in done.tables:
             writer.write_table(table)
-    return sink.getvalue().to_pybytes(), done.rejected, done.reasons, done.counters
+    data = sink.getvalue().to_pybytes()
+    result = data, done.rejected, done.reasons, done.counters
+    if len(payload) >= TRIM_AFTER_BYTES or len(data) >= TRIM_AFTER_BYTES:
+        done.tables.clear()
+        del sink
+        trim_memory()
+    return result
 
 
 class DecodePool:
@@ -385,6 +413,8 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
+        self._trim_due = False
+        self._last_trim = 0.0
         for name, text in (
             ("agentledger_decode_truncated_values_total", "strings cut to the value limit"),
             ("agentledger_decode_dropped_total", "attributes, events, links over the limits"),
@@ -420,6 +450,16 @@ class Pipeline:
             hold.release()
             if self.admission.inflight == 0:
                 self._idle.set()
+            if size >= TRIM_AFTER_BYTES and not self._trim_due:
+                # At most once a second (a trim walks the heap: milliseconds), off the loop.
+                self._trim_due = True
+                delay = max(0.0, 1.0 - (time.monotonic() - self._last_trim))
+                asyncio.get_running_loop().call_later(delay, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_due = False
+        self._last_trim = time.monotonic()
+        asyncio.get_running_loop().run_in_executor(None, trim_memory)
 
     async def _export(self, signal: Signal, rows: Rows, labels: dict[str, str]) -> Accepted:
         exporters = self._exporters.get(signal, ())

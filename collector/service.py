@@ -271,7 +271,11 @@ class Service:
         if otlp is not None and otlp.protocols.http is not None:
             h = otlp.protocols.http
             receiver = OtlpHttpReceiver(
-                consume, self.auth, h.max_request_body_size_mib * MIB, retry
+                consume,
+                self.auth,
+                h.max_request_body_size_mib * MIB,
+                retry,
+                self._pipeline.admission,
             )
             http_routes += receiver.routes()
             if self.config.api.endpoint is None:
