@@ -50,8 +50,9 @@ def split(payload: bytes, limit: int) -> list[bytes]:
                 current, size, taken, taken_size = [], 0, [], 0
             taken.append(item)
             taken_size += len(item)
-        current.append(_resource(resource_header, scope_header, taken))
-        size += taken_size
+        entry = _resource(resource_header, scope_header, taken)
+        current.append(entry)
+        size += len(entry)  # with the headers it repeats
         if size >= limit:
             chunks.append(b"".join(current))
             current, size = [], 0
