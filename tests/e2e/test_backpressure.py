@@ -232,3 +232,25 @@ def test_a_request_that_can_never_fit_the_memory_bound_is_refused_for_good(tmp_p
     finally:
         if s.proc is not None and s.proc.poll() is None:
             s.stop()
+
+
+def test_a_request_that_would_wait_too_long_is_503(tmp_path: Path) -> None:
+    """Admission by the time a request would wait (backlog / measured rate), whatever the
+    bounds on memory and items: 40 exporters at once, a 0.2 s bound."""
+    s = make_server(tmp_path, limits="max_wait_s: 0.2").start()
+    try:
+        bodies = [
+            spans_request(f"wait-{i}", 1_000, seed=600 + i).SerializeToString() for i in range(120)
+        ]
+        responses = asyncio.run(_post_all(s.base_url, bodies, clients=40))
+        codes = [r.status_code for r in responses]
+        assert set(codes) == {200, 503}, codes
+        refused = [r for r in responses if r.status_code == 503]
+        assert all(r.headers["retry-after"] == "1" for r in refused)
+        assert any("would wait" in status_pb2.Status.FromString(r.content).message for r in refused)
+        with httpx.Client(base_url=s.base_url, timeout=30) as client:
+            page = client.get("/metrics").text
+        assert metric(page, "agentledger_requests_refused_total", reason="wait") >= 1
+    finally:
+        if s.proc is not None and s.proc.poll() is None:
+            s.stop()
