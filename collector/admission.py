@@ -24,7 +24,7 @@ DECODE_FACTOR = {"protobuf": 3, "json": 12}
 @dataclass(frozen=True)
 class Limits:
     max_queue_items: int = 200_000
-    max_queue_bytes: int = 256 * 1024 * 1024
+    max_queue_bytes: int = 128 * 1024 * 1024
     retry_after_s: float = 1.0
     max_wait_s: float = 5.0
 
