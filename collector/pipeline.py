@@ -180,26 +180,36 @@ def _process(batch: Batch, chain: Sequence[Processor]) -> Processed:
 
 
 def _item_by_item(batch: Batch, chain: Sequence[Processor]) -> Processed:
-    done = Processed(rejected=batch.rejected, counters=dict(batch.counters))
-    for i in range(len(batch)):
-        one = _copy(batch.select([i]) if len(batch) > 1 else batch)
-        one.rejected, one.counters = 0, {}
-        try:
-            for processor in chain:
-                one = processor.process(one)
-            done.tables.append(to_table(one.signal, one.columns, len(one)))
-        except MemoryError:
-            raise
-        except Exception as e:
-            done.rejected += 1
-            done.reasons.append(
-                f"{_items(batch.signal)} that could not be stored were refused "
-                f"({type(e).__name__}: {str(e)[:200]})"
-            )
-            continue
-        for key, n in one.counters.items():
-            done.counters[key] = done.counters.get(key, 0) + n
+    done = _isolate(batch, chain)
+    done.rejected += batch.rejected
+    for key, n in batch.counters.items():
+        done.counters[key] = done.counters.get(key, 0) + n
     return done
+
+
+def _isolate(batch: Batch, chain: Sequence[Processor]) -> Processed:
+    """Process halves of a batch that failed, down to the items that fail alone: a few poison
+    items among thousands cost a few dozen runs, not one per item."""
+    one = _copy(batch)
+    one.rejected, one.counters = 0, {}
+    try:
+        for processor in chain:
+            one = processor.process(one)
+        table = to_table(one.signal, one.columns, len(one))
+    except MemoryError:
+        raise
+    except Exception as e:
+        n = len(batch)
+        if n > 1:
+            done = _isolate(batch.select(list(range(n // 2))), chain)
+            done.add(_isolate(batch.select(list(range(n // 2, n))), chain))
+            return done
+        reason = (
+            f"{_items(batch.signal)} that could not be stored were refused "
+            f"({type(e).__name__}: {str(e)[:200]})"
+        )
+        return Processed(rejected=1, reasons=[reason])
+    return Processed([table], 0, [], one.counters)
 
 
 def _copy(batch: Batch) -> Batch:

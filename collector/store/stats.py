@@ -26,8 +26,12 @@ class StoreStats:
     last_failure: str = ""
     orphans_removed: int = 0
 
-    def record_failure(self, at: float, reason: str) -> None:
+    def record_failure(self, at: float, reason: str, *, of_store: bool = True) -> None:
+        """A failed commit; `of_store` False when the rows were at fault, not the store (the
+        store is not refusing then)."""
         self.commit_failures += 1
+        if not of_store:
+            return
         self.last_failure = reason
         if self.failing_since is None:
             self.failing_since = at

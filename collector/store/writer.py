@@ -277,7 +277,11 @@ class Store:
             results, new_hashes = self._write(cur, group)
         except Exception as e:
             _rollback(cur)
-            self.stats.record_failure(time.monotonic(), f"{type(e).__name__}: {e}"[:300])
+            self.stats.record_failure(
+                time.monotonic(),
+                f"{type(e).__name__}: {e}"[:300],
+                of_store=not isinstance(e, _DATA_ERRORS),
+            )
             self._orphans_due = True
             if len(group) > 1:
                 # One bad request must not fail everyone it shared a commit with: commit each
