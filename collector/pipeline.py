@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -469,6 +470,9 @@ class Pipeline:
     def _trim(self) -> None:
         self._trim_due = False
         self._last_trim = time.monotonic()
+        # Large payloads can sit in reference cycles (a refused gRPC call's traceback holds its
+        # frame) until the cyclic collector's rare full pass: collect, then hand memory back.
+        gc.collect()
         asyncio.get_running_loop().run_in_executor(None, trim_memory)
 
     async def _export(self, signal: Signal, rows: Rows, labels: dict[str, str]) -> Accepted:
