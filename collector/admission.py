@@ -26,7 +26,7 @@ class Limits:
     max_queue_items: int = 200_000
     max_queue_bytes: int = 128 * 1024 * 1024
     retry_after_s: float = 1.0
-    max_wait_s: float = 5.0
+    max_wait_s: float = 3.0
 
 
 class Throughput:

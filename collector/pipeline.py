@@ -543,7 +543,7 @@ class LimitsConfig:
 
     max_queue_items: int = field(default=200_000, metadata=bounds(ge=1))
     max_queue_mib: int = field(default=128, metadata=bounds(ge=1))
-    max_wait_s: float = field(default=5.0, metadata=bounds(ge=0.1))
+    max_wait_s: float = field(default=3.0, metadata=bounds(ge=0.1))
     decode_workers: int = field(default=2, metadata=bounds(ge=0))  # 0: decode in the server
     retry_after_s: int = field(default=1, metadata=bounds(ge=1))
     attribute_count_limit: int = field(default=1024, metadata=bounds(ge=1))
