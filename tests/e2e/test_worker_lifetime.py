@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import ROOT, make_server
+from tests.e2e.server import agentledger_command, make_server
 
 
 def _children(pid: int) -> set[int]:
@@ -63,11 +62,11 @@ def _wait_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
 def test_workers_exit_when_the_server_is_killed(tmp_path: Path, when: str) -> None:
     server = make_server(tmp_path, workers=2)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "serve", "--config", str(server.config_path)],
+        [*agentledger_command(), "serve", "--config", str(server.config_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     workers: set[int] = set()
     try:
