@@ -21,6 +21,12 @@ from collector.telemetry import Metrics
 DECODE_FACTOR = {"protobuf": 3, "json": 12}
 
 
+# Refusing by the expected wait needs a queue: with a few requests in flight their time is their
+# own decode and commit, which a refusal does not shorten (and a slow first second after a start
+# would otherwise turn a handful of exporters away).
+MIN_QUEUE = 16
+
+
 @dataclass(frozen=True)
 class Limits:
     max_queue_items: int = 200_000
@@ -99,7 +105,7 @@ class Admission:
         if self.queued_items >= limits.max_queue_items:
             self._refuse("queue_items", labels, "ingest queue is full (items)")
         wait = self.expected_wait(size)
-        if wait is not None and self.backlog_bytes and wait > limits.max_wait_s:
+        if wait is not None and self.inflight >= MIN_QUEUE and wait > limits.max_wait_s:
             self._refuse(
                 "wait",
                 labels,

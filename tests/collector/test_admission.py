@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.admission import Admission, Limits, Throughput
+from collector.admission import MIN_QUEUE, Admission, Limits, Throughput
 from collector.model import Overloaded, TooLarge
 from collector.telemetry import Metrics
 
@@ -54,12 +54,14 @@ def test_refused_by_the_wait_it_would_have() -> None:
     a.throughput.rate = 1 * MIB  # bytes a second, as measured
     first = a.admit(1 * MIB, "protobuf", LABELS)
     assert a.expected_wait(0) == pytest.approx(1.0)
-    a.admit(512 * 1024, "protobuf", LABELS)
+    for _ in range(MIN_QUEUE - 2):
+        a.admit(32 * 1024, "protobuf", LABELS)  # a few in flight: their own time, no queue
+    a.admit(64 * 1024, "protobuf", LABELS)
     with pytest.raises(Overloaded, match="would wait"):
         a.admit(1 * MIB, "protobuf", LABELS)  # 2.5 MiB ahead of it at 1 MiB/s
     assert metrics.value("agentledger_requests_refused_total", reason="wait", **LABELS) == 1
     first.release()
-    a.admit(256 * 1024, "protobuf", LABELS)  # the backlog went down
+    a.admit(128 * 1024, "protobuf", LABELS)  # the backlog went down
 
 
 def test_throughput_is_bytes_per_busy_second() -> None:
