@@ -43,7 +43,7 @@ from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
 from collector.outbound.outbox import Outbox
-from collector.pipeline import DecodePool, Limits, Pipeline, total_memory
+from collector.pipeline import DecodePool, Pipeline, total_memory
 from collector.prices.feed import PriceFeed
 from collector.prices.fx import STATE_FILE as FX_STATE
 from collector.prices.fx import FxFeed
@@ -122,7 +122,9 @@ class Service:
         for exporter in self._exporters.values():
             await exporter.start()
         limits = self.config.limits
-        self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
+        self._pool = DecodePool(
+            limits.decode_workers, registry.processor_factory(parts), limits.decode()
+        )
         await asyncio.to_thread(self._pool.start)
         fx = await asyncio.to_thread(
             FxFeed,
@@ -164,7 +166,7 @@ class Service:
         self._pipeline = Pipeline(
             self._pool,
             by_signal,
-            Limits(limits.max_queue_items, self._queue_bytes(), float(limits.retry_after_s)),
+            limits.admission(self._queue_bytes()),
             self.metrics,
         )
         primed = await self.store.acall(prime_table_stats)
@@ -269,7 +271,11 @@ class Service:
         if otlp is not None and otlp.protocols.http is not None:
             h = otlp.protocols.http
             receiver = OtlpHttpReceiver(
-                consume, self.auth, h.max_request_body_size_mib * MIB, retry
+                consume,
+                self.auth,
+                h.max_request_body_size_mib * MIB,
+                retry,
+                self._pipeline.admission,
             )
             http_routes += receiver.routes()
             if self.config.api.endpoint is None:
@@ -369,13 +375,28 @@ class Service:
     # -- ops routes ------------------------------------------------------------------------
 
     async def _health(self, request: Request, body: Mapping[str, str] | None = None) -> Response:
-        """200 while the service is up, 503 while it starts, drains or stops; `body` is a
+        """200 while the service is up and accepts data; 503 while it starts, drains or stops,
+        or refuses new data (a full store, failing commits: `reason` says why); `body` is a
         health_check extension's `response_body` (text for `healthy` / `unhealthy`)."""
-        ok = self._state == "ok"
+        refusing = self._refusing() if self._state == "ok" else None
+        ok = self._state == "ok" and refusing is None
         if body is not None and ("healthy" if ok else "unhealthy") in body:
             text = body["healthy" if ok else "unhealthy"]
             return PlainTextResponse(text, status_code=200 if ok else 503)
-        return JSONResponse({"status": self._state}, status_code=200 if ok else 503)
+        if ok:
+            return JSONResponse({"status": "ok"})
+        if refusing is not None:
+            return JSONResponse({"status": "refusing", "reason": refusing}, status_code=503)
+        return JSONResponse({"status": self._state}, status_code=503)
+
+    def _refusing(self) -> str | None:
+        """Why new data is refused right now (a full store, failing commits), if it is."""
+        if self.maintenance is not None and self.maintenance.cap.state.full:
+            return "the store is over storage.max_size_mib: new data is refused"
+        stats = self.store.stats
+        if stats.failing_since is not None:
+            return f"the store cannot commit ({stats.last_failure}): new data is refused"
+        return None
 
     async def _metrics_page(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)

@@ -7,6 +7,7 @@ decompression), authenticates, calls `consume`, and answers in the request's own
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from collector.admission import Admission
 from collector.auth.keys import Authenticator
 from collector.model import Accepted, Consume, IngestRequest, MalformedPayload, Signal
 from collector.receivers.outcome import PayloadTooLarge, UnsupportedMedia, classify
@@ -72,8 +74,11 @@ def _encoding_of(content_type: str | None) -> str | None:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed, refused as soon as it passes `limit` bytes.
+async def read_body(
+    request: Request, limit: int, hold: Callable[[int], None] = lambda n: None
+) -> bytes:
+    """The request body, decompressed, refused as soon as it passes `limit` bytes; `hold(n)`
+    is told of every n bytes it keeps (and may raise to refuse the body).
 
     A gzip bomb is inflated only up to the limit, never in full.
     """
@@ -94,13 +99,16 @@ async def read_body(request: Request, limit: int) -> bytes:
         raw += len(chunk)
         if raw > limit:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        hold(len(chunk))
         if inflate is None:
             out += chunk
             continue
         try:
-            out += inflate.decompress(chunk, limit + 1 - len(out))
+            inflated = inflate.decompress(chunk, limit + 1 - len(out))
         except zlib.error as e:
             raise MalformedPayload(f"invalid {encoding} body: {e}") from e
+        hold(len(inflated))
+        out += inflated
         if len(out) > limit or inflate.unconsumed_tail:
             raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
     if inflate is not None:
@@ -113,17 +121,24 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise MalformedPayload(f"truncated {encoding} body")
         if inflate.unused_data:
             raise MalformedPayload(f"unexpected data after the end of the {encoding} body")
+    hold(len(out))  # the copy below
     return bytes(out)
 
 
 class OtlpHttpReceiver:
     def __init__(
-        self, consume: Consume, auth: Authenticator, max_body_bytes: int, retry_after_s: float = 1.0
+        self,
+        consume: Consume,
+        auth: Authenticator,
+        max_body_bytes: int,
+        retry_after_s: float = 1.0,
+        admission: Admission | None = None,
     ) -> None:
         self._consume = consume
         self._auth = auth
         self._limit = max_body_bytes
         self._retry_after_s = retry_after_s
+        self._admission = admission
 
     def routes(self) -> list[Route]:
         return [Route(path, self._handle, methods=["POST"]) for path in PATHS]
@@ -138,7 +153,16 @@ class OtlpHttpReceiver:
                     f"use {PROTOBUF} or {JSON}"
                 )
             principal = self._auth.authenticate(request.headers.get("authorization"), "ingest")
-            payload = await read_body(request, self._limit)
+            if self._admission is None:
+                payload = await read_body(request, self._limit)
+            else:
+                labels = {"transport": "http", "signal": signal.name.lower()}
+                reading = self._admission.reading(labels)
+                try:
+                    payload = await read_body(request, self._limit, reading.grow)
+                finally:
+                    # consume() admits the request before its first await: no gap between.
+                    reading.release()
             result = await self._consume(
                 IngestRequest(principal, signal, payload, encoding, "http")
             )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from collector.auth.keys import AuthError
-from collector.model import MalformedPayload, Overloaded, StoreUnavailable
+from collector.model import MalformedPayload, Overloaded, StoreUnavailable, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def classify(exc: BaseException, retry_after_s: float = 1.0) -> Outcome:
         return Outcome(401, grpc.StatusCode.UNAUTHENTICATED, f"{exc.code}: {exc}")
     if isinstance(exc, MalformedPayload):
         return Outcome(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, PayloadTooLarge):
+    if isinstance(exc, PayloadTooLarge | TooLarge):
         return Outcome(413, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, UnsupportedMedia):
         return Outcome(415, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
