@@ -129,3 +129,21 @@ def test_no_module_reads_a_file_beside_its_source() -> None:
             if any(isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(tree)):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+# Two classes of one name are either one concept written twice or two concepts that need their
+# own names. The one left: `Window`, a time range in `collector/store/query.py` and a snapshot
+# range in `collector/runs/feed.py` (whose owner renames it).
+KNOWN_TWICE = {"Window"}
+
+
+def test_no_class_name_is_defined_twice() -> None:
+    homes: dict[str, list[str]] = {}
+    for package in OURS:
+        for path in _modules(package):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef):
+                    homes.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    twice = {name: where for name, where in homes.items() if len(where) > 1}
+    assert set(twice) <= KNOWN_TWICE, {k: v for k, v in twice.items() if k not in KNOWN_TWICE}

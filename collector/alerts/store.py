@@ -197,7 +197,7 @@ def event_json(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class EventFilter:
+class AlertEventFilter:
     org: str
     window: Window
     rule_id: str | None = None
@@ -205,7 +205,7 @@ class EventFilter:
 
 
 def list_events(
-    store: Store, where: EventFilter, after: tuple[int, str] | None, limit: int
+    store: Store, where: AlertEventFilter, after: tuple[int, str] | None, limit: int
 ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
     """One page of `where.org`'s events, newest first, after the (created µs, id) position;
     and the position of the page's last row when there is a next page."""

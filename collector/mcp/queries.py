@@ -69,7 +69,7 @@ _CALLS_SQL = """SELECT event_id, primitive_name, primitive_type, success, latenc
 
 
 @dataclass(frozen=True)
-class Session:
+class McpSession:
     session_id: str
     client_name: str | None
     client_version: str | None
@@ -100,13 +100,13 @@ class SessionFilter:
 
 @dataclass(frozen=True)
 class SessionPage:
-    sessions: list[Session]
+    sessions: list[McpSession]
     total_count: int
     next_position: tuple[int, str] | None  # (first_seq, session_id) of the page's last row
 
 
 @dataclass(frozen=True)
-class Call:
+class McpCall:
     event_id: str
     primitive_name: str
     primitive_type: str
@@ -143,19 +143,19 @@ def list_sessions(
     }
     rows = fetch(store, _LIST_SQL, params)
     total = int(rows[0][-1]) if rows else 0
-    sessions = [Session(*r[:-1]) for r in rows[:limit]]
+    sessions = [McpSession(*r[:-1]) for r in rows[:limit]]
     last = sessions[-1] if len(rows) > limit else None
     return SessionPage(sessions, total, None if last is None else (last.first_seq, last.session_id))
 
 
-def get_session(store: Store, org: str, session_id: str) -> tuple[Session, list[Call]] | None:
+def get_session(store: Store, org: str, session_id: str) -> tuple[McpSession, list[McpCall]] | None:
     """One session and its first `MAX_DETAIL_SPANS` calls in arrival order; None if unknown."""
     rows = fetch(store, _ONE_SQL, {"org": org, "session": session_id})
     if not rows:
         return None
     params = {"org": org, "session": session_id, "limit": MAX_DETAIL_SPANS}
-    calls = [Call(*r) for r in fetch(store, _CALLS_SQL, params)]
-    return Session(*rows[0]), calls
+    calls = [McpCall(*r) for r in fetch(store, _CALLS_SQL, params)]
+    return McpSession(*rows[0]), calls
 
 
 # -- per-primitive analytics --------------------------------------------------------------

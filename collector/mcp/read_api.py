@@ -149,7 +149,7 @@ def _ms(x: float) -> float:
     return round(float(x), 3)
 
 
-def session(s: mq.Session) -> dict[str, Any]:
+def session(s: mq.McpSession) -> dict[str, Any]:
     return {
         "session_id": s.session_id,
         "implicit": s.implicit,  # true when only events named it (no capture-session yet)
@@ -170,7 +170,7 @@ def session(s: mq.Session) -> dict[str, Any]:
     }
 
 
-def call(c: mq.Call) -> dict[str, Any]:
+def call(c: mq.McpCall) -> dict[str, Any]:
     return {
         "event_id": c.event_id,
         "primitive_name": c.primitive_name,

@@ -209,7 +209,7 @@ class ReadApi:
     # -- alert events and metrics ------------------------------------------------------------
 
     def _alert_events(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
-        where = alerts_store.EventFilter(
+        where = alerts_store.AlertEventFilter(
             org=p.org,
             window=q.window(),
             rule_id=q.query.get("rule_id") or None,

@@ -33,7 +33,7 @@ from collector.prices.fx import FxTable, shipped_only
 from collector.roi import reports as roi_reports
 from collector.roi import store as roi_store
 from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer, resolve_cost
-from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
+from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentIdempotencyKeys
 from collector.roi.request import OUTCOMES, TRACK_BODY, TrackRequest, parse_track
 from collector.roi.settings import KEYS, OrgSettings, merge_patch, parse_settings
 from collector.roi.shapes import event_json, event_record, response_body, task_types_body
@@ -78,7 +78,7 @@ class RoiApi:
         self._read_limiter = SlidingWindowLimiter(300, 60.0)
         self._ids = EventIds()
         self._locks = KeyLocks()
-        self._recent = RecentKeys()
+        self._recent = RecentIdempotencyKeys()
         self._quota = MonthlyQuota(lambda org, t: roi_store.count_since(store, org, t))
 
     def set_cost(self, cost: Processor | None) -> None:
@@ -332,7 +332,7 @@ class RoiApi:
         self._settings[org] = (time.monotonic(), settings)
         return settings
 
-    def _filter(self, p: Principal, q: Params) -> roi_store.EventFilter:
+    def _filter(self, p: Principal, q: Params) -> roi_store.RoiEventFilter:
         window = q.window()
         metadata = []
         for name, value in q.query.multi_items():
@@ -342,7 +342,7 @@ class RoiApi:
                     q.problem(name, "metadata keys are letters, digits, _ and -")
                 else:
                     metadata.append((roi_reports.metadata_path(group.metadata_key), value))
-        return roi_store.EventFilter(
+        return roi_store.RoiEventFilter(
             org=p.org,
             start=window.start,
             end=window.end,

@@ -54,7 +54,7 @@ class Alerts:
         q = params(page, self.ui.clock())
         state = page.query.get("state", "")
         if page.viewer.can("read"):
-            where = st.EventFilter(
+            where = st.AlertEventFilter(
                 org=page.org,
                 window=q.window(),
                 rule_id=page.query.get("rule_id") or None,

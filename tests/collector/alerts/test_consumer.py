@@ -72,7 +72,7 @@ class Rig:
 
     def events(self, **kw: Any) -> list[dict[str, Any]]:
         window = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
-        page, _ = st.list_events(self.store, st.EventFilter("acme", window, **kw), None, 100)
+        page, _ = st.list_events(self.store, st.AlertEventFilter("acme", window, **kw), None, 100)
         return page
 
 
