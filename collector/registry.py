@@ -17,6 +17,7 @@ from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
 from collector.outbound.config import OutboundPolicy
+from collector.outbound.notify import Channel, Notification, SmtpSettings, channel_from_spec
 from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
 from collector.prices.feed import BookSource, book_source
 from collector.prices.layers import stack
@@ -24,7 +25,6 @@ from collector.prices.pricing import PriceLookup
 from collector.store.config import BatchConfig
 from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
-from exporters.notify import Channel, Notification, SmtpSettings, channel_from_spec
 from exporters.otlp.forward import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
 from processors.cost import CostConfig, CostProcessor
@@ -256,7 +256,7 @@ def build_exporters(
 
 def notification_sender(config: Config) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
     """`send(channel_spec, note)`: delivers one notification through the channel the spec names
-    (`exporters/notify.py`), with the config's SMTP server and outbound policy."""
+    (`collector/outbound/notify.py`), with the config's SMTP server and outbound policy."""
     smtp, policy = config.notifications.smtp, config.outbound
 
     async def send(spec: Mapping[str, Any], note: Mapping[str, Any]) -> None:
@@ -275,6 +275,6 @@ def channel_checker(config: Config) -> Callable[[Mapping[str, Any]], None]:
 def build_channel(
     spec: Mapping[str, Any], *, smtp: SmtpSettings | None, policy: OutboundPolicy
 ) -> Channel:
-    """A notification channel (`exporters/notify.py`) from `{"type": "slack" | "webhook" |
+    """A notification channel (`collector/outbound/notify.py`) from `{"type": "slack" | "webhook" |
     "email", ...}`; ValueError with a clear message on a bad spec."""
     return channel_from_spec(spec, smtp=smtp, policy=policy)
