@@ -14,7 +14,6 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from collector.alerts import store as alerts_store
 from collector.api import params as pm
 from collector.api import schema as sc
 from collector.api import shapes as js
@@ -25,6 +24,7 @@ from collector.api.routes import Keys, Operation, PerKey, SessionOnly, routes
 from collector.auth.keys import Authenticator
 from collector.errors import ApiError
 from collector.model import Principal
+from collector.read import alerts
 from collector.read import metrics as qm
 from collector.read import runs as qr
 from collector.read import shapes as rs
@@ -209,18 +209,18 @@ class ReadApi:
     # -- alert events and metrics ------------------------------------------------------------
 
     def _alert_events(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
-        where = alerts_store.AlertEventFilter(
+        where = alerts.AlertEventFilter(
             org=p.org,
             window=q.window(),
             rule_id=q.query.get("rule_id") or None,
             resolved=q.boolean("resolved"),
         )
         limit = q.limit(maximum=ALERT_EVENTS_MAX_LIMIT)
-        after = decode_cursor(q, alerts_store.EVENT_SORT, "BIGINT")
+        after = decode_cursor(q, alerts.EVENT_SORT, "BIGINT")
         q.raise_if_invalid()
         position = None if after is None else (int(after[0]), after[1])
-        events, nxt = alerts_store.list_events(self._store, where, position, limit)
-        cursor = None if nxt is None else encode_cursor(alerts_store.EVENT_SORT, nxt[0], nxt[1])
+        events, nxt = alerts.list_events(self._store, where, position, limit)
+        cursor = None if nxt is None else encode_cursor(alerts.EVENT_SORT, nxt[0], nxt[1])
         return {"alert_events": events, "next_cursor": cursor}
 
     def _overview(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
