@@ -62,7 +62,8 @@ _ONE_SQL = f"{_SESSIONS_CTE} SELECT {_SESSION_COLUMNS} FROM f"
 
 _CALLS_SQL = """SELECT event_id, primitive_name, primitive_type, success, latency_ms, args,
     args_truncated, result, result_truncated, error, checkpoints, metadata, seq,
-    epoch_us(started_at), epoch_us(received_at)
+    epoch_us(started_at), epoch_us(received_at),
+    coalesce(args_not_json, false), coalesce(result_not_json, false)
     FROM mcp_events WHERE org = $org AND session_id = $session
     ORDER BY seq
     LIMIT $limit"""
@@ -122,6 +123,8 @@ class McpCall:
     seq: int
     started_us: int
     received_us: int
+    args_not_json: bool  # the text as sent was not JSON (rows from before the flag: false)
+    result_not_json: bool
 
 
 def list_sessions(

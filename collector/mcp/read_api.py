@@ -179,8 +179,10 @@ def call(c: mq.McpCall) -> dict[str, Any]:
         "latency_ms": c.latency_ms,
         "args": c.args,
         "args_truncated": c.args_truncated,
+        "args_not_json": c.args_not_json,
         "result": c.result,
         "result_truncated": c.result_truncated,
+        "result_not_json": c.result_not_json,
         "error": c.error,
         "checkpoints": [
             {
