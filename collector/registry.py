@@ -8,7 +8,7 @@ into features. The only importer of `exporters/`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,13 @@ from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
 from collector.outbound.config import OutboundPolicy
-from collector.outbound.notify import Channel, Notification, SmtpSettings, channel_from_spec
+from collector.outbound.notify import (
+    Channel,
+    Notification,
+    SmtpSettings,
+    channel_from_spec,
+    check_channel,
+)
 from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
 from collector.prices.feed import BookSource, book_source
 from collector.prices.layers import stack
@@ -266,8 +272,21 @@ def notification_sender(config: Config) -> Callable[[Mapping[str, Any], Mapping[
 
 
 def channel_checker(config: Config) -> Callable[[Mapping[str, Any]], None]:
+    """Checks a channel declared in the config file (ValueError): its shape and its URL's
+    syntax and literal address; the operator's hosts are not resolved at load."""
+
     def check(spec: Mapping[str, Any]) -> None:
         build_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
+
+    return check
+
+
+def channel_creation_check(config: Config) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
+    """Checks a channel a user gives through the API as it is created (ValueError): the same,
+    and its URL's host resolved and judged as a delivery will judge it."""
+
+    async def check(spec: Mapping[str, Any]) -> None:
+        await check_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
 
     return check
 

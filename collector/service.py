@@ -311,7 +311,10 @@ class Service:
         """Every JSON route, through the one endpoint wrapper, their OpenAPI document, and the
         web UI (which writes alert changes through the same AlertsApi)."""
         alerts = AlertsApi(
-            self.store, self.auth, check_channel=registry.channel_checker(self.config), box=self.box
+            self.store,
+            self.auth,
+            check_channel=registry.channel_creation_check(self.config),
+            box=self.box,
         )
         ops = self.operations(alerts)
         return [*routes(ops), openapi.route(ops, __version__), *self._ui_routes(alerts)]
