@@ -2,7 +2,7 @@
 enabling or disabling a rule (`PATCH /api/alert-events/{id}`, `/api/alert-rules/{id}/enable`,
 `/disable`: an admin key).
 
-The feed reads `collector/alerts/store.py` like the read API; writes go through `AlertsApi.resolve`
+The feed reads `collector/read/alerts.py` like the read API; writes go through `AlertsApi.resolve`
 and `AlertsApi.set_enabled` (`collector/alerts/api.py`), the code of those routes.
 """
 
