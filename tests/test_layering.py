@@ -120,7 +120,9 @@ def test_exporters_import_only_the_vocabulary_and_the_store() -> None:
 # every API authenticates through. A feature package imports no other feature package: what it
 # needs of another's data it reads from the store's tables. The web UI is the exception by
 # design: it is another face of the features and writes through their own code (docs/ui.md).
-SHARED = {"api", "store", "outbound", "runs", "auth"}
+# prices/ is reference data as well (the price book and the FX table, which ROI converts
+# with), importing no feature itself, as the task-type catalogue would be.
+SHARED = {"api", "store", "outbound", "runs", "auth", "prices"}
 FACES = {"ui"}
 
 
