@@ -32,8 +32,9 @@ from collector.api.routes import NotFound, Operation, routes
 from collector.api.server import Listener, listen
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
+from collector.auth.settings import PerOrgSettings
 from collector.banner import Endpoints, print_ready
-from collector.config import Config
+from collector.config import Config, org_settings_groups
 from collector.configparse import ConfigError, ConfigIssue, split_endpoint
 from collector.evals.api import EvalsApi
 from collector.evals.judge import Judge
@@ -84,6 +85,9 @@ class Service:
         # Provider keys, webhook secrets and channel secrets are sealed with this box.
         self.box = SecretBox.open(Path(config.storage.path), config.secrets.key)
         self.catalogue = load_catalogue()  # the shipped task types, read once
+        # Every org's settings: the config file's layer under what admins set through routes.
+        groups = org_settings_groups(self.catalogue)
+        self.org_settings = PerOrgSettings(self.store, groups, config.org_settings(groups))
         self.mcp = McpApi(self.store, self.auth, config.mcp, self.redactor)
         # Alerts' notifications, callbacks and notifications of evaluated outputs: each feature
         # registers its topic; delivered by one loop, started last and drained on stop.
@@ -145,6 +149,7 @@ class Service:
             registry.build_processor(parts, "cost"),
             redactor=self.redactor,
             fx=fx.current,
+            org_settings=self.org_settings,
         )
         await asyncio.to_thread(self._roi.create_tables)
         self._logs = self._evals_api()
@@ -192,7 +197,9 @@ class Service:
         each behind its own watermark; see `collector/runs/follow.py`."""
         consumers: list[RunConsumer] = []
         if self.config.roi.enabled:
-            consumers.append(RoiRuns(self.config.roi, self.catalogue, fx.current))
+            consumers.append(
+                RoiRuns(self.config.roi, self.catalogue, fx.current, self.org_settings)
+            )
         issues: list[ConfigIssue] = []
         rules = declared_rules(self.config.alerts, issues, registry.channel_checker(self.config))
         if issues:
@@ -311,7 +318,10 @@ class Service:
         """Every JSON route, through the one endpoint wrapper, their OpenAPI document, and the
         web UI (which writes alert changes through the same AlertsApi)."""
         alerts = AlertsApi(
-            self.store, self.auth, check_channel=registry.channel_checker(self.config), box=self.box
+            self.store,
+            self.auth,
+            check_channel=registry.channel_creation_check(self.config),
+            box=self.box,
         )
         ops = self.operations(alerts)
         return [*routes(ops), openapi.route(ops, __version__), *self._ui_routes(alerts)]
@@ -322,13 +332,16 @@ class Service:
         limiter = SlidingWindowLimiter(300, 60.0)
         return [
             *AdminApi(self.auth).operations(),
+            *self.org_settings.operations(self.auth),
             *self._roi.operations(),
             *self.mcp.operations(),
             *McpReadApi(self.store, self.auth, limiter=limiter).operations(),
             *(self.maintenance.operations(self.auth) if self.maintenance is not None else []),
             *alerts.operations(),
             *(self._logs.operations() if self._logs is not None else []),
-            *ReadApi(self.store, self.auth, limiter=limiter).operations(),
+            *ReadApi(
+                self.store, self.auth, limiter=limiter, org_settings=self.org_settings
+            ).operations(),
         ]
 
     def _ui_routes(self, alerts: AlertsApi) -> list[BaseRoute]:

@@ -6,8 +6,6 @@ decompression), authenticates, calls `consume`, and answers in the request's own
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -23,9 +21,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.admission import Admission
+from collector.api.body import UnsupportedMedia, read_body
 from collector.auth.keys import Authenticator
-from collector.model import Accepted, Consume, IngestRequest, MalformedPayload, Signal
-from collector.receivers.outcome import PayloadTooLarge, UnsupportedMedia, classify
+from collector.model import Accepted, Consume, IngestRequest, Signal
+from collector.receivers.outcome import classify
 
 PATHS: dict[str, Signal] = {
     "/v1/traces": Signal.TRACES,
@@ -72,57 +71,6 @@ def _encoding_of(content_type: str | None) -> str | None:
     if media == JSON:
         return "json"
     return None
-
-
-async def read_body(
-    request: Request, limit: int, hold: Callable[[int], None] = lambda n: None
-) -> bytes:
-    """The request body, decompressed, refused as soon as it passes `limit` bytes; `hold(n)`
-    is told of every n bytes it keeps (and may raise to refuse the body).
-
-    A gzip bomb is inflated only up to the limit, never in full.
-    """
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("gzip", "identity", "", "deflate"):
-        raise UnsupportedMedia(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-    inflate = (
-        zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        if encoding in ("gzip", "deflate")
-        else None
-    )
-    out = bytearray()
-    raw = 0
-    async for chunk in request.stream():
-        raw += len(chunk)
-        if raw > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        hold(len(chunk))
-        if inflate is None:
-            out += chunk
-            continue
-        try:
-            inflated = inflate.decompress(chunk, limit + 1 - len(out))
-        except zlib.error as e:
-            raise MalformedPayload(f"invalid {encoding} body: {e}") from e
-        hold(len(inflated))
-        out += inflated
-        if len(out) > limit or inflate.unconsumed_tail:
-            raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
-    if inflate is not None:
-        out += inflate.flush()
-        if len(out) > limit:
-            raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
-        # A stream cut short (its checksum unchecked) or with bytes after its end would
-        # otherwise be decoded from what happened to arrive, and acknowledged.
-        if not inflate.eof:
-            raise MalformedPayload(f"truncated {encoding} body")
-        if inflate.unused_data:
-            raise MalformedPayload(f"unexpected data after the end of the {encoding} body")
-    hold(len(out))  # the copy below
-    return bytes(out)
 
 
 class OtlpHttpReceiver:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from collector.api.body import PayloadTooLarge, UnsupportedMedia
 from collector.auth.keys import AuthError
 from collector.model import MalformedPayload, Overloaded, StoreUnavailable, TooLarge
 
@@ -23,14 +24,6 @@ class Outcome:
     grpc_code: grpc.StatusCode
     message: str
     retry_after_s: float | None = None  # set only for retryable outcomes
-
-
-class PayloadTooLarge(Exception):
-    """The (decompressed) request exceeds the configured maximum."""
-
-
-class UnsupportedMedia(Exception):
-    """A content type or content encoding we do not speak."""
 
 
 def classify(exc: BaseException, retry_after_s: float = 1.0) -> Outcome:

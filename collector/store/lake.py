@@ -7,12 +7,14 @@ store with it while the server is stopped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from collector.store.config import BatchConfig, StorageConfig
+from collector.store.schema import Column
 
 LAKE = "lake"
 
@@ -72,6 +74,19 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
         opts += ", READ_ONLY"
     con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {LAKE} ({opts})")
     return con
+
+
+def add_new_columns(
+    cur: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column]
+) -> list[str]:
+    """Add to the lake's `table` the columns of `columns` it lacks, and name them: a store made
+    before a column existed gains it on start. ALTER TABLE appends, and rows are inserted by
+    position, so a column added after a release must be the last of its list."""
+    have = {r[0] for r in cur.execute(f"DESCRIBE {LAKE}.{table}").fetchall()}
+    added = [c for c in columns if c.name not in have]
+    for column in added:
+        cur.execute(f"ALTER TABLE {LAKE}.{table} ADD COLUMN {column.name} {column.sql}")
+    return [c.name for c in added]
 
 
 def _sql_str(s: str) -> str:
