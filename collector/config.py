@@ -16,6 +16,7 @@ from typing import Any, Literal
 from collector.alerts.config import AlertsConfig
 from collector.api.server import ApiConfig
 from collector.auth.config import AuthConfig
+from collector.cluster.config import ClusterConfig, cluster_issues
 from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
@@ -207,6 +208,7 @@ class Config:
     )
     service: ServiceConfig = field(default_factory=ServiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # collector/cluster/config.py
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -227,7 +229,12 @@ class Config:
     """What the loader wants the operator to know (deprecated keys), logged at start."""
 
     def validate(self) -> list[ConfigIssue]:
-        return self._pipeline_issues() + self._extension_issues() + self._listener_issues()
+        return (
+            self._pipeline_issues()
+            + self._extension_issues()
+            + self._listener_issues()
+            + cluster_issues(self.storage, self.secrets.key)
+        )
 
     def _extension_issues(self) -> list[ConfigIssue]:
         issues = []

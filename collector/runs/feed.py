@@ -5,7 +5,9 @@ and the loop that runs steps. The run deriver and every run follower consumer st
 Positions live in the store's `watermarks` table (`collector/store/watermarks.py`); a step reads
 DuckLake's change feed between `since` and `until`, writes its results and moves the watermark in
 one transaction, so a crash anywhere redoes that step, and a step of a second stepper that read
-the same `since` fails instead of committing its work twice.
+the same `since` fails instead of committing its work twice. On a shared store that transaction
+also carries the job's lease fence (`collector/cluster/fence.py`): a node that lost the lease
+commits nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 
 import duckdb
 
+from collector.cluster.fence import Fence, LeaseLost
 from collector.model import StoreUnavailable
+from collector.store.conflict import is_fenced
 from collector.store.lake import LAKE
 from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
 from collector.store.writer import Store
@@ -76,6 +80,8 @@ class Feed:
         self._max_snapshots = max_snapshots
         self._mark: int | None = None
         self._quiet: tuple[int, int] | None = None
+        self.fence: Fence | None = None
+        """The lease this feed is stepped under (None: a single-node store, no lease)."""
 
     def position(self) -> int:
         """The snapshot read up to; -1 before the first step."""
@@ -98,7 +104,10 @@ class Feed:
 
     def move(self, cur: duckdb.DuckDBPyConnection, window: Window) -> None:
         """In the step's transaction: check nobody moved the watermark since `window.since` was
-        read, then move it to `window.until` (not at all for an empty window)."""
+        read, then move it to `window.until` (not at all for an empty window); the commit is
+        refused if this node's lease on the job moved meanwhile."""
+        if self.fence is not None:
+            self.fence.apply(cur)
         stored = read_watermark(cur, self.name)
         if (-1 if stored is None else stored) != window.since:
             raise WatermarkMoved(f"{self.name} watermark is {stored}, the step read {window.since}")
@@ -132,14 +141,17 @@ async def run_steps(
 ) -> None:
     """Run `step` in a thread every `interval_s` (at once while it is behind) until `stop` is
     set; `after` runs on the event loop after each step. A failed step committed nothing, so it
-    is logged and retried next interval; a closed store pauses the loop the same way."""
+    is logged and retried next interval; a closed store pauses the loop the same way. A step
+    refused by its lease's fence ends the loop (`LeaseLost`): another node steps now."""
     while not stop.is_set():
         behind = False
         try:
             behind = await asyncio.to_thread(step)
         except StoreUnavailable:
             log.warning("%s paused: the store is unavailable", what)
-        except Exception:
+        except Exception as e:
+            if is_fenced(e):
+                raise LeaseLost(f"{what}: the lease moved to another node") from e
             log.exception("%s step failed; retrying", what)
         if after is not None:
             await after()

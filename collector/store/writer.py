@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
+from collector.store import conflict
 from collector.store.dedup import SpanDedup
 from collector.store.lake import LAKE, StoreSettings, connect
 from collector.store.readers import CursorPool, SnapshotReader
@@ -82,24 +84,19 @@ class Store:
 
     def open(self) -> None:
         con = connect(self.settings)
-        for signal in Signal:
-            con.execute(
-                create_table_sql(signal).replace(
-                    "TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."
-                )
-            )
-            # A store created before a column was added gains it (appended, as in the schema).
-            have = {r[0] for r in con.execute(f"DESCRIBE {LAKE}.{signal.value}").fetchall()}
-            for column in missing_columns(signal, have):
-                con.execute(
-                    f"ALTER TABLE {LAKE}.{signal.value} ADD COLUMN {column.name} {column.sql}"
-                )
-        for ddl in META_DDL:
-            con.execute(ddl.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
+        ddl = [
+            sql.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}.")
+            for sql in [create_table_sql(signal) for signal in Signal] + list(META_DDL)
+        ]
+        # One transaction, one snapshot. Nodes starting together create the same tables: the
+        # loser of that race retries and then finds them there.
+        conflict.retry(functools.partial(_in_transaction, con, ddl), "create tables")
+        conflict.retry(functools.partial(_add_missing_columns, con), "add columns")
         self._con = con
         self._readers = CursorPool(con, LAKE, self.settings.query_timeout_s)
         self._dedup.load(con, f"{LAKE}.{Signal.TRACES.value}")
-        self._new_data_files(con)  # start the fsync watermark at the files already there
+        if not self.settings.remote_data:
+            self._new_data_files(con)  # start the fsync watermark at the files already there
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -175,6 +172,8 @@ class Store:
         return self._readers
 
     def size_bytes(self) -> int:
+        if self.settings.remote_data or self.settings.shared:
+            return self.catalog_bytes()
         total = 0
         data = Path(self.settings.data_path).resolve()
         catalog_dir = Path(self.settings.catalog).resolve().parent
@@ -186,6 +185,18 @@ class Store:
                     with contextlib.suppress(OSError):  # compacted away meanwhile
                         total += os.stat(os.path.join(dirpath, f)).st_size
         return total
+
+    def catalog_bytes(self) -> int:
+        """Bytes of the live data and delete files as the catalog records them (the measure of a
+        store in object storage, where nothing can be walked cheaply)."""
+        meta = f"__ducklake_metadata_{LAKE}"
+        found = self.query(
+            f"""SELECT (SELECT coalesce(sum(file_size_bytes), 0) FROM {meta}.ducklake_data_file
+                        WHERE end_snapshot IS NULL)
+                     + (SELECT coalesce(sum(file_size_bytes), 0) FROM {meta}.ducklake_delete_file
+                        WHERE end_snapshot IS NULL)"""
+        )
+        return int(found[0][0] or 0)
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -245,19 +256,28 @@ class Store:
         cur.close()
 
     def _run_call(self, cur: duckdb.DuckDBPyConnection, call: _Call) -> None:
+        def once() -> Any:
+            try:
+                cur.execute("BEGIN")
+                result = call.fn(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                _rollback(cur)
+                raise
+            return result
+
         try:
-            cur.execute("BEGIN")
-            result = call.fn(cur)
-            cur.execute("COMMIT")
-            call.future.set_result(result)
+            call.future.set_result(conflict.retry(once, "write", self._count_conflict))
         except BaseException as e:
-            _rollback(cur)
             call.future.set_exception(e)
+
+    def _count_conflict(self) -> None:
+        self.stats.commit_conflicts += 1
 
     def _commit_group(self, cur: duckdb.DuckDBPyConnection, group: list[_Append]) -> None:
         started = time.perf_counter()
         try:
-            results, new_hashes = self._write(cur, group)
+            results, new_hashes = self._write_retrying(cur, group)
         except Exception as e:
             _rollback(cur)
             self.stats.commit_failures += 1
@@ -278,6 +298,21 @@ class Store:
         self.stats.record_commit(elapsed, sum(r.accepted for r in results))
         for item, result in zip(group, results, strict=True):
             item.done(result)
+
+    def _write_retrying(
+        self, cur: duckdb.DuckDBPyConnection, group: list[_Append]
+    ) -> tuple[list[Accepted], np.ndarray]:
+        """`_write`, again after a commit conflict with another node: nothing of a conflicting
+        attempt was committed, and the dedup remembers hashes only after a success."""
+
+        def once() -> tuple[list[Accepted], np.ndarray]:
+            try:
+                return self._write(cur, group)
+            except BaseException:
+                _rollback(cur)
+                raise
+
+        return conflict.retry(once, "group commit", self._count_conflict)
 
     def _write(
         self, cur: duckdb.DuckDBPyConnection, group: list[_Append]
@@ -318,7 +353,8 @@ class Store:
             cur.execute(f"INSERT INTO {name} SELECT * FROM _rows_in")
             cur.unregister("_rows_in")
         cur.execute("COMMIT")
-        if self.settings.fsync:
+        # Object storage acknowledges a PUT once the object is durable: nothing to sync there.
+        if self.settings.fsync and not self.settings.remote_data:
             self._fsync_new_files(cur)
         results: list[Accepted] = []
         span_i = 0
@@ -378,6 +414,31 @@ def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) ->
         fut.set_exception(result)
     else:
         fut.set_result(result)
+
+
+def _add_missing_columns(cur: duckdb.DuckDBPyConnection) -> None:
+    """A store created before a column was added gains it (appended, as in the schema); looked
+    up again on each try, as another node may have just added it."""
+    alters = []
+    for signal in Signal:
+        have = {r[0] for r in cur.execute(f"DESCRIBE {LAKE}.{signal.value}").fetchall()}
+        alters += [
+            f"ALTER TABLE {LAKE}.{signal.value} ADD COLUMN {column.name} {column.sql}"
+            for column in missing_columns(signal, have)
+        ]
+    if alters:
+        _in_transaction(cur, alters)
+
+
+def _in_transaction(cur: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
+    cur.execute("BEGIN")
+    try:
+        for sql in statements:
+            cur.execute(sql)
+        cur.execute("COMMIT")
+    except BaseException:
+        _rollback(cur)
+        raise
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
