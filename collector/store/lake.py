@@ -102,6 +102,14 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
         }
     )
     con.execute(f"LOAD '{ducklake_extension_path()}'")
+    attach(con, settings, LAKE, read_only)
+    return con
+
+
+def attach(
+    con: duckdb.DuckDBPyConnection, settings: StoreSettings, alias: str, read_only: bool = False
+) -> None:
+    """Attach the lake `settings` describes to `con` as `alias`, loading what it needs."""
     if settings.shared:
         con.execute(f"LOAD '{extension_path(*POSTGRES_EXTENSION)}'")
     if settings.remote_data:
@@ -113,16 +121,40 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
     if read_only:
         opts += ", READ_ONLY"
     try:
-        con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {LAKE} ({opts})")
+        con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {alias} ({opts})")
     except duckdb.Error as e:
         if not settings.shared:
             raise
-        con.close()
         # The driver's message may quote the connection string, password included.
         raise CatalogUnreachable(
             f"cannot open the PostgreSQL catalog: {hide_secrets(str(e), settings)}"
         ) from None
-    return con
+
+
+def probe(settings: StoreSettings) -> list[str]:
+    """Whether this node can reach the shared store: the PostgreSQL catalog's server and the S3
+    bucket. The problems found, secrets hidden (empty: both answered)."""
+    problems = []
+    if settings.shared:
+        import psycopg
+
+        try:
+            conninfo = settings.catalog.removeprefix(POSTGRES)
+            with psycopg.connect(conninfo, connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            problems.append(f"PostgreSQL catalog: {hide_secrets(str(e).strip(), settings)}")
+    if settings.remote_data:
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        try:
+            con.execute(f"LOAD '{extension_path(*HTTPFS_EXTENSION)}'")
+            con.execute(s3_secret_sql(settings.s3 or S3Config()))
+            con.execute("SELECT count(*) FROM glob(?)", [settings.data_path + "*"]).fetchall()
+        except duckdb.Error as e:
+            problems.append(f"S3 data path: {hide_secrets(str(e).strip(), settings)}")
+        finally:
+            con.close()
+    return problems
 
 
 def s3_secret_sql(s3: S3Config) -> str:

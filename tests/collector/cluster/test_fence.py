@@ -19,6 +19,8 @@ from collector.store.conflict import is_fenced
 from collector.store.writer import Store
 from tests.cluster import SharedStore
 
+pytestmark = pytest.mark.slow  # a PostgreSQL and an S3 server
+
 LEASE_S = 2.0
 
 
