@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from collector.cluster.fence import Fence, LeaseLost
+from collector.cluster.fence import Fence, LeaseLost, holding
 from collector.cluster.leases import Leases
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class Keeper:
 
     async def _guard(self, job: Job, fence: Fence | None, stop: asyncio.Event) -> None:
         try:
-            await job.run(fence, stop)
+            with holding(fence):
+                await job.run(fence, stop)
         except LeaseLost as e:
             log.warning("%s", e)
         except asyncio.CancelledError:

@@ -6,8 +6,8 @@ Positions live in the store's `watermarks` table (`collector/store/watermarks.py
 DuckLake's change feed between `since` and `until`, writes its results and moves the watermark in
 one transaction, so a crash anywhere redoes that step, and a step of a second stepper that read
 the same `since` fails instead of committing its work twice. On a shared store that transaction
-also carries the job's lease fence (`collector/cluster/fence.py`): a node that lost the lease
-commits nothing.
+also carries the job's lease fence (`collector/cluster/fence.py`, applied by the writer): a node
+that lost the lease commits nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from collector.cluster.fence import Fence, LeaseLost
+from collector.cluster.fence import LeaseLost
 from collector.model import StoreUnavailable
 from collector.store.conflict import is_fenced
 from collector.store.lake import LAKE
@@ -80,8 +80,6 @@ class Feed:
         self._max_snapshots = max_snapshots
         self._mark: int | None = None
         self._quiet: tuple[int, int] | None = None
-        self.fence: Fence | None = None
-        """The lease this feed is stepped under (None: a single-node store, no lease)."""
 
     def position(self) -> int:
         """The snapshot read up to; -1 before the first step."""
@@ -104,10 +102,9 @@ class Feed:
 
     def move(self, cur: duckdb.DuckDBPyConnection, window: Window) -> None:
         """In the step's transaction: check nobody moved the watermark since `window.since` was
-        read, then move it to `window.until` (not at all for an empty window); the commit is
-        refused if this node's lease on the job moved meanwhile."""
-        if self.fence is not None:
-            self.fence.apply(cur)
+        read, then move it to `window.until` (not at all for an empty window). On a shared
+        store the writer has stamped the transaction with the job's fence: the commit is refused
+        if this node's lease on the job moved meanwhile."""
         stored = read_watermark(cur, self.name)
         if (-1 if stored is None else stored) != window.since:
             raise WatermarkMoved(f"{self.name} watermark is {stored}, the step read {window.since}")

@@ -25,6 +25,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from collector.cluster import fence as fences
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
 from collector.store import conflict
 from collector.store.dedup import SpanDedup
@@ -63,6 +64,9 @@ class _Append:
 class _Call:
     fn: Callable[[duckdb.DuckDBPyConnection], Any]
     future: Future[Any] = field(default_factory=Future)
+    # The lease of the job that asked (collector/cluster/fence.py), taken from the caller's
+    # context: the writer thread stamps the transaction with it.
+    fence: fences.Fence | None = field(default_factory=fences.current)
 
 
 class Store:
@@ -259,6 +263,8 @@ class Store:
         def once() -> Any:
             try:
                 cur.execute("BEGIN")
+                if call.fence is not None:
+                    call.fence.apply(cur)
                 result = call.fn(cur)
                 cur.execute("COMMIT")
             except BaseException:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import duckdb
 import pytest
 
-from collector.cluster.fence import Fence, LeaseLost, raise_if_fenced
+from collector.cluster.fence import Fence, LeaseLost, holding, raise_if_fenced
 from collector.cluster.leases import Leases
 from collector.cluster.postgres import Coordinator
 from collector.runs.feed import Feed, WatermarkMoved
@@ -62,22 +62,23 @@ def test_a_holder_paused_past_its_lease_commits_nothing(
     paused, resume = threading.Event(), threading.Event()
 
     def stale(cur: duckdb.DuckDBPyConnection) -> None:
-        Fence("outbox", token_a, "a").apply(cur)
         cur.execute("INSERT INTO done VALUES (1, 'a')")
         paused.set()
         assert resume.wait(30)  # a GC pause, a stopped VM: the lease runs out meanwhile
 
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(a.call, stale)
+
+        def held_by_a() -> None:
+            with holding(Fence("outbox", token_a, "a")):
+                a.call(stale)
+
+        pending = pool.submit(held_by_a)
         assert paused.wait(30)
         token_b = _take_over(node_b, "outbox")
         assert token_b > token_a
 
-        def fresh(cur: duckdb.DuckDBPyConnection) -> None:
-            Fence("outbox", token_b, "b").apply(cur)
-            cur.execute("INSERT INTO done VALUES (1, 'b')")
-
-        b.call(fresh)
+        with holding(Fence("outbox", token_b, "b")):
+            b.call(lambda cur: cur.execute("INSERT INTO done VALUES (1, 'b')"))
         resume.set()
         with pytest.raises(duckdb.Error) as refused:
             pending.result(30)
@@ -95,12 +96,8 @@ def test_the_renewing_holder_keeps_committing(nodes: tuple[Store, Store, Coordin
     assert token is not None
     for i in range(3):
         assert leases.acquire("derive", token) == token  # renewed: the same token
-        a.call(
-            lambda cur, i=i: (
-                Fence("derive", token, "a").apply(cur),
-                cur.execute("INSERT INTO done VALUES (?, 'a')", [i]),
-            )
-        )
+        with holding(Fence("derive", token, "a")):
+            a.call(lambda cur, i=i: cur.execute("INSERT INTO done VALUES (?, 'a')", [i]))
     assert a.query("SELECT count(*) FROM done")[0][0] == 3
     # An unfenced commit (ingest) is never checked against any lease.
     a.call(lambda cur: cur.execute("INSERT INTO items VALUES (9)"))
@@ -116,10 +113,10 @@ def test_a_stale_change_feed_step_is_dropped_and_the_window_consumed_once(
     token_a = node_a.acquire("consume")
     assert token_a is not None
     feed_a = Feed(a, "consume", max_snapshots=1000)
-    feed_a.fence = Fence("consume", token_a, "a")
     paused, resume = threading.Event(), threading.Event()
 
-    def step(feed: Feed, store: Store, node: str, pause: bool) -> None:
+    def step(feed: Feed, store: Store, fence: Fence, pause: bool) -> None:
+        node = fence.node
         window = feed.window()
         items = [
             r[0]
@@ -138,19 +135,19 @@ def test_a_stale_change_feed_step_is_dropped_and_the_window_consumed_once(
                 assert resume.wait(30)
 
         try:
-            store.call(commit)
+            with holding(fence):
+                store.call(commit)
         except Exception:
             feed.forget()
             raise
         feed.committed(window)
 
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(step, feed_a, a, "a", True)
+        pending = pool.submit(step, feed_a, a, Fence("consume", token_a, "a"), True)
         assert paused.wait(30)
         token_b = _take_over(node_b, "consume")
         feed_b = Feed(b, "consume", max_snapshots=1000)
-        feed_b.fence = Fence("consume", token_b, "b")
-        step(feed_b, b, "b", False)
+        step(feed_b, b, Fence("consume", token_b, "b"), False)
         resume.set()
         with pytest.raises((duckdb.Error, WatermarkMoved)):
             pending.result(30)
