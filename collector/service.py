@@ -1,7 +1,10 @@
-"""The service lifecycle: open the store, start exporters, decoders and listeners; drain and stop.
+"""The service lifecycle: open the store, start exporters, decoders and listeners, and the
+background jobs under their leases; drain and stop.
 
 `agentledger serve` builds one `Service` from a `Config` and runs it until SIGTERM/SIGINT.
 Start order is store → exporters → pipeline → receivers; stop runs in reverse, draining each.
+On a shared store (PostgreSQL catalog) each background job runs on one node of the cluster at a
+time (`collector/cluster/keeper.py`); alone, this node runs them all.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from collector.api.server import Listener, listen
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
 from collector.banner import Endpoints, print_ready
+from collector.cluster.fence import Fence
+from collector.cluster.keeper import Job, Keeper
+from collector.cluster.leases import Leases
+from collector.cluster.node import node_id
+from collector.cluster.postgres import Coordinator
 from collector.config import Config
 from collector.configparse import ConfigError, ConfigIssue, split_endpoint
 from collector.evals.api import EvalsApi
@@ -42,7 +50,7 @@ from collector.governance.maintenance import Maintenance
 from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
-from collector.outbound.outbox import Outbox
+from collector.outbound.outbox import DRAIN_S, Outbox
 from collector.pipeline import DecodePool, Limits, Pipeline, total_memory
 from collector.prices.feed import PriceFeed
 from collector.prices.fx import STATE_FILE as FX_STATE
@@ -73,7 +81,17 @@ class Service:
     def __init__(self, config: Config, out: TextIO) -> None:
         self.config = config
         self._out = out
-        self.metrics = Metrics()
+        self.node = node_id(config.cluster.node_id)
+        shared = config.storage.shared
+        # On a shared store every series carries this node's id, so a scrape of N nodes adds up.
+        self.metrics = Metrics({"node": self.node} if shared else None)
+        self.coordinator = (
+            Coordinator(config.storage.postgres_conninfo(), application_name=self.node)
+            if shared
+            else None
+        )
+        self.keeper: Keeper | None = None
+        self._keeping: asyncio.Task[None] | None = None
         self._parts = registry.components(config)
         # A pipeline's batch / memory_limiter (Collector configs) set the commit and admission.
         self._batch, self._limiter = registry.ingest_settings(self._parts)
@@ -100,14 +118,11 @@ class Service:
         self._deriver: RunDeriver | None = None
         self._roi: RoiApi | None = None
         self._stop_deriving = asyncio.Event()
-        self._deriving: asyncio.Task[None] | None = None
         self._follower: RunFollower | None = None
-        self._following: asyncio.Task[None] | None = None
         self._pricing: asyncio.Task[None] | None = None
         self._fx: asyncio.Task[None] | None = None
         self._logs: EvalsApi | None = None  # /api/logs: output evaluation
         self.maintenance: Maintenance | None = None  # retention, compaction, disk cap
-        self._maintaining: asyncio.Task[None] | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -115,6 +130,9 @@ class Service:
         parts = self._parts
         await asyncio.to_thread(self.store.open)
         await asyncio.to_thread(self.outbox.create_tables)
+        if self.coordinator is not None:
+            # Leases, and the catalog's fence and commit triggers (DuckLake's tables exist now).
+            await asyncio.to_thread(self.coordinator.prepare)
         await asyncio.to_thread(self._provision_keys)
         await asyncio.to_thread(self.mcp.create_tables)
 
@@ -173,17 +191,66 @@ class Service:
         self._describe_metrics()
         await self._start_receivers()
         self._flusher = asyncio.create_task(self._flush_key_usage())
-        await self._logs.start()
-        await self.outbox.start()
+        # The price book and FX rates are per node (each keeps what it fetched): every node
+        # refreshes its own. The rest runs on one node of a cluster at a time.
         self._pricing = asyncio.create_task(feed.run_forever(self._stop_deriving))
         self._fx = asyncio.create_task(fx.run_forever(self._stop_deriving))
-        self._deriving = asyncio.create_task(self._deriver.run_forever(self._stop_deriving))
-        self._following = asyncio.create_task(self._follower.run_forever(self._stop_deriving))
-        self._maintaining = asyncio.create_task(self.maintenance.run_forever(self._stop_deriving))
+        leases = None
+        if self.coordinator is not None:
+            leases = Leases(self.coordinator, self.node, float(self.config.cluster.lease_s))
+            log.info("node %s: background jobs under leases of %ss", self.node, leases.lease_s)
+        self.keeper = Keeper(self._jobs(), leases)
+        self._keeping = asyncio.create_task(self.keeper.run(self._stop_deriving))
         self._state = "ok"
         if self._grpc is not None:
             await self._grpc.set_serving(True)
         print_ready(self._out, self.config.storage.path, self.endpoints, self._first_keys)
+
+    def _jobs(self) -> list[Job]:
+        """The background work, each held by one node of a cluster at a time. Stopped in this
+        order: runs are derived one last time before the consumers of runs step one last time."""
+        assert self.maintenance is not None and self._logs is not None
+        maintenance, evals, outbox = self.maintenance, self._logs, self.outbox
+
+        async def maintain(fence: Fence | None, stop: asyncio.Event) -> None:
+            await maintenance.run_forever(stop)
+
+        async def evaluate(fence: Fence | None, stop: asyncio.Event) -> None:
+            await evals.run(stop)  # a log still pending is evaluated by the next holder
+
+        async def deliver(fence: Fence | None, stop: asyncio.Event) -> None:
+            await outbox.run(stop)  # at stop, one more pass: what is due goes out first
+
+        return [
+            Job("maintenance", maintain),
+            Job("evals", evaluate),
+            Job("runs", self._derive),
+            Job("run-consumers", self._follow),
+            # After everything that queues; what is still in flight at the drain's end stays
+            # pending and is sent by the next holder (delivery is at least once).
+            Job("outbox", deliver, grace_s=DRAIN_S),
+        ]
+
+    async def _derive(self, fence: Fence | None, stop: asyncio.Event) -> None:
+        assert self._deriver is not None
+        deriver = self._deriver
+        await deriver.run_forever(stop)
+        if self._state == "draining" and deriver.enabled:
+            # One last bounded step, so what was just committed is also derived before exit.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(deriver.step)
+
+    async def _follow(self, fence: Fence | None, stop: asyncio.Event) -> None:
+        assert self._follower is not None
+        follower = self._follower
+        try:
+            await follower.run_forever(stop)
+            if self._state == "draining":
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(follower.step)
+                await follower.after_commit()
+        finally:
+            await follower.aclose()
 
     def _run_consumers(self, fx: FxFeed) -> list[RunConsumer]:
         """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
@@ -375,7 +442,11 @@ class Service:
         if body is not None and ("healthy" if ok else "unhealthy") in body:
             text = body["healthy" if ok else "unhealthy"]
             return PlainTextResponse(text, status_code=200 if ok else 503)
-        return JSONResponse({"status": self._state}, status_code=200 if ok else 503)
+        answer: dict[str, object] = {"status": self._state}
+        if self.coordinator is not None:  # one node of many: which, and what it runs
+            answer["node"] = self.node
+            answer["jobs"] = self.keeper.held() if self.keeper is not None else []
+        return JSONResponse(answer, status_code=200 if ok else 503)
 
     async def _metrics_page(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
@@ -405,6 +476,13 @@ class Service:
             "failed commits",
             lambda: float(st.commit_failures),
         )
+        m.counter(
+            "agentledger_store_commit_conflicts_total",
+            "commits refused for a concurrent commit of another node, and retried",
+            lambda: float(st.commit_conflicts),
+        )
+        if self.coordinator is not None:
+            m.collector(self._cluster_metric_lines)
         m.gauge(
             "agentledger_store_size_bytes",
             "bytes of catalog and data files",
@@ -415,6 +493,38 @@ class Service:
             "time to commit a group",
             lambda: (dict(st.commit_latency_buckets), st.commit_seconds_total, st.commits),
         )
+
+    def _cluster_metric_lines(self) -> list[str]:
+        """This node's leases: which jobs it runs (1) or not (0), and lease changes."""
+        keeper = self.keeper
+        if keeper is None:
+            return []
+        node = f'node="{_label(self.node)}"'
+        held = set(keeper.held())
+        lines = ["# HELP agentledger_job_held 1 for each background job this node runs now"]
+        lines.append("# TYPE agentledger_job_held gauge")
+        lines += [
+            f'agentledger_job_held{{{node},job="{job}"}} {int(job in held)}' for job in keeper.jobs
+        ]
+        for name, text, value in (
+            ("agentledger_leases_acquired_total", "leases this node took", keeper.stats.acquired),
+            (
+                "agentledger_leases_lost_total",
+                "leases taken over by another node",
+                keeper.stats.lost,
+            ),
+            (
+                "agentledger_lease_renew_failures_total",
+                "lease rounds that could not reach PostgreSQL",
+                keeper.stats.renew_failures,
+            ),
+        ):
+            lines += [
+                f"# HELP {name} {text}",
+                f"# TYPE {name} counter",
+                f"{name}{{{node}}} {value}",
+            ]
+        return lines
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -439,31 +549,21 @@ class Service:
             await asyncio.to_thread(self._pool.shutdown)
         if self._flusher is not None:
             self._flusher.cancel()
+        # Every job stops at its next bounded slice (a step in progress commits or leaves its
+        # watermark as it was), in the order of `_jobs`, and hands its lease back.
+        self._stop_deriving.set()
+        if self._keeping is not None:
+            await self._keeping
         if self._logs is not None:
             await self._logs.stop()  # pending logs stay pending: evaluated on the next start
         for refresh in (self._pricing, self._fx):
             if refresh is not None:
                 refresh.cancel()  # a fetch in progress is dropped; what was kept stays
-        self._stop_deriving.set()
-        if self._maintaining is not None:
-            await self._maintaining  # a job in progress stops at its next bounded slice
-        if self._deriving is not None:
-            await self._deriving  # a step in progress commits or leaves the watermark as it was
-            # One last bounded step, so what was just committed is also derived before exit.
-            if self._deriver is not None and self._deriver.enabled:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._deriver.step)
-        if self._following is not None:
-            await self._following
-            if self._follower is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._follower.step)
-                await self._follower.after_commit()
-                await self._follower.aclose()
-        await self.outbox.stop()  # after everything that queues: what is due goes out first
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
         await asyncio.to_thread(self.store.close)
+        if self.coordinator is not None:
+            self.coordinator.close()
         self._state = "stopped"
         log.info("stopped")
 
@@ -476,6 +576,10 @@ class Service:
                 log.exception("could not record key usage")
 
     # -- what the user sees ----------------------------------------------------------------
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
 async def run(config: Config, out: TextIO, stop: asyncio.Event) -> None:

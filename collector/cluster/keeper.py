@@ -27,10 +27,13 @@ JobRun = Callable[[Fence | None, asyncio.Event], Awaitable[None]]
 class Job:
     name: str
     run: JobRun
+    grace_s: float = 120.0
+    """How long a stopping job may take to finish its slice before it is cancelled."""
 
 
 @dataclass
 class _Held:
+    job: Job
     fence: Fence | None
     stop: asyncio.Event
     task: asyncio.Task[None]
@@ -47,10 +50,15 @@ class KeeperStats:
 
 class Keeper:
     def __init__(self, jobs: list[Job], leases: Leases | None) -> None:
+        """`jobs` in the order they are stopped in."""
         self._jobs = {job.name: job for job in jobs}
         self._leases = leases
         self._held: dict[str, _Held] = {}
         self.stats = KeeperStats()
+
+    @property
+    def jobs(self) -> list[str]:
+        return list(self._jobs)
 
     @property
     def node(self) -> str | None:
@@ -116,7 +124,7 @@ class Keeper:
     def _start(self, job: Job, fence: Fence | None, valid_until: float) -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(self._guard(job, fence, stop), name=f"job {job.name}")
-        self._held[job.name] = _Held(fence, stop, task, valid_until)
+        self._held[job.name] = _Held(job, fence, stop, task, valid_until)
         if fence is not None:
             self.stats.held[job.name] = fence.token
 
@@ -136,17 +144,12 @@ class Keeper:
         self.stats.held.pop(name, None)
         if held is None:
             return
-        held.stop.set()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await held.task
+        await _finish(held)
 
     async def _stop_all(self) -> None:
-        held = dict(self._held)
+        held = {name: self._held[name] for name in self._jobs if name in self._held}
         for h in held.values():
-            h.stop.set()
-        for h in held.values():
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await h.task
+            await _finish(h)
         self._held.clear()
         self.stats.held.clear()
         if self._leases is None:
@@ -157,3 +160,18 @@ class Keeper:
                     await asyncio.to_thread(self._leases.release, name, h.fence.token)
                 except Exception as e:
                     log.warning("lease %s: not handed back (%s)", name, type(e).__name__)
+
+
+async def _finish(held: _Held) -> None:
+    """Stop a job: ask it, wait up to its grace, then cancel it."""
+    held.stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(held.task), held.job.grace_s)
+    except TimeoutError:
+        held.task.cancel()
+    except (Exception, asyncio.CancelledError):
+        pass
+    if not held.task.done():
+        held.task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await held.task

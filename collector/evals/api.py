@@ -113,6 +113,11 @@ class EvalsApi:
         self.auth.load()
         self.media.open()
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """The evaluator and the outbox until `stop` (the service runs this as one leased job:
+        on a shared store one node evaluates and delivers for all)."""
+        await asyncio.gather(self.evaluator.run(stop), self.outbox.run(stop))
+
     async def start(self) -> None:
         """The evaluator (which first picks up logs left pending)."""
         self._stop.clear()

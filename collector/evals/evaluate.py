@@ -76,6 +76,7 @@ class Evaluator:
         self._limit = asyncio.Semaphore(concurrency)
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
+        self._running = False
         self.evaluated = 0
 
     # -- one log ---------------------------------------------------------------------------
@@ -173,11 +174,14 @@ class Evaluator:
     # -- the background worker -------------------------------------------------------------
 
     def submit(self, org: str, log_id: str) -> None:
-        if (org, log_id) not in self._queued:
+        # Only while this node runs the evaluator: on a shared store another node may hold it,
+        # and its sweep finds the log pending in the store.
+        if self._running and (org, log_id) not in self._queued:
             self._queued.add((org, log_id))
             self._queue.put_nowait((org, log_id))
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._running = True
         sweeper = asyncio.create_task(self._sweep(stop))
         try:
             while not stop.is_set():
@@ -199,6 +203,7 @@ class Evaluator:
                 finally:
                     self._queued.difference_update(batch)
         finally:
+            self._running = False
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
