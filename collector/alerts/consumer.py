@@ -122,6 +122,9 @@ class AlertsConsumer:
 
     # -- each step -----------------------------------------------------------------------------
 
+    def due(self) -> bool:
+        return self._config.enabled and self.windows.has_ready()
+
     def consume(
         self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
     ) -> None:

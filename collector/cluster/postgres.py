@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 COMMITS_CHANNEL = "agentledger_commits"
 """NOTIFY channel: the id of every snapshot DuckLake commits, from a trigger on its catalog."""
+KEYS_CHANNEL = "agentledger_keys"
+"""NOTIFY channel: API keys or workspace tokens were created or revoked on some node."""
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS agentledger_leases (
@@ -30,7 +32,45 @@ _TABLES = (
          token bigint NOT NULL,
          expires_at timestamptz NOT NULL,
          acquired_at timestamptz NOT NULL)""",
+    # Shared rate limits (collector/cluster/limits.py): one row per admitted request.
+    """CREATE TABLE IF NOT EXISTS agentledger_rate_log (
+         bucket text NOT NULL,
+         at timestamptz NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS agentledger_rate_log_bucket ON agentledger_rate_log (bucket, at)",
+    # Idempotency claims (collector/cluster/claims.py).
+    """CREATE TABLE IF NOT EXISTS agentledger_claims (
+         scope text NOT NULL,
+         org text NOT NULL,
+         key text NOT NULL,
+         holder text NOT NULL,
+         claimed_at timestamptz NOT NULL,
+         done boolean NOT NULL,
+         PRIMARY KEY (scope, org, key))""",
 )
+
+# A sliding-window log per bucket, serialised per bucket by an advisory lock: 0 admits the
+# request, else the seconds until the oldest admitted one leaves the window. Buckets that went
+# quiet are swept now and then (windows are at most minutes long).
+_ADMIT_FUNCTION = """
+CREATE OR REPLACE FUNCTION agentledger_admit(b text, lim int, win double precision)
+RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+  t timestamptz := clock_timestamp();
+  n int;
+  oldest timestamptz;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended(b, 0));
+  DELETE FROM agentledger_rate_log WHERE bucket = b AND at <= t - make_interval(secs => win);
+  SELECT count(*), min(at) INTO n, oldest FROM agentledger_rate_log WHERE bucket = b;
+  IF random() < 0.001 THEN
+    DELETE FROM agentledger_rate_log WHERE at < t - interval '1 hour';
+  END IF;
+  IF n < lim THEN
+    INSERT INTO agentledger_rate_log VALUES (b, t);
+    RETURN 0;
+  END IF;
+  RETURN greatest(extract(epoch FROM oldest + make_interval(secs => win) - t), 0.001);
+END $$"""
 
 # The fence: DuckLake writes a commit's metadata (and its `ducklake_snapshot_changes` row, whose
 # commit_extra_info a fenced transaction sets) in one PostgreSQL transaction. This trigger reads
@@ -61,7 +101,7 @@ BEGIN
   RETURN NULL;
 END $$"""
 
-_FUNCTIONS = (_FENCE_FUNCTION, _NOTIFY_FUNCTION)
+_FUNCTIONS = (_FENCE_FUNCTION, _NOTIFY_FUNCTION, _ADMIT_FUNCTION)
 
 # (trigger, table, definition): created once; replacing a trigger would lock DuckLake's table
 # against other nodes' commits, replacing the function it calls does not.
@@ -131,6 +171,9 @@ class Coordinator:
                 ).fetchone()
                 if found is None:
                     conn.execute(create)
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        self.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
     def close(self) -> None:
         with self._lock:

@@ -24,9 +24,10 @@ from collector.api import schema as sc
 from collector.api import shapes as js
 from collector.api.apis import ROI
 from collector.api.params import Params, decode_cursor, encode_cursor
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter, LimiterFactory, local_limiters
 from collector.api.routes import Call, Keys, Operation, PerKey, routes
 from collector.auth.keys import Authenticator
+from collector.cluster.claims import Claims
 from collector.errors import ApiError
 from collector.model import Principal, Processor
 from collector.prices.fx import FxTable, shipped_only
@@ -64,9 +65,15 @@ class RoiApi:
         *,
         redactor: Redactor | None = None,
         fx: Callable[[], FxTable] | None = None,
+        limiters: LimiterFactory = local_limiters,
+        claims: Claims | None = None,
     ) -> None:
-        """`fx` gives the reference FX table in use (default: the shipped one)."""
+        """`fx` gives the reference FX table in use (default: the shipped one); `limiters` and
+        `claims` are a shared store's (global rate limits, Idempotency-Keys claimed across
+        nodes), by default this process's own."""
         self._store = store
+        self._limiters = limiters
+        self._claims = claims
         self._redactor = redactor
         self._auth = auth
         self._catalogue = catalogue
@@ -74,8 +81,8 @@ class RoiApi:
         self._fx = fx or shipped_only()
         self._clock = clock
         self._settings: dict[str, tuple[float, OrgSettings]] = {}
-        self._ingest_limiters: dict[int, SlidingWindowLimiter] = {}
-        self._read_limiter = SlidingWindowLimiter(300, 60.0)
+        self._ingest_limiters: dict[int, Limiter] = {}
+        self._read_limiter = limiters("roi-read", 300, 60.0)
         self._ids = EventIds()
         self._locks = KeyLocks()
         self._recent = RecentKeys()
@@ -209,14 +216,37 @@ class RoiApi:
             return await self._record(principal, settings, req, None, now)
         async with self._locks.hold((principal.org, key)):
             replay = await self._replay(principal.org, key, self._clock())
+            if replay is None and self._claims is not None:
+                return await self._record_claimed(principal, settings, req, key)
             if replay is not None:
-                return Response(
-                    replay,
-                    201,
-                    media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"},
-                )
+                return _replayed(replay)
             return await self._record(principal, settings, req, key, self._clock())
+
+    async def _record_claimed(
+        self, principal: Principal, settings: OrgSettings, req: TrackRequest, key: str
+    ) -> Response:
+        """On a shared store: record the event if this node wins the key's claim, else answer
+        with the event another node recorded under it."""
+        assert self._claims is not None
+        org = principal.org
+        if await self._claims.claim("track", org, key):
+            try:
+                response = await self._record(principal, settings, req, key, self._clock())
+            except BaseException:
+                await self._claims.release("track", org, key)
+                raise
+            await self._claims.finish("track", org, key)
+            return response
+        # This node's memory of recent keys knows nothing of another node's: ask the store.
+        replay = await self._claims.wait_for(lambda: self._stored(org, key))
+        if replay is None:
+            raise ApiError(
+                409,
+                "idempotency_in_progress",
+                "A request with this Idempotency-Key is still being recorded; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        return _replayed(replay)
 
     def _redacted(self, req: TrackRequest) -> TrackRequest:
         """The audit sample and metadata as the `redact:` rules leave them, before storing."""
@@ -230,11 +260,11 @@ class RoiApi:
             metadata=None if meta is None else r.value(meta, field="metadata"),
         )
 
-    def rate_check(self, key_id: str, limit: int) -> None:
+    async def rate_check(self, key_id: str, limit: int) -> None:
         limiter = self._ingest_limiters.get(limit)
         if limiter is None:
-            limiter = self._ingest_limiters[limit] = SlidingWindowLimiter(limit, 1.0)
-        if limiter.check(key_id) is not None:
+            limiter = self._ingest_limiters[limit] = self._limiters("track", limit, 1.0)
+        if await limiter.admit(key_id) is not None:
             raise ApiError(
                 429,
                 "rate_limited",
@@ -249,6 +279,12 @@ class RoiApi:
                 roi_store.stored_response, self._store, org, key, now
             )
         return None if response is None else response.encode()
+
+    async def _stored(self, org: str, key: str) -> bytes | None:
+        found = await asyncio.to_thread(
+            roi_store.stored_response, self._store, org, key, self._clock()
+        )
+        return None if found is None else found.encode()
 
     async def _record(
         self,
@@ -414,7 +450,13 @@ class _TrackLimit:
 
     async def check(self, caller: Any) -> None:
         settings = await self._api.settings_for(caller.org)
-        self._api.rate_check(caller.key_id, settings.rate_limit)
+        await self._api.rate_check(caller.key_id, settings.rate_limit)
+
+
+def _replayed(body: bytes) -> Response:
+    return Response(
+        body, 201, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+    )
 
 
 def _seconds_to_next_month(now: datetime) -> int:

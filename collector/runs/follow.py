@@ -45,8 +45,13 @@ class RunConsumer(Protocol):
         self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
     ) -> None:
         """Handle `runs` (finished, latest version of each, ordered by `ended_at`) inside the
-        transaction that moves the watermark; called with `[]` on idle ticks. A run re-derived
-        later comes again, so this must be idempotent per (org, run_id)."""
+        transaction that moves the watermark; called with `[]` on a tick when `due()`. A run
+        re-derived later comes again, so this must be idempotent per (org, run_id)."""
+        ...
+
+    def due(self) -> bool:
+        """Whether time-based work waits (e.g. alert windows aggregated since the last tick),
+        so that `consume([])` has something to write on a tick where no run finished."""
         ...
 
     async def after_commit(self) -> None:
@@ -137,6 +142,8 @@ class RunFollower:
                 batch = batches[window.since] = self._read(feed, window, last_move)
             feed.remember(window, quiet=batch.quiet)
             behind = behind or batch.behind
+            if batch.window.empty and not batch.runs and not consumer.due():
+                continue  # an idle tick: no transaction, no snapshot, nothing to read
             commit = functools.partial(
                 self._commit, consumer=consumer, feed=feed, batch=batch, now=now
             )
