@@ -151,7 +151,9 @@ class Service:
         runs = RunsProcessor(registry.runs_config(parts))
         self._deriver = RunDeriver(self.store, runs, offload=self._pool.call)
         await asyncio.to_thread(self._deriver.create_tables)
-        self._follower = RunFollower(self.store, self._run_consumers(fx))
+        # Woken by commits; the tick is for alert windows, which need no finer one.
+        tick = min(5.0, float(self.config.alerts.evaluation_interval_s))
+        self._follower = RunFollower(self.store, self._run_consumers(fx), interval_s=tick)
         await asyncio.to_thread(self._follower.create_tables)
         await asyncio.to_thread(create_views, self.store)
         self._roi = RoiApi(

@@ -13,7 +13,6 @@ that lost the lease commits nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -134,14 +133,19 @@ async def run_steps(
     stop: asyncio.Event,
     interval_s: float,
     what: str,
+    *,
     after: Callable[[], Awaitable[None]] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Run `step` in a thread every `interval_s` (at once while it is behind) until `stop` is
-    set; `after` runs on the event loop after each step. A failed step committed nothing, so it
+    """Run `step` in a thread every `interval_s` (at once while it is behind, and as soon as
+    `wake` is set: a commit landed) until `stop` is set; `after` runs on the event loop after
+    each step. A failed step committed nothing, so it
     is logged and retried next interval; a closed store pauses the loop the same way. A step
     refused by its lease's fence ends the loop (`LeaseLost`): another node steps now."""
     while not stop.is_set():
         behind = False
+        if wake is not None:
+            wake.clear()  # a commit from now on wakes the next wait
         try:
             behind = await asyncio.to_thread(step)
         except StoreUnavailable:
@@ -155,5 +159,16 @@ async def run_steps(
         if behind:
             await asyncio.sleep(0)
             continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await _sleep(stop, interval_s, wake)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None) -> None:
+    """Until `stop` or `wake` is set, or `seconds` pass."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waits.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -28,6 +28,7 @@ import pyarrow as pa
 from collector.cluster import fence as fences
 from collector.model import Accepted, Rows, Signal, StoreUnavailable
 from collector.store import conflict
+from collector.store.commits import CommitSignal
 from collector.store.dedup import SpanDedup
 from collector.store.lake import LAKE, StoreSettings, connect
 from collector.store.readers import CursorPool, SnapshotReader
@@ -81,6 +82,8 @@ class Store:
         self._dedup = SpanDedup(settings.dedup_window_s)
         self._last_file_id = -1
         self.stats = StoreStats()
+        self.commits = CommitSignal()
+        """Fired after each commit (of another node too, on a shared store)."""
         self.admit: Callable[[Rows], None] | None = None
         """Checked before every append is queued (the disk cap); raises to refuse the rows."""
 
@@ -273,9 +276,12 @@ class Store:
             return result
 
         try:
-            call.future.set_result(conflict.retry(once, "write", self._count_conflict))
+            result = conflict.retry(once, "write", self._count_conflict)
         except BaseException as e:
             call.future.set_exception(e)
+            return
+        self.commits.fire()
+        call.future.set_result(result)
 
     def _count_conflict(self) -> None:
         self.stats.commit_conflicts += 1
@@ -300,6 +306,7 @@ class Store:
             group[0].done(StoreUnavailable(f"commit failed: {e}"))
             return
         self._dedup.remember(new_hashes)
+        self.commits.fire()
         elapsed = time.perf_counter() - started
         self.stats.record_commit(elapsed, sum(r.accepted for r in results))
         for item, result in zip(group, results, strict=True):
