@@ -30,17 +30,20 @@ from collector.alerts.config import declared_rules
 from collector.alerts.consumer import AlertsConsumer
 from collector.api import openapi
 from collector.api.apis import ALL as ALL_APIS
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import LimiterFactory, local_limiters
 from collector.api.routes import NotFound, Operation, routes
 from collector.api.server import Listener, listen
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
 from collector.banner import Endpoints, print_ready
+from collector.cluster.claims import Claims
 from collector.cluster.fence import Fence
 from collector.cluster.keeper import Job, Keeper
 from collector.cluster.leases import Leases
+from collector.cluster.limits import shared_limiters
+from collector.cluster.listen import Notifications
 from collector.cluster.node import node_id
-from collector.cluster.postgres import Coordinator
+from collector.cluster.postgres import COMMITS_CHANNEL, KEYS_CHANNEL, Coordinator
 from collector.config import Config
 from collector.configparse import ConfigError, ConfigIssue, split_endpoint
 from collector.evals.api import EvalsApi
@@ -92,6 +95,13 @@ class Service:
         )
         self.keeper: Keeper | None = None
         self._keeping: asyncio.Task[None] | None = None
+        self._listener: Notifications | None = None
+        # Rate limits and idempotency claims: this process's own, or the cluster's.
+        self._limiters: LimiterFactory = local_limiters
+        self._claims: Claims | None = None
+        if self.coordinator is not None:
+            self._limiters = shared_limiters(self.coordinator)
+            self._claims = Claims(self.coordinator, self.node)
         self._parts = registry.components(config)
         # A pipeline's batch / memory_limiter (Collector configs) set the commit and admission.
         self._batch, self._limiter = registry.ingest_settings(self._parts)
@@ -163,10 +173,14 @@ class Service:
             registry.build_processor(parts, "cost"),
             redactor=self.redactor,
             fx=fx.current,
+            limiters=self._limiters,
+            claims=self._claims,
         )
         await asyncio.to_thread(self._roi.create_tables)
         self._logs = self._evals_api()
         await asyncio.to_thread(self._logs.create_tables)
+        if self.coordinator is not None:
+            self._listen_to_cluster(self.coordinator, self._logs)
         # Snapshots are expired only once the run deriver has read past them.
         required = (DERIVE_WATERMARK,) if self._deriver.enabled else ()
         self.maintenance = Maintenance(
@@ -254,6 +268,26 @@ class Service:
         finally:
             await follower.aclose()
 
+    def _listen_to_cluster(self, coordinator: Coordinator, evals: EvalsApi) -> None:
+        """Other nodes' commits wake this node's change-feed loops; keys and workspace tokens
+        created or revoked anywhere are reloaded here at once (the doc promises within 10 s)."""
+        store, auth = self.store, self.auth
+
+        def tell_others() -> None:
+            coordinator.notify(KEYS_CHANNEL)
+
+        def reload_keys(_: str | None) -> None:
+            auth.load()
+            evals.auth.load()
+
+        auth.on_change = tell_others
+        evals.auth.on_change = tell_others
+        listener = Notifications(coordinator)
+        listener.on(COMMITS_CHANNEL, lambda _: store.commits.fire())
+        listener.on(KEYS_CHANNEL, reload_keys)
+        listener.start()
+        self._listener = listener
+
     def _run_consumers(self, fx: FxFeed) -> list[RunConsumer]:
         """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
         each behind its own watermark; see `collector/runs/follow.py`."""
@@ -295,6 +329,8 @@ class Service:
                 spec, smtp=config.notifications.smtp, policy=config.outbound
             ),
             redactor=self.redactor,
+            limiters=self._limiters,
+            claims=self._claims,
         )
 
     def _use_book(self, parts: registry.Components) -> Callable[[], None]:
@@ -382,7 +418,7 @@ class Service:
     def operations(self, alerts: AlertsApi) -> list[Operation]:
         assert self._roi is not None
         # One budget of 300 read requests a minute per token, across the read APIs.
-        limiter = SlidingWindowLimiter(300, 60.0)
+        limiter = self._limiters("read", 300, 60.0)
         return [
             *AdminApi(self.auth).operations(),
             *self._roi.operations(),
@@ -563,6 +599,8 @@ class Service:
                 refresh.cancel()  # a fetch in progress is dropped; what was kept stays
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
         await asyncio.to_thread(self.store.close)
         if self.coordinator is not None:
             self.coordinator.close()

@@ -22,7 +22,7 @@ Callback = Callable[[str | None], None]
 _RETRY_S = 1.0
 
 
-class Listener:
+class Notifications:
     def __init__(self, coordinator: Coordinator) -> None:
         self._db = coordinator
         self._callbacks: dict[str, list[Callback]] = {}
