@@ -189,7 +189,7 @@ def test_an_idempotency_key_raced_on_two_nodes_makes_one_event(cluster: Cluster)
         )
     assert [r.status_code for r in posted] == [200, 200]
     listed = httpx.get(f"{a.base_url}/api/logs", headers=ADMIN, timeout=30).json()
-    assert [x["id"] for x in listed["logs"]].count("log-raced") == 1
+    assert [x["id"] for x in listed["executions"]].count("log-raced") == 1
 
 
 def test_a_key_revoked_on_one_node_is_refused_by_the_other(cluster: Cluster) -> None:
