@@ -120,9 +120,9 @@ class EvalsApi:
         self.media.open()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The evaluator and the outbox until `stop` (the service runs this as one leased job:
-        on a shared store one node evaluates and delivers for all)."""
-        await asyncio.gather(self.evaluator.run(stop), self.outbox.run(stop))
+        """The evaluator until `stop` (the service runs this as one leased job: on a shared
+        store one node evaluates for all; deliveries go through the outbox's own job)."""
+        await self.evaluator.run(stop)
 
     async def start(self) -> None:
         """The evaluator (which first picks up logs left pending)."""
