@@ -140,7 +140,7 @@ class RunFollower:
             return 0
         handed = 0
         behind = False
-        wrote = failed = False
+        wrote, failed = 0, False
         batches: dict[int, _Batch] = {}  # consumers at the same watermark share one read
         for consumer in self._consumers:
             feed = self._feeds[consumer.name]
@@ -167,7 +167,7 @@ class RunFollower:
                 failed = True
                 continue
             feed.committed(batch.window)
-            wrote = True
+            wrote += 1
             handed += len(batch.runs)
             if not batch.window.empty:
                 self._moved_at[consumer.name] = self._monotonic()
@@ -177,7 +177,10 @@ class RunFollower:
         if failed:
             self._settled = -1  # the failed consumer's runs wait: step again
         elif wrote:
-            self._settled = current_snapshot(self._store)
+            after = current_snapshot(self._store)
+            # Settled only if every snapshot since `current` is one of our commits: another
+            # writer's (the deriver's runs) landing meanwhile must be read next step.
+            self._settled = after if after <= current + wrote else -1
         return handed
 
     def _read(self, feed: Feed, window: Window, last_move: float) -> _Batch:
