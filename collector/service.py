@@ -49,6 +49,8 @@ from collector.configparse import ConfigError, ConfigIssue, split_endpoint
 from collector.evals.api import EvalsApi
 from collector.evals.judge import Judge
 from collector.evals.runs import LogRulesConsumer
+from collector.governance.converge import WATERMARK as CONVERGE_WATERMARK
+from collector.governance.converge import SpanConvergence
 from collector.governance.maintenance import Maintenance
 from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
@@ -181,8 +183,11 @@ class Service:
         await asyncio.to_thread(self._logs.create_tables)
         if self.coordinator is not None:
             self._listen_to_cluster(self.coordinator, self._logs)
-        # Snapshots are expired only once the run deriver has read past them.
-        required = (DERIVE_WATERMARK,) if self._deriver.enabled else ()
+        # Snapshots are expired only once the run deriver (and, on a shared store, the span
+        # convergence) has read past them.
+        required: tuple[str, ...] = (DERIVE_WATERMARK,) if self._deriver.enabled else ()
+        if self.coordinator is not None:
+            required += (CONVERGE_WATERMARK,)
         self.maintenance = Maintenance(
             self.store,
             self.metrics,
@@ -234,6 +239,9 @@ class Service:
         async def evaluate(fence: Fence | None, stop: asyncio.Event) -> None:
             await evals.run(stop)  # a log still pending is evaluated by the next holder
 
+        async def converge(fence: Fence | None, stop: asyncio.Event) -> None:
+            await SpanConvergence(self.store).run_forever(stop)
+
         async def deliver(fence: Fence | None, stop: asyncio.Event) -> None:
             await outbox.run(stop)  # at stop, one more pass: what is due goes out first
 
@@ -242,6 +250,7 @@ class Service:
             Job("evals", evaluate),
             Job("runs", self._derive),
             Job("run-consumers", self._follow),
+            *([Job("spans-dedup", converge)] if self.coordinator is not None else []),
             # After everything that queues; what is still in flight at the drain's end stays
             # pending and is sent by the next holder (delivery is at least once).
             Job("outbox", deliver, grace_s=DRAIN_S),
