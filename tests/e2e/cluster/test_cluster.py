@@ -36,7 +36,7 @@ from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
 
-JOBS = {"maintenance", "prices", "evals", "runs", "run-consumers"}
+JOBS = {"maintenance", "evals", "runs", "run-consumers", "spans-dedup", "outbox"}
 
 
 class Cluster:
