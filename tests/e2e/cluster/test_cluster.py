@@ -6,6 +6,7 @@ and an external DuckDB reader sees it all."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from tests.e2e.cluster.nodes import (
     until,
 )
 from tests.e2e.server import Server
+from tests.fixtures.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -217,3 +219,39 @@ def test_a_key_revoked_on_one_node_is_refused_by_the_other(cluster: Cluster) -> 
     until(lambda: status_on_b() == 401, 10, "the revoked key to be refused on the other node")
     assert time.monotonic() - started < 10
     assert httpx.get(f"{b.base_url}/api/runs", headers=READ, timeout=30).status_code == 200
+
+
+def test_the_run_consumers_holder_killed_an_alert_notifies_once(cluster: Cluster) -> None:
+    with Receiver() as receiver:
+        rule = {
+            "org": "acme",
+            "name": "Every triage run",
+            "condition": "run_total_tokens",
+            "threshold": 1,
+            "workflows": ["support-triage"],
+            "channels": [{"type": "webhook", "url": receiver.url("/hook"), "secret": "s" * 16}],
+        }
+        extra = (
+            "outbound: {allow_private: true}\n"
+            "alerts:\n  evaluation_interval_s: 1\n  cooldown_s: 0\n  retry_base_s: 1\n"
+            f"  rules: [{json.dumps(rule)}]\n"
+        )
+        nodes = cluster.start(2, extra)
+        assert post_spans(nodes[0], trace(1)) == 200
+        until(lambda: len(receiver.requests) == 1 or None, 30, "the first notification")
+
+        def recorded() -> bool:
+            r = httpx.get(f"{nodes[1].base_url}/api/alert-events", headers=READ, timeout=10)
+            return all(e["notification_sent"] for e in r.json()["alert_events"])
+
+        # Delivery is at least once: a node killed between a send and its record would have
+        # the next holder send again. Once recorded, a notification is never sent again.
+        until(recorded, 30, "the first notification recorded as sent")
+        victim = until(lambda: holder(nodes, "run-consumers"), 30, "a holder of run consumers")
+        survivor = next(n for n in nodes if n is not victim)
+        victim.kill()
+        assert post_spans(survivor, trace(2)) == 200  # derived, alerted, notified elsewhere
+        until(lambda: len(receiver.requests) == 2 or None, LEASE_S * 10, "the second notification")
+        time.sleep(LEASE_S * 2)
+        events = [json.loads(r.body)["alert_event"]["id"] for r in receiver.requests]
+        assert len(set(events)) == len(events) == 2  # each alert notified once, across takeover
