@@ -55,7 +55,8 @@ def _as_postgres(args: list[str]) -> list[str]:
 class PostgresServer:
     """A throwaway PostgreSQL cluster; `conninfo(db)` is a libpq string for one of its databases."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
+        """`fsync` off for tests (nothing here must survive a power loss); on to measure."""
         initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
         if initdb is None or pg_ctl is None:
             raise FileNotFoundError("PostgreSQL's initdb / pg_ctl are not installed")
@@ -72,8 +73,8 @@ class PostgresServer:
             capture_output=True,
         )
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-c fsync={'on' if fsync else 'off'} -c max_connections=200"
         )
         log = str(self.root / "log")
         subprocess.run(
