@@ -157,14 +157,15 @@ class Coordinator:
                 self._conn = None
                 raise
 
-    def prepare(self) -> None:
-        """Create agentledger's tables and DuckLake catalog triggers (the catalog must exist:
-        call after the store is open). Idempotent; safe while other nodes run."""
+    def prepare(self, *, catalog: bool = True) -> None:
+        """Create agentledger's tables and functions and, with `catalog`, the triggers on
+        DuckLake's catalog tables (which must exist: call after the store is open).
+        Idempotent; safe while other nodes run."""
         with self.connect() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_INSTALL_LOCK])
             for sql in (*_TABLES, *_FUNCTIONS):
                 conn.execute(sql)
-            for name, table, create in _TRIGGERS:
+            for name, table, create in _TRIGGERS if catalog else ():
                 found = conn.execute(
                     "SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = to_regclass(%s)",
                     [name, table],
