@@ -90,10 +90,12 @@ class Keeper:
         leases = self._leases
         for name, job in self._jobs.items():
             held = self._held.get(name)
-            if held is not None and held.task.done():
-                await self._forget(name)  # the job ended (lost its lease, or failed)
-                held = None
             token = held.fence.token if held is not None and held.fence is not None else None
+            if held is not None and held.task.done():
+                # The job ended (it failed, or its lease was lost): renewing the same token
+                # starts it again at once; a lost lease is simply not renewed.
+                await self._forget(name)
+                held = None
             asked = time.monotonic()
             try:
                 got = await asyncio.to_thread(leases.acquire, name, token)

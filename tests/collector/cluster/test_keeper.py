@@ -82,3 +82,28 @@ def test_a_silent_holder_is_replaced_within_the_lease(postgres_server: PostgresS
 
     asyncio.run(main())
     coordinator.close()
+
+
+def test_a_failed_job_starts_again_under_the_same_token(postgres_server: PostgresServer) -> None:
+    coordinator = _coordinator(postgres_server)
+    runs: list[int] = []
+
+    async def flaky(fence: Fence | None, stop: asyncio.Event) -> None:
+        assert fence is not None
+        runs.append(fence.token)
+        if len(runs) == 1:
+            raise RuntimeError("the job broke")
+        await stop.wait()
+
+    async def main() -> None:
+        keeper = Keeper([Job("derive", flaky)], Leases(coordinator, "a", 5.0))
+        await keeper.tick()
+        await asyncio.sleep(0.1)  # the first run fails
+        assert keeper.held() == []
+        await keeper.tick()
+        assert keeper.held() == ["derive"]
+        await keeper._stop_all()
+
+    asyncio.run(main())
+    assert runs == [1, 1]
+    coordinator.close()
