@@ -56,12 +56,6 @@ class CapState:
 
 
 class DiskCap:
-    def _measure(self) -> int:
-        settings = self._store.settings
-        if settings.shared or settings.remote_data:
-            return self._store.catalog_bytes()
-        return store_bytes(settings)
-
     def __init__(
         self,
         store: Store,
@@ -97,6 +91,14 @@ class DiskCap:
             lambda: float(self.state.refusals),
         )
         metrics.collector(self._render)
+
+    def _measure(self) -> int:
+        """The store's size: walked on disk, or as the catalog records it for a shared store
+        or data in object storage."""
+        settings = self._store.settings
+        if settings.shared or settings.remote_data:
+            return self._store.catalog_bytes()
+        return store_bytes(settings)
 
     def _render(self) -> list[str]:
         name = "agentledger_store_dropped_rows_total"
