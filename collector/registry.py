@@ -8,7 +8,7 @@ into features. The only importer of `exporters/`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,13 @@ from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
 from collector.outbound.config import OutboundPolicy
+from collector.outbound.notify import (
+    Channel,
+    Notification,
+    SmtpSettings,
+    channel_from_spec,
+    check_channel,
+)
 from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
 from collector.prices.feed import BookSource, book_source
 from collector.prices.layers import stack
@@ -24,7 +31,6 @@ from collector.prices.pricing import PriceLookup
 from collector.store.config import BatchConfig
 from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
-from exporters.notify import Channel, Notification, SmtpSettings, channel_from_spec
 from exporters.otlp.forward import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
 from processors.cost import CostConfig, CostProcessor
@@ -256,7 +262,7 @@ def build_exporters(
 
 def notification_sender(config: Config) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
     """`send(channel_spec, note)`: delivers one notification through the channel the spec names
-    (`exporters/notify.py`), with the config's SMTP server and outbound policy."""
+    (`collector/outbound/notify.py`), with the config's SMTP server and outbound policy."""
     smtp, policy = config.notifications.smtp, config.outbound
 
     async def send(spec: Mapping[str, Any], note: Mapping[str, Any]) -> None:
@@ -266,8 +272,21 @@ def notification_sender(config: Config) -> Callable[[Mapping[str, Any], Mapping[
 
 
 def channel_checker(config: Config) -> Callable[[Mapping[str, Any]], None]:
+    """Checks a channel declared in the config file (ValueError): its shape and its URL's
+    syntax and literal address; the operator's hosts are not resolved at load."""
+
     def check(spec: Mapping[str, Any]) -> None:
         build_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
+
+    return check
+
+
+def channel_creation_check(config: Config) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
+    """Checks a channel a user gives through the API as it is created (ValueError): the same,
+    and its URL's host resolved and judged as a delivery will judge it."""
+
+    async def check(spec: Mapping[str, Any]) -> None:
+        await check_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
 
     return check
 
@@ -275,6 +294,6 @@ def channel_checker(config: Config) -> Callable[[Mapping[str, Any]], None]:
 def build_channel(
     spec: Mapping[str, Any], *, smtp: SmtpSettings | None, policy: OutboundPolicy
 ) -> Channel:
-    """A notification channel (`exporters/notify.py`) from `{"type": "slack" | "webhook" |
+    """A notification channel (`collector/outbound/notify.py`) from `{"type": "slack" | "webhook" |
     "email", ...}`; ValueError with a clear message on a bad spec."""
     return channel_from_spec(spec, smtp=smtp, policy=policy)

@@ -35,6 +35,7 @@ from collector.api.routes import NotFound, Operation, routes
 from collector.api.server import Listener, listen
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
+from collector.auth.settings import PerOrgSettings
 from collector.banner import Endpoints, print_ready
 from collector.cluster.claims import Claims
 from collector.cluster.fence import Fence
@@ -44,7 +45,7 @@ from collector.cluster.limits import shared_limiters
 from collector.cluster.listen import Notifications
 from collector.cluster.node import node_id
 from collector.cluster.postgres import COMMITS_CHANNEL, KEYS_CHANNEL, Coordinator
-from collector.config import Config
+from collector.config import Config, org_settings_groups
 from collector.configparse import ConfigError, ConfigIssue, split_endpoint
 from collector.evals.api import EvalsApi
 from collector.evals.judge import Judge
@@ -56,7 +57,7 @@ from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
 from collector.outbound.outbox import DRAIN_S, Outbox
-from collector.pipeline import DecodePool, Limits, Pipeline, total_memory
+from collector.pipeline import DecodePool, Pipeline, total_memory
 from collector.prices.feed import PriceFeed
 from collector.prices.fx import STATE_FILE as FX_STATE
 from collector.prices.fx import FxFeed
@@ -114,6 +115,9 @@ class Service:
         # Provider keys, webhook secrets and channel secrets are sealed with this box.
         self.box = SecretBox.open(Path(config.storage.path), config.secrets.key)
         self.catalogue = load_catalogue()  # the shipped task types, read once
+        # Every org's settings: the config file's layer under what admins set through routes.
+        groups = org_settings_groups(self.catalogue)
+        self.org_settings = PerOrgSettings(self.store, groups, config.org_settings(groups))
         self.mcp = McpApi(self.store, self.auth, config.mcp, self.redactor)
         # Alerts' notifications, callbacks and notifications of evaluated outputs: each feature
         # registers its topic; delivered by one loop, started last and drained on stop.
@@ -152,7 +156,9 @@ class Service:
         for exporter in self._exporters.values():
             await exporter.start()
         limits = self.config.limits
-        self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
+        self._pool = DecodePool(
+            limits.decode_workers, registry.processor_factory(parts), limits.decode()
+        )
         await asyncio.to_thread(self._pool.start)
         fx = await asyncio.to_thread(
             FxFeed,
@@ -175,6 +181,7 @@ class Service:
             registry.build_processor(parts, "cost"),
             redactor=self.redactor,
             fx=fx.current,
+            org_settings=self.org_settings,
             limiters=self._limiters,
             claims=self._claims,
         )
@@ -203,7 +210,7 @@ class Service:
         self._pipeline = Pipeline(
             self._pool,
             by_signal,
-            Limits(limits.max_queue_items, self._queue_bytes(), float(limits.retry_after_s)),
+            limits.admission(self._queue_bytes()),
             self.metrics,
         )
         primed = await self.store.acall(prime_table_stats)
@@ -302,7 +309,9 @@ class Service:
         each behind its own watermark; see `collector/runs/follow.py`."""
         consumers: list[RunConsumer] = []
         if self.config.roi.enabled:
-            consumers.append(RoiRuns(self.config.roi, self.catalogue, fx.current))
+            consumers.append(
+                RoiRuns(self.config.roi, self.catalogue, fx.current, self.org_settings)
+            )
         issues: list[ConfigIssue] = []
         rules = declared_rules(self.config.alerts, issues, registry.channel_checker(self.config))
         if issues:
@@ -383,7 +392,11 @@ class Service:
         if otlp is not None and otlp.protocols.http is not None:
             h = otlp.protocols.http
             receiver = OtlpHttpReceiver(
-                consume, self.auth, h.max_request_body_size_mib * MIB, retry
+                consume,
+                self.auth,
+                h.max_request_body_size_mib * MIB,
+                retry,
+                self._pipeline.admission,
             )
             http_routes += receiver.routes()
             if self.config.api.endpoint is None:
@@ -419,7 +432,10 @@ class Service:
         """Every JSON route, through the one endpoint wrapper, their OpenAPI document, and the
         web UI (which writes alert changes through the same AlertsApi)."""
         alerts = AlertsApi(
-            self.store, self.auth, check_channel=registry.channel_checker(self.config), box=self.box
+            self.store,
+            self.auth,
+            check_channel=registry.channel_creation_check(self.config),
+            box=self.box,
         )
         ops = self.operations(alerts)
         return [*routes(ops), openapi.route(ops, __version__), *self._ui_routes(alerts)]
@@ -430,13 +446,16 @@ class Service:
         limiter = self._limiters("read", 300, 60.0)
         return [
             *AdminApi(self.auth).operations(),
+            *self.org_settings.operations(self.auth),
             *self._roi.operations(),
             *self.mcp.operations(),
             *McpReadApi(self.store, self.auth, limiter=limiter).operations(),
             *(self.maintenance.operations(self.auth) if self.maintenance is not None else []),
             *alerts.operations(),
             *(self._logs.operations() if self._logs is not None else []),
-            *ReadApi(self.store, self.auth, limiter=limiter).operations(),
+            *ReadApi(
+                self.store, self.auth, limiter=limiter, org_settings=self.org_settings
+            ).operations(),
         ]
 
     def _ui_routes(self, alerts: AlertsApi) -> list[BaseRoute]:
@@ -483,17 +502,30 @@ class Service:
     # -- ops routes ------------------------------------------------------------------------
 
     async def _health(self, request: Request, body: Mapping[str, str] | None = None) -> Response:
-        """200 while the service is up, 503 while it starts, drains or stops; `body` is a
+        """200 while the service is up and accepts data; 503 while it starts, drains or stops,
+        or refuses new data (a full store, failing commits: `reason` says why); `body` is a
         health_check extension's `response_body` (text for `healthy` / `unhealthy`)."""
-        ok = self._state == "ok"
+        refusing = self._refusing() if self._state == "ok" else None
+        ok = self._state == "ok" and refusing is None
         if body is not None and ("healthy" if ok else "unhealthy") in body:
             text = body["healthy" if ok else "unhealthy"]
             return PlainTextResponse(text, status_code=200 if ok else 503)
         answer: dict[str, object] = {"status": self._state}
+        if refusing is not None:
+            answer = {"status": "refusing", "reason": refusing}
         if self.coordinator is not None:  # one node of many: which, and what it runs
             answer["node"] = self.node
             answer["jobs"] = self.keeper.held() if self.keeper is not None else []
         return JSONResponse(answer, status_code=200 if ok else 503)
+
+    def _refusing(self) -> str | None:
+        """Why new data is refused right now (a full store, failing commits), if it is."""
+        if self.maintenance is not None and self.maintenance.cap.state.full:
+            return "the store is over storage.max_size_mib: new data is refused"
+        stats = self.store.stats
+        if stats.failing_since is not None:
+            return f"the store cannot commit ({stats.last_failure}): new data is refused"
+        return None
 
     async def _metrics_page(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)

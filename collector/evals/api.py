@@ -177,13 +177,13 @@ class EvalsApi:
             )
         if log.callback_url is not None:
             try:
-                outbound.check_url(log.callback_url, self._policy)
+                await outbound.check_destination(log.callback_url, self._policy)
             except outbound.OutboundRefused as e:
                 raise ApiError(
                     422,
                     "validation_error",
                     "Invalid log",
-                    [{"field": "callbackUrl", "message": f"refused: {e}"}],
+                    [{"field": "callbackUrl", "message": str(e)}],
                 ) from e
         org = caller.org
         if log.id is not None:

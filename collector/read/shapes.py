@@ -96,7 +96,7 @@ def run_detail(d: RunDetail, alert_events: list[dict[str, Any]] | None = None) -
         "child_runs": [run_summary(c) for c in d.child_runs],
         "child_run_count": d.child_run_count,
         "combined_cost_usd": usd(d.combined_cost_usd),
-        "alert_events": alert_events or [],  # the newest five (collector/alerts/store.py)
+        "alert_events": alert_events or [],  # the newest five (collector/read/alerts.py)
     }
 
 

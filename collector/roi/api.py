@@ -1,7 +1,8 @@
 """The ROI API (the Triad track API doc): POST /v1/track, task types, settings, events, reports.
 
 Ingest keys track events (written through the store's group commit, answered once durable);
-admin keys read and patch `orgs.settings`; read tokens list events and reports.
+admin keys read and patch the org's ROI settings (keys of its per-org settings,
+`collector/auth/settings.py`); read tokens list events and reports.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ import asyncio
 import dataclasses
 import json
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
@@ -27,6 +26,7 @@ from collector.api.params import Params, decode_cursor, encode_cursor
 from collector.api.ratelimit import Limiter, LimiterFactory, local_limiters
 from collector.api.routes import Call, Keys, Operation, PerKey, routes
 from collector.auth.keys import Authenticator
+from collector.auth.settings import PerOrgSettings, body_schema, checked_patch
 from collector.cluster.claims import Claims
 from collector.errors import ApiError
 from collector.model import Principal, Processor
@@ -34,9 +34,9 @@ from collector.prices.fx import FxTable, shipped_only
 from collector.roi import reports as roi_reports
 from collector.roi import store as roi_store
 from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer, resolve_cost
-from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
+from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentIdempotencyKeys
 from collector.roi.request import OUTCOMES, TRACK_BODY, TrackRequest, parse_track
-from collector.roi.settings import KEYS, OrgSettings, merge_patch, parse_settings
+from collector.roi.settings import OrgSettings, parse_settings, settings_group
 from collector.roi.shapes import event_json, event_record, response_body, task_types_body
 from collector.roi.tasktypes import Catalogue
 from collector.store.writer import Store
@@ -44,7 +44,6 @@ from processors.redact.rules import Redactor
 
 log = logging.getLogger(__name__)
 PAST, FUTURE = timedelta(days=90), timedelta(hours=24)
-SETTINGS_TTL_S = 30.0  # another node's PATCH shows up here within this long
 SORT = "occurred_at_desc"
 
 
@@ -65,13 +64,18 @@ class RoiApi:
         *,
         redactor: Redactor | None = None,
         fx: Callable[[], FxTable] | None = None,
+        org_settings: PerOrgSettings | None = None,
         limiters: LimiterFactory = local_limiters,
         claims: Claims | None = None,
     ) -> None:
-        """`fx` gives the reference FX table in use (default: the shipped one); `limiters` and
-        `claims` are a shared store's (global rate limits, Idempotency-Keys claimed across
-        nodes), by default this process's own."""
+        """`fx` gives the reference FX table in use (default: the shipped one); `org_settings`
+        every org's settings as the service holds them (the config file's layer included; by
+        default the store's alone, checked by the ROI keys' group); `limiters` and `claims` are
+        a shared store's (global rate limits, Idempotency-Keys claimed across nodes), by
+        default this process's own."""
         self._store = store
+        self._group = settings_group(catalogue)  # the ROI keys of the org's settings
+        self._org_settings = org_settings or PerOrgSettings(store, [self._group])
         self._limiters = limiters
         self._claims = claims
         self._redactor = redactor
@@ -80,12 +84,13 @@ class RoiApi:
         self._price: Pricer = processor_pricer(cost) if cost is not None else _no_price
         self._fx = fx or shipped_only()
         self._clock = clock
-        self._settings: dict[str, tuple[float, OrgSettings]] = {}
+        # The settings parsed from each org's document, while that document is the one in force.
+        self._settings: dict[str, tuple[dict[str, Any], OrgSettings]] = {}
         self._ingest_limiters: dict[int, Limiter] = {}
         self._read_limiter = limiters("roi-read", 300, 60.0)
         self._ids = EventIds()
         self._locks = KeyLocks()
-        self._recent = RecentKeys()
+        self._recent = RecentIdempotencyKeys()
         self._quota = MonthlyQuota(lambda org, t: roi_store.count_since(store, org, t))
 
     def set_cost(self, cost: Processor | None) -> None:
@@ -169,13 +174,11 @@ class RoiApi:
                 "PATCH",
                 "/v1/settings",
                 self._patch_settings,
-                "Change the org's ROI settings (JSON merge patch: null removes a key)",
+                "Change the org's ROI settings (JSON merge patch: null hands a key back to the "
+                "config file or the default)",
                 admin,
-                body=sc.obj(
-                    {k: {"description": f"see docs/roi.md: {k}"} for k in KEYS},
-                    extra=False,
-                    nulls=False,
-                ),
+                body=body_schema([self._group]),
+                parse=checked_patch([self._group]),
             ),
             get(
                 "/v1/events",
@@ -347,28 +350,25 @@ class RoiApi:
         return settings.public()
 
     async def _patch_settings(self, call: Call) -> dict[str, Any]:
-        org, patch = call.org, call.body
-        settings = await self._store.acall(
-            lambda cur: _write_settings(cur, org, patch, self._catalogue)
-        )
-        self._settings[org] = (time.monotonic(), settings)
-        return settings.public()
+        document = await self._org_settings.patch(call.org, call.body)
+        return self._parsed(call.org, document).public()
 
     async def settings_for(self, org: str, fresh: bool = False) -> OrgSettings:
+        """`org`'s ROI settings in force (cached per node; another node's change shows here
+        within the per-org settings' TTL)."""
+        return self._parsed(org, await self._org_settings.document(org, fresh))
+
+    def _parsed(self, org: str, document: dict[str, Any]) -> OrgSettings:
         cached = self._settings.get(org)
-        if cached is not None and not fresh and time.monotonic() - cached[0] < SETTINGS_TTL_S:
+        if cached is not None and cached[0] is document:
             return cached[1]
-        rows = await asyncio.to_thread(
-            self._store.query, "SELECT settings FROM orgs WHERE name = ?", [org]
-        )
-        raw = json.loads(rows[0][0]) if rows and rows[0][0] else {}
-        settings, problems = parse_settings(raw, self._catalogue)
+        settings, problems = parse_settings(document, self._catalogue)
         if problems:  # written by hand or by an older version: say so, keep serving
             log.warning("org %s has invalid ROI settings: %s", org, problems)
-        self._settings[org] = (time.monotonic(), settings)
+        self._settings[org] = (document, settings)
         return settings
 
-    def _filter(self, p: Principal, q: Params) -> roi_store.EventFilter:
+    def _filter(self, p: Principal, q: Params) -> roi_store.RoiEventFilter:
         window = q.window()
         metadata = []
         for name, value in q.query.multi_items():
@@ -378,7 +378,7 @@ class RoiApi:
                     q.problem(name, "metadata keys are letters, digits, _ and -")
                 else:
                     metadata.append((roi_reports.metadata_path(group.metadata_key), value))
-        return roi_store.EventFilter(
+        return roi_store.RoiEventFilter(
             org=p.org,
             start=window.start,
             end=window.end,
@@ -422,24 +422,6 @@ class RoiApi:
         body = roi_reports.report(self._store, f, group, width)
         head = {"from": js.iso(f.start), "to": js.iso(f.end), "interval": label}
         return {**head, "group_by": raw_group, **body}
-
-
-def _write_settings(
-    cur: duckdb.DuckDBPyConnection, org: str, patch: dict[str, Any], catalogue: Catalogue
-) -> OrgSettings:
-    """Read-modify-write of the org's settings in one transaction; others' keys are kept."""
-    row = cur.execute("SELECT settings FROM orgs WHERE name = ?", [org]).fetchone()
-    current = json.loads(row[0]) if row and row[0] else {}
-    merged = merge_patch(current, patch)
-    settings, problems = parse_settings(merged, catalogue)
-    if problems:
-        raise ApiError(422, "validation_error", "Invalid settings", problems)
-    stored = json.dumps({**merged, **settings.stored()})
-    if row is None:
-        cur.execute("INSERT INTO orgs VALUES (?, ?, ?)", [org, datetime.now(UTC), stored])
-    else:
-        cur.execute("UPDATE orgs SET settings = ? WHERE name = ?", [stored, org])
-    return settings
 
 
 class _TrackLimit:

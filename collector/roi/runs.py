@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from collector.auth.settings import PerOrgSettings, stored_documents
 from collector.prices.fx import FxTable, shipped_only
 from collector.roi import guard as roi_guard
 from collector.roi import store as roi_store
@@ -62,11 +63,15 @@ class RoiRuns:
         config: RoiConfig,
         catalogue: Catalogue,
         fx: Callable[[], FxTable] | None = None,
+        org_settings: PerOrgSettings | None = None,
     ) -> None:
-        """`fx` gives the reference FX table in use (default: the shipped one)."""
+        """`fx` gives the reference FX table in use (default: the shipped one);
+        `org_settings` every org's settings with the config file's layer (the service's;
+        without it, what the store holds)."""
         self._config = config
         self._catalogue = catalogue
         self._fx = fx or shipped_only()
+        self._org_settings = org_settings
         self._warned: set[tuple[str, str]] = set()
 
     @property
@@ -158,11 +163,11 @@ class RoiRuns:
         return record
 
     def _settings(self, cur: duckdb.DuckDBPyConnection, orgs: list[str]) -> dict[str, OrgSettings]:
-        rows = cur.execute(
-            "SELECT name, settings FROM orgs WHERE name IN (SELECT unnest(?::VARCHAR[]))", [orgs]
-        ).fetchall()
-        raw = {name: json.loads(text) if text else {} for name, text in rows}
-        return {org: parse_settings(raw.get(org, {}), self._catalogue)[0] for org in orgs}
+        if self._org_settings is not None:
+            documents = self._org_settings.documents_in(cur, orgs)
+        else:
+            documents = stored_documents(cur, orgs)
+        return {org: parse_settings(documents.get(org, {}), self._catalogue)[0] for org in orgs}
 
 
 def _stored(

@@ -18,7 +18,7 @@ from collector.store.keys import span_key
 U64 = npt.NDArray[np.uint64]
 
 
-class RecentKeys:
+class RecentSpanHashes:
     """Sorted generations of 64-bit span hashes, one per commit, merged LSM-style.
 
     Memory is 8 bytes a span for `window_s` seconds of traffic, capped at `max_keys`; a hash
@@ -64,7 +64,7 @@ class SpanDedup:
 
     def __init__(self, window_s: float) -> None:
         self._window_s = window_s
-        self._recent = RecentKeys(window_s)
+        self._recent = RecentSpanHashes(window_s)
         self.last_dropped = 0
         """Spans the last `new_spans` call found already stored."""
         self.keyed: pa.Table | None = None

@@ -8,6 +8,7 @@ store with it while the server is stopped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from collector.store.config import (
     StorageConfig,
     parse_conninfo,
 )
+from collector.store.schema import Column
 
 LAKE = "lake"
 
@@ -186,6 +188,19 @@ def hide_secrets(text: str, settings: StoreSettings) -> str:
         if value:
             text = text.replace(value, "***")
     return text
+
+
+def add_new_columns(
+    cur: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column]
+) -> list[str]:
+    """Add to the lake's `table` the columns of `columns` it lacks, and name them: a store made
+    before a column existed gains it on start. ALTER TABLE appends, and rows are inserted by
+    position, so a column added after a release must be the last of its list."""
+    have = {r[0] for r in cur.execute(f"DESCRIBE {LAKE}.{table}").fetchall()}
+    added = [c for c in columns if c.name not in have]
+    for column in added:
+        cur.execute(f"ALTER TABLE {LAKE}.{table} ADD COLUMN {column.name} {column.sql}")
+    return [c.name for c in added]
 
 
 def _sql_str(s: str) -> str:

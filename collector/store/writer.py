@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from collector.cluster import fence as fences
-from collector.model import Accepted, Rows, Signal, StoreUnavailable
+from collector.model import Accepted, MalformedPayload, Rows, Signal, StoreUnavailable
 from collector.store import conflict
 from collector.store.commits import CommitSignal
 from collector.store.dedup import SpanDedup
@@ -39,6 +39,20 @@ from collector.store.stats import StoreStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Errors of a commit that come from the rows themselves: the same rows fail again on a retry.
+_DATA_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+    duckdb.ConstraintException,
+)
+# After a failed commit, files it wrote are removed at most this often (a full disk fails
+# every commit, and listing the data files is not free).
+_ORPHAN_SWEEP_S = 5.0
+# On a shared store, a file no catalog knows is an orphan only once it is older than any
+# commit of another node can take to land (its files are written before its catalog rows).
+_SHARED_ORPHAN_AGE_S = 3600
 
 
 # Tables of our own records (orgs, keys, derived-processing watermarks); small and updated.
@@ -86,6 +100,11 @@ class Store:
         """Fired after each commit (of another node too, on a shared store)."""
         self.admit: Callable[[Rows], None] | None = None
         """Checked before every append is queued (the disk cap); raises to refuse the rows."""
+        self.files_lock = threading.Lock()
+        """Held by whoever writes data files outside a commit of the writer thread (compaction's
+        merges), so removing a failed commit's files never takes one being written."""
+        self._orphans_due = False
+        self._last_sweep = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -104,6 +123,7 @@ class Store:
         self._dedup.load(con, f"{LAKE}.{Signal.TRACES.value}")
         if not self.settings.remote_data:
             self._new_data_files(con)  # start the fsync watermark at the files already there
+        self._remove_orphans(con)  # what a crash left half written
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -292,7 +312,12 @@ class Store:
             results, new_hashes = self._write_retrying(cur, group)
         except Exception as e:
             _rollback(cur)
-            self.stats.commit_failures += 1
+            self.stats.record_failure(
+                time.monotonic(),
+                f"{type(e).__name__}: {e}"[:300],
+                of_store=not isinstance(e, _DATA_ERRORS),
+            )
+            self._orphans_due = True
             if len(group) > 1:
                 # One bad request must not fail everyone it shared a commit with: commit each
                 # alone, so only the one that really fails is refused (and retried by its client).
@@ -303,10 +328,13 @@ class Store:
                     self._commit_group(cur, [item])
                 return
             log.exception("commit failed")
-            group[0].done(StoreUnavailable(f"commit failed: {e}"))
+            self._sweep_orphans(cur)
+            group[0].done(_commit_error(group[0].rows, e))
             return
         self._dedup.remember(new_hashes)
         self.commits.fire()
+        if self._orphans_due:
+            self._sweep_orphans(cur)
         elapsed = time.perf_counter() - started
         self.stats.record_commit(elapsed, sum(r.accepted for r in results))
         for item, result in zip(group, results, strict=True):
@@ -374,11 +402,16 @@ class Store:
         for g in group:
             if g.rows.signal is Signal.TRACES:
                 results.append(
-                    Accepted(keep_per_item[span_i], dup_per_item[span_i], g.rows.rejected)
+                    Accepted(
+                        keep_per_item[span_i],
+                        dup_per_item[span_i],
+                        g.rows.rejected,
+                        g.rows.rejection_message,
+                    )
                 )
                 span_i += 1
             else:
-                results.append(Accepted(g.rows.count, 0, g.rows.rejected))
+                results.append(Accepted(g.rows.count, 0, g.rows.rejected, g.rows.rejection_message))
         return results, new_hashes
 
     def _new_data_files(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
@@ -418,6 +451,47 @@ class Store:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def _sweep_orphans(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Remove the files a failed commit left (on a full disk, one empty Parquet file per
+        table it wrote), at most every few seconds while commits keep failing."""
+        now = time.monotonic()
+        if not self._orphans_due or now - self._last_sweep < _ORPHAN_SWEEP_S:
+            return
+        self._last_sweep = now
+        self._orphans_due = False
+        self._remove_orphans(cur)
+
+    def _remove_orphans(self, cur: duckdb.DuckDBPyConnection) -> None:
+        # On the writer thread no commit of this node is under way, and with the lock no merge:
+        # every data file the catalog does not know is left over (DuckLake lists and removes
+        # them). On a shared store another node may be writing files it has not committed yet,
+        # so only files older than any commit can take are removed there.
+        age = (
+            f"older_than => now() - INTERVAL {_SHARED_ORPHAN_AGE_S} SECOND"
+            if self.settings.shared
+            else "cleanup_all => true"
+        )
+        with self.files_lock:
+            try:
+                removed = cur.execute(
+                    f"CALL ducklake_delete_orphaned_files('{LAKE}', {age})"
+                ).fetchall()
+            except duckdb.Error as e:
+                log.warning("could not remove the files of failed commits: %s", e)
+                self._orphans_due = True
+                return
+        if removed:
+            self.stats.orphans_removed += len(removed)
+            log.warning("removed %d data file(s) that failed commits left behind", len(removed))
+
+
+def _commit_error(rows: Rows, e: Exception) -> Exception:
+    """What the sender of rows whose commit failed is told: OTLP rows the store refuses as
+    data are a permanent error (retrying sends the same values); anything else is retryable."""
+    if rows.signal is not None and isinstance(e, _DATA_ERRORS):
+        return MalformedPayload(f"the store refused the values of this request: {e}")
+    return StoreUnavailable(f"commit failed: {e}")
 
 
 def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from collector.auth.settings import merge_patch
 from collector.errors import ApiError
 from collector.prices.book import parse_price_book
 from collector.prices.fx import load_table
@@ -23,7 +24,7 @@ from collector.roi.compute import (
     resolve_cost,
 )
 from collector.roi.request import parse_track
-from collector.roi.settings import CustomType, OrgSettings, merge_patch, parse_settings
+from collector.roi.settings import CustomType, OrgSettings, parse_settings
 from collector.roi.tasktypes import load_catalogue, parse_catalogue
 from processors.cost import CostConfig, CostProcessor
 
