@@ -1,4 +1,5 @@
-"""The `agentledger` command: serve, validate, prices (recompute, update) and --version.
+"""The `agentledger` command: serve, validate, prices (recompute, update), store migrate and
+--version.
 
 Reads the config file (or the embedded default) and the environment, then runs the service
 until SIGTERM/SIGINT; `validate` prints every config error with its YAML path.
@@ -31,6 +32,26 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config file and exit")
     validate.add_argument(
         "--config", type=Path, help="YAML config to check (default: the embedded one)"
+    )
+    validate.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach a PostgreSQL catalog and an S3 data path (a shared store)",
+    )
+    store = sub.add_parser("store", help="store jobs")
+    store_jobs = store.add_subparsers(dest="job", required=True)
+    migrate = store_jobs.add_parser(
+        "migrate",
+        help="copy a single-node store into an empty shared one (server stopped); "
+        "S3 credentials come from storage.s3 of --config",
+    )
+    migrate.add_argument("--config", type=Path, help="YAML config of the store to copy")
+    migrate.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
+    migrate.add_argument(
+        "--to-catalog", required=True, help='the new catalog, e.g. "postgres:host=db dbname=al"'
+    )
+    migrate.add_argument(
+        "--to-data-path", required=True, help="the new data path, e.g. s3://bucket/agentledger/"
     )
     export_table = sub.add_parser("export", help="write a table's rows of a time window to a file")
     export.add_arguments(export_table)
@@ -119,8 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         for notice in config.notices:
             print(f"warning: {notice}", file=sys.stderr)
+        if args.connect:
+            from collector.store.lake import StoreSettings, probe
+
+            problems = probe(StoreSettings.from_config(config.storage))
+            for problem in problems:
+                print(f"error: cannot reach the {problem}", file=sys.stderr)
+            if problems:
+                return 1
         print("ok")
         return 0
+    if args.command == "store":
+        return _migrate(config, args.to_catalog, args.to_data_path)
     if args.command == "export":
         from collector.store.lake import StoreSettings
 
@@ -167,6 +198,44 @@ def _recompute(config: Config, org: str | None) -> int:
     )
     for line in result.report():
         print(line)
+    return 0
+
+
+def _migrate(config: Config, catalog: str, data_path: str) -> int:
+    from dataclasses import replace
+
+    import duckdb
+
+    from collector.store.lake import CatalogUnreachable, StoreSettings, hide_secrets
+    from collector.store.migrate import MigrateRefused, migrate
+
+    source = StoreSettings.from_config(config.storage)
+    target_storage = replace(config.storage, catalog=catalog, data_path=data_path)
+    issues = target_storage.validate()
+    for issue in issues:
+        print(f"error: --to {issue}", file=sys.stderr)
+    if issues:
+        return 2
+    target = StoreSettings.from_config(target_storage)
+    try:
+        result = migrate(source, target)
+    except (MigrateRefused, CatalogUnreachable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except duckdb.Error as e:
+        print(f"error: the copy failed: {hide_secrets(str(e), target)}", file=sys.stderr)
+        return 1
+    for table, (before, after) in sorted(result.counts.items()):
+        mark = "" if before == after else "  MISMATCH"
+        print(f"{table}: {before} -> {after}{mark}")
+    if not result.matches:
+        print("error: row counts differ; do not switch to the new store", file=sys.stderr)
+        return 1
+    print(
+        f"copied {len(result.counts)} tables; every row count matches. Every node of the new "
+        "store needs secrets.key: the key of this store is in "
+        f"{Path(config.storage.path) / 'secret.key'} unless secrets.key was set"
+    )
     return 0
 
 

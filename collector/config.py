@@ -17,6 +17,7 @@ from collector.alerts.config import AlertsConfig
 from collector.api.server import ApiConfig
 from collector.auth import settings as org_settings
 from collector.auth.config import AuthConfig
+from collector.cluster.config import ClusterConfig, cluster_issues
 from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
@@ -211,6 +212,7 @@ class Config:
     )
     service: ServiceConfig = field(default_factory=ServiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # collector/cluster/config.py
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -235,6 +237,7 @@ class Config:
             self._pipeline_issues()
             + self._extension_issues()
             + self._listener_issues()
+            + cluster_issues(self.storage, self.secrets.key)
             + self._org_settings_issues()
         )
 

@@ -121,8 +121,10 @@ def test_exporters_import_only_the_vocabulary_and_the_store() -> None:
 # needs of another's data it reads from the store's tables. The web UI is the exception by
 # design: it is another face of the features and writes through their own code (docs/ui.md).
 # prices/ is reference data as well (the price book and the FX table, which ROI converts
-# with), importing no feature itself, as the task-type catalogue would be.
-SHARED = {"api", "store", "outbound", "runs", "auth", "prices"}
+# with), importing no feature itself, as the task-type catalogue would be. cluster/ is how
+# nodes of a shared store coordinate (leases, shared rate limits, idempotency claims): the
+# APIs take its limiters and claims, and it imports no feature either.
+SHARED = {"api", "store", "outbound", "runs", "auth", "prices", "cluster"}
 FACES = {"ui"}
 
 

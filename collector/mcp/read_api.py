@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from collector.api import params as pm
 from collector.api.apis import MCP
 from collector.api.params import Params, decode_cursor, encode_cursor
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter, SlidingWindowLimiter
 from collector.api.routes import Keys, Operation, PerKey, routes
 from collector.api.shapes import iso, rfc3339
 from collector.auth.keys import Authenticator
@@ -36,12 +36,12 @@ class McpReadApi:
         self,
         store: Store,
         auth: Authenticator,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._auth = auth
-        self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
+        self._limiter: Limiter = limiter or SlidingWindowLimiter(300, 60.0)
         self._clock = clock
 
     def routes(self) -> list[BaseRoute]:

@@ -19,7 +19,7 @@ from collector.api import schema as sc
 from collector.api import shapes as js
 from collector.api.apis import READ
 from collector.api.params import Params, decode_cursor, encode_cursor
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter, SlidingWindowLimiter
 from collector.api.routes import Keys, Operation, PerKey, SessionOnly, routes
 from collector.auth.keys import Authenticator
 from collector.auth.settings import PerOrgSettings
@@ -44,7 +44,7 @@ class ReadApi:
         self,
         store: Store,
         auth: Authenticator,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         org_settings: PerOrgSettings | None = None,
     ) -> None:
@@ -52,7 +52,7 @@ class ReadApi:
         gate); by default the store's alone."""
         self._store = store
         self._auth = auth
-        self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
+        self._limiter: Limiter = limiter or SlidingWindowLimiter(300, 60.0)
         self._clock = clock
         self._org_settings = org_settings or PerOrgSettings(store, [qc.SETTINGS])
 

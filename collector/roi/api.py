@@ -23,10 +23,11 @@ from collector.api import schema as sc
 from collector.api import shapes as js
 from collector.api.apis import ROI
 from collector.api.params import Params, decode_cursor, encode_cursor
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter, LimiterFactory, local_limiters
 from collector.api.routes import Call, Keys, Operation, PerKey, routes
 from collector.auth.keys import Authenticator
 from collector.auth.settings import PerOrgSettings, body_schema, checked_patch
+from collector.cluster.claims import Claims
 from collector.errors import ApiError
 from collector.model import Principal, Processor
 from collector.prices.fx import FxTable, shipped_only
@@ -64,13 +65,19 @@ class RoiApi:
         redactor: Redactor | None = None,
         fx: Callable[[], FxTable] | None = None,
         org_settings: PerOrgSettings | None = None,
+        limiters: LimiterFactory = local_limiters,
+        claims: Claims | None = None,
     ) -> None:
         """`fx` gives the reference FX table in use (default: the shipped one); `org_settings`
         every org's settings as the service holds them (the config file's layer included; by
-        default the store's alone, checked by the ROI keys' group)."""
+        default the store's alone, checked by the ROI keys' group); `limiters` and `claims` are
+        a shared store's (global rate limits, Idempotency-Keys claimed across nodes), by
+        default this process's own."""
         self._store = store
         self._group = settings_group(catalogue)  # the ROI keys of the org's settings
         self._org_settings = org_settings or PerOrgSettings(store, [self._group])
+        self._limiters = limiters
+        self._claims = claims
         self._redactor = redactor
         self._auth = auth
         self._catalogue = catalogue
@@ -79,8 +86,8 @@ class RoiApi:
         self._clock = clock
         # The settings parsed from each org's document, while that document is the one in force.
         self._settings: dict[str, tuple[dict[str, Any], OrgSettings]] = {}
-        self._ingest_limiters: dict[int, SlidingWindowLimiter] = {}
-        self._read_limiter = SlidingWindowLimiter(300, 60.0)
+        self._ingest_limiters: dict[int, Limiter] = {}
+        self._read_limiter = limiters("roi-read", 300, 60.0)
         self._ids = EventIds()
         self._locks = KeyLocks()
         self._recent = RecentIdempotencyKeys()
@@ -212,14 +219,37 @@ class RoiApi:
             return await self._record(principal, settings, req, None, now)
         async with self._locks.hold((principal.org, key)):
             replay = await self._replay(principal.org, key, self._clock())
+            if replay is None and self._claims is not None:
+                return await self._record_claimed(principal, settings, req, key)
             if replay is not None:
-                return Response(
-                    replay,
-                    201,
-                    media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"},
-                )
+                return _replayed(replay)
             return await self._record(principal, settings, req, key, self._clock())
+
+    async def _record_claimed(
+        self, principal: Principal, settings: OrgSettings, req: TrackRequest, key: str
+    ) -> Response:
+        """On a shared store: record the event if this node wins the key's claim, else answer
+        with the event another node recorded under it."""
+        assert self._claims is not None
+        org = principal.org
+        if await self._claims.claim("track", org, key):
+            try:
+                response = await self._record(principal, settings, req, key, self._clock())
+            except BaseException:
+                await self._claims.release("track", org, key)
+                raise
+            await self._claims.finish("track", org, key)
+            return response
+        # This node's memory of recent keys knows nothing of another node's: ask the store.
+        replay = await self._claims.wait_for(lambda: self._stored(org, key))
+        if replay is None:
+            raise ApiError(
+                409,
+                "idempotency_in_progress",
+                "A request with this Idempotency-Key is still being recorded; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        return _replayed(replay)
 
     def _redacted(self, req: TrackRequest) -> TrackRequest:
         """The audit sample and metadata as the `redact:` rules leave them, before storing."""
@@ -233,11 +263,11 @@ class RoiApi:
             metadata=None if meta is None else r.value(meta, field="metadata"),
         )
 
-    def rate_check(self, key_id: str, limit: int) -> None:
+    async def rate_check(self, key_id: str, limit: int) -> None:
         limiter = self._ingest_limiters.get(limit)
         if limiter is None:
-            limiter = self._ingest_limiters[limit] = SlidingWindowLimiter(limit, 1.0)
-        if limiter.check(key_id) is not None:
+            limiter = self._ingest_limiters[limit] = self._limiters("track", limit, 1.0)
+        if await limiter.admit(key_id) is not None:
             raise ApiError(
                 429,
                 "rate_limited",
@@ -252,6 +282,12 @@ class RoiApi:
                 roi_store.stored_response, self._store, org, key, now
             )
         return None if response is None else response.encode()
+
+    async def _stored(self, org: str, key: str) -> bytes | None:
+        found = await asyncio.to_thread(
+            roi_store.stored_response, self._store, org, key, self._clock()
+        )
+        return None if found is None else found.encode()
 
     async def _record(
         self,
@@ -396,7 +432,13 @@ class _TrackLimit:
 
     async def check(self, caller: Any) -> None:
         settings = await self._api.settings_for(caller.org)
-        self._api.rate_check(caller.key_id, settings.rate_limit)
+        await self._api.rate_check(caller.key_id, settings.rate_limit)
+
+
+def _replayed(body: bytes) -> Response:
+    return Response(
+        body, 201, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+    )
 
 
 def _seconds_to_next_month(now: datetime) -> int:

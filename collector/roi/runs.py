@@ -84,6 +84,9 @@ class RoiRuns:
     async def after_commit(self) -> None:
         return None
 
+    def due(self) -> bool:
+        return False
+
     def consume(
         self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
     ) -> None:

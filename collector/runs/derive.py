@@ -31,6 +31,7 @@ from processors.runs.assemble import RunsProcessor
 log = logging.getLogger(__name__)
 
 WATERMARK = "runs"
+IDLE_TICK_S = 5.0  # steps are woken by commits; this tick only finds runs overdue for a root
 _NS = 1_000_000_000
 TraceKey = tuple[str, str]  # (org, trace_id)
 
@@ -322,7 +323,8 @@ class RunDeriver:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Step every `interval_ms` (at once while behind) until `stop` is set."""
+        """Step on every commit (at once while behind) until `stop` is set; without commits,
+        every `IDLE_TICK_S` (at least `interval_ms`) for runs overdue for their root."""
         if not self._config.enabled:
             return
 
@@ -330,7 +332,9 @@ class RunDeriver:
             self.step()
             return self.behind
 
-        await run_steps(step, stop, self._config.interval_ms / 1000, "run derivation")
+        wake = self._store.commits.event()
+        interval = max(self._config.interval_ms / 1000, IDLE_TICK_S)
+        await run_steps(step, stop, interval, "run derivation", wake=wake)
 
 
 def _linked_traces(links: Any) -> list[str]:

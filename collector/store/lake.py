@@ -1,5 +1,6 @@
 """Opening the DuckLake store: where it lives and how it commits (`StoreSettings`), and a
-DuckDB connection with the lake attached, extensions loaded only from their wheels.
+DuckDB connection with the lake attached (catalog in a DuckDB file or PostgreSQL, data in a local
+folder or S3), extensions loaded only from their wheels.
 
 `collector/store/writer.py` opens the service's one instance with it; tools and tests open the same
 store with it while the server is stopped.
@@ -13,7 +14,14 @@ from pathlib import Path
 
 import duckdb
 
-from collector.store.config import BatchConfig, StorageConfig
+from collector.store.config import (
+    POSTGRES,
+    S3,
+    BatchConfig,
+    S3Config,
+    StorageConfig,
+    parse_conninfo,
+)
 from collector.store.schema import Column
 
 LAKE = "lake"
@@ -30,6 +38,16 @@ class StoreSettings:
     dedup_window_s: float = 900.0
     fsync: bool = True
     query_timeout_s: float = 30.0
+    s3: S3Config | None = None
+
+    @property
+    def shared(self) -> bool:
+        """The catalog is in PostgreSQL: other nodes commit to the same store."""
+        return self.catalog.startswith(POSTGRES)
+
+    @property
+    def remote_data(self) -> bool:
+        return self.data_path.startswith(S3)
 
     @classmethod
     def from_config(cls, storage: StorageConfig, batch: BatchConfig | None = None) -> StoreSettings:
@@ -44,18 +62,36 @@ class StoreSettings:
             commit_max_rows=batch.commit_max_rows() if batch else storage.commit_max_rows,
             dedup_window_s=float(storage.dedup_window_s),
             fsync=storage.fsync,
+            s3=storage.s3,
         )
+
+
+def extension_path(package: str, name: str) -> str:
+    """A signed DuckDB extension shipped by the wheel `package` (pinned to DuckDB's version)."""
+    import importlib
+
+    pkg = importlib.import_module(package)
+    assert pkg.__file__ is not None
+    root = Path(pkg.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    path = root / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise RuntimeError(f"{name} extension not found at {path}; pin duckdb == its version")
+    return str(path)
 
 
 def ducklake_extension_path() -> str:
     """The signed DuckLake extension shipped by the `duckdb-extension-ducklake` wheel."""
-    import duckdb_extension_ducklake as pkg
+    return extension_path("duckdb_extension_ducklake", "ducklake")
 
-    root = Path(pkg.__file__).parent / "extensions" / f"v{duckdb.__version__}"
-    path = root / "ducklake.duckdb_extension"
-    if not path.exists():
-        raise RuntimeError(f"DuckLake extension not found at {path}; pin duckdb == its version")
-    return str(path)
+
+# The PostgreSQL extension's wheel is `duckdb-extension-postgres-scanner`: its file is named for
+# the entry point DuckDB looks up (the `-postgres` wheel's is not, and fails to load).
+POSTGRES_EXTENSION = ("duckdb_extension_postgres_scanner", "postgres_scanner")
+HTTPFS_EXTENSION = ("duckdb_extension_httpfs", "httpfs")
+
+
+class CatalogUnreachable(RuntimeError):
+    """The catalog or the object store could not be opened; the message hides any secret."""
 
 
 def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -68,12 +104,90 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
         }
     )
     con.execute(f"LOAD '{ducklake_extension_path()}'")
-    Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+    attach(con, settings, LAKE, read_only)
+    return con
+
+
+def attach(
+    con: duckdb.DuckDBPyConnection, settings: StoreSettings, alias: str, read_only: bool = False
+) -> None:
+    """Attach the lake `settings` describes to `con` as `alias`, loading what it needs."""
+    if settings.shared:
+        con.execute(f"LOAD '{extension_path(*POSTGRES_EXTENSION)}'")
+    if settings.remote_data:
+        con.execute(f"LOAD '{extension_path(*HTTPFS_EXTENSION)}'")
+        con.execute(s3_secret_sql(settings.s3 or S3Config()))
+    else:
+        Path(settings.data_path).mkdir(parents=True, exist_ok=True)
     opts = f"DATA_PATH '{_sql_str(settings.data_path)}'"
     if read_only:
         opts += ", READ_ONLY"
-    con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {LAKE} ({opts})")
-    return con
+    try:
+        con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {alias} ({opts})")
+    except duckdb.Error as e:
+        if not settings.shared:
+            raise
+        # The driver's message may quote the connection string, password included.
+        raise CatalogUnreachable(
+            f"cannot open the PostgreSQL catalog: {hide_secrets(str(e), settings)}"
+        ) from None
+
+
+def probe(settings: StoreSettings) -> list[str]:
+    """Whether this node can reach the shared store: the PostgreSQL catalog's server and the S3
+    bucket. The problems found, secrets hidden (empty: both answered)."""
+    problems = []
+    if settings.shared:
+        import psycopg
+
+        try:
+            conninfo = settings.catalog.removeprefix(POSTGRES)
+            with psycopg.connect(conninfo, connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            problems.append(f"PostgreSQL catalog: {hide_secrets(str(e).strip(), settings)}")
+    if settings.remote_data:
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        try:
+            con.execute(f"LOAD '{extension_path(*HTTPFS_EXTENSION)}'")
+            con.execute(s3_secret_sql(settings.s3 or S3Config()))
+            con.execute("SELECT count(*) FROM glob(?)", [settings.data_path + "*"]).fetchall()
+        except duckdb.Error as e:
+            problems.append(f"S3 data path: {hide_secrets(str(e).strip(), settings)}")
+        finally:
+            con.close()
+    return problems
+
+
+def s3_secret_sql(s3: S3Config) -> str:
+    """DuckDB's CREATE SECRET for the object store (kept in memory only: never persisted)."""
+    parts = ["TYPE s3", f"REGION '{_sql_str(s3.region)}'", f"URL_STYLE '{s3.url_style}'"]
+    parts.append(f"USE_SSL {'true' if s3.use_ssl else 'false'}")
+    for key, value in (
+        ("ENDPOINT", s3.endpoint),
+        ("KEY_ID", s3.key_id),
+        ("SECRET", s3.secret),
+        ("SESSION_TOKEN", s3.session_token),
+    ):
+        if value:
+            parts.append(f"{key} '{_sql_str(value)}'")
+    return f"CREATE OR REPLACE TEMPORARY SECRET agentledger_s3 ({', '.join(parts)})"
+
+
+def hide_secrets(text: str, settings: StoreSettings) -> str:
+    """`text` with the catalog's password and the S3 key and secret replaced by ***."""
+    hidden = []
+    if settings.shared:
+        try:
+            hidden.append(parse_conninfo(settings.catalog.removeprefix(POSTGRES)).get("password"))
+        except ValueError:
+            hidden.append(settings.catalog)
+    if settings.s3 is not None:
+        hidden += [settings.s3.secret, settings.s3.key_id, settings.s3.session_token]
+    for value in hidden:
+        if value:
+            text = text.replace(value, "***")
+    return text
 
 
 def add_new_columns(

@@ -13,6 +13,7 @@ class StoreStats:
 
     commits: int = 0
     commit_failures: int = 0
+    commit_conflicts: int = 0  # commits refused for another node's and retried
     rows_committed: int = 0
     deduplicated: int = 0
     commit_seconds_total: float = 0.0
