@@ -231,6 +231,14 @@ class Overview:
 TopModels = list[tuple[str, float, int, int]]  # (model, cost, calls, tokens)
 
 
+def _totals(store: Reads, org: str, w: Window) -> Totals:
+    rows = fetch(store, _TOTALS_SQL, {**_window(org, w)})
+    if not rows or not rows[0][0]:
+        return Totals()
+    r = rows[0]
+    return Totals(int(r[0]), float(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
+
+
 def top_models(store: Reads, org: str, window: Window) -> TopModels:
     """The five models with the most LLM-call cost in `window` (a scan of `spans`)."""
     params = {"org": org, "start_ns": window.start_ns, "end_ns": window.end_ns}
@@ -245,15 +253,8 @@ def overview(
     before it; the top five workflows (by run cost) and models (by LLM-call cost). `models`,
     if given, supplies the top models (e.g. read on another thread meanwhile)."""
 
-    def totals(w: Window) -> Totals:
-        rows = fetch(store, _TOTALS_SQL, {**_window(org, w)})
-        if not rows or not rows[0][0]:
-            return Totals()
-        r = rows[0]
-        return Totals(int(r[0]), float(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
-
     params = {"org": org, "start": window.start, "end": window.end}
-    current, previous = totals(window), totals(window.previous())
+    current, previous = _totals(store, org, window), _totals(store, org, window.previous())
     workflows = [(r[0], float(r[1]), int(r[2])) for r in fetch(store, _TOP_WORKFLOWS_SQL, params)]
     return Overview(
         current,
@@ -341,6 +342,54 @@ def run_series(
         SeriesRow(int(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]), int(r[5]), int(r[6]))
         for r in rows
     ]
+
+
+# The overview page's numbers from one scan of the window's runs: the day (or hour) buckets by
+# workflow, then the totals and top workflows summed from those few rows (level 0: a bucket of
+# a workflow, 1: a workflow, 2: the window), where separate queries scanned `runs` three times.
+_PAGE_OVERVIEW_SQL = f"""WITH g AS MATERIALIZED (
+        SELECT (epoch_us(started_at) // $width) * $width AS bucket, workflow_name,
+            count(*) AS runs, count(*) FILTER (WHERE {_ERR}) AS errors, sum({_COST}) AS cost,
+            sum(coalesce(total_tokens, 0)) AS tokens,
+            sum(coalesce(llm_call_count, 0)) AS llm_calls,
+            sum(coalesce(tool_use_count, 0)) AS tool_calls
+        FROM runs WHERE org = $org AND started_at BETWEEN $start AND $end
+        GROUP BY ALL
+    )
+    (SELECT 2, NULL, NULL, sum(runs), sum(errors), sum(cost), sum(tokens), sum(llm_calls),
+        sum(tool_calls) FROM g)
+    UNION ALL
+    (SELECT 1, NULL, workflow_name, sum(runs), NULL, sum(cost), NULL, NULL, NULL FROM g
+        GROUP BY workflow_name ORDER BY sum(cost) DESC, workflow_name LIMIT 5)
+    UNION ALL
+    (SELECT 0, bucket, workflow_name, runs, errors, cost, tokens, llm_calls, tool_calls FROM g
+        ORDER BY bucket, workflow_name LIMIT $limit)"""
+
+
+def page_overview(
+    store: Reads, org: str, window: Window, *, width_us: int
+) -> tuple[Overview, list[SeriesRow]]:
+    """`overview` without top models, and `run_series` by workflow, from one scan of the
+    window's runs (and one of the previous window's for its totals)."""
+    params = {**_window(org, window), "width": width_us, "limit": MAX_SERIES_ROWS}
+    rows = fetch(store, _PAGE_OVERVIEW_SQL, params)
+    # UNION ALL keeps no order between or within its parts: the orders of the queries it
+    # replaces (NULL names last, as DuckDB sorts them).
+    rows.sort(
+        key=lambda r: (r[0], r[1] or 0, -r[5] if r[0] == 1 else 0.0, r[2] is None, r[2] or "")
+    )
+    totals = Totals()
+    for r in rows:
+        if r[0] == 2 and r[3]:
+            totals = Totals(int(r[3]), float(r[5]), int(r[6]), int(r[4]), int(r[7]), int(r[8]))
+    top = [(r[2], float(r[5]), int(r[3])) for r in rows if r[0] == 1]
+    series = [
+        SeriesRow(int(r[1]), str(r[2]), int(r[3]), int(r[4]), float(r[5]), int(r[6]), int(r[7]))
+        for r in rows
+        if r[0] == 0
+    ]
+    previous = _totals(store, org, window.previous())
+    return Overview(totals, previous, top, []), series
 
 
 def _floor(us: int, width: int) -> int:

@@ -6,6 +6,7 @@ and for MCP calls by their trace. A real store (tests/collector/store/test_query
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import astuple, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,47 @@ def test_mcp_calls_count_for_the_first_run_of_their_trace(store: Store) -> None:
         "crm_lookup": (1, 0.0, 1, 1.0)
     }
     assert qm.workflow_tools(store, "globex", "triage", WIDE) == []
+
+
+# -- the overview page --------------------------------------------------------------------
+
+
+def test_page_overview_is_the_overview_and_series_it_replaces(store: Store) -> None:
+    day, hour = timedelta(days=1), 3600 * 10**6
+    rows = [
+        run_row(n, workflow_name=f"wf-{n % 7}", status="error" if n % 5 == 0 else "success")
+        | {"started_at": T0 + timedelta(hours=n % 20, minutes=n), "tool_use_count": n % 3}
+        for n in range(1, 60)
+    ]
+    rows += [
+        run_row(70, started_at=T0 - day + timedelta(hours=2)),  # the previous window
+        run_row(71, workflow_name=None, cost_usd=2.0),  # no workflow name; the costliest
+        run_row(72, org="globex", cost_usd=9.0),
+    ]
+    insert(store, "runs", rows)
+    window = Window(T0, T0 + day)
+    overview, series = qm.page_overview(store, "acme", window, width_us=hour)
+    before = qm.overview(store, "acme", window, lambda: [])
+    assert overview.totals.runs == 60 and overview.totals.errors == 11
+    assert astuple(overview.totals) == pytest.approx(astuple(before.totals))
+    assert overview.previous == before.previous == qm.Totals(1, 0.07, 7000, 0, 1, 2)
+    assert [(w, c) for w, c, _ in overview.top_workflows][:1] == [(None, 2.0)]
+    assert overview.top_workflows == [(w, pytest.approx(c), n) for w, c, n in before.top_workflows]
+    assert overview.top_models == []
+    by_workflow = qm.run_series(store, "acme", window, width_us=hour, group_by="workflow")
+    assert len(series) == len(by_workflow) > 20
+    assert [replace(s, cost_usd=0.0) for s in series] == [
+        replace(s, cost_usd=0.0) for s in by_workflow
+    ]
+    assert [s.cost_usd for s in series] == pytest.approx([s.cost_usd for s in by_workflow])
+
+
+def test_page_overview_of_a_window_without_runs(store: Store) -> None:
+    insert(store, "runs", [run_row(1, org="globex")])
+    overview, series = qm.page_overview(store, "acme", WIDE, width_us=3600 * 10**6)
+    assert (overview.totals, overview.previous, overview.top_workflows, series) == (
+        qm.Totals(),
+        qm.Totals(),
+        [],
+        [],
+    )
