@@ -322,6 +322,9 @@ def timeseries(
 
 @dataclass(frozen=True)
 class SeriesRow:
+    """Every run metric of `timeseries` for one bucket and workflow, for a page that draws
+    several of them."""
+
     time_us: int
     series: str
     runs: int
@@ -329,19 +332,6 @@ class SeriesRow:
     cost_usd: float
     tokens: int
     llm_calls: int
-
-
-def run_series(
-    store: Reads, org: str, window: Window, *, width_us: int, group_by: str | None
-) -> list[SeriesRow]:
-    """Every run metric of `timeseries` per bucket and series (`group_by` workflow, status or
-    None) from one scan, for a page that draws several of them."""
-    params = {**_window(org, window), "group": group_by, "width": width_us}
-    rows = fetch(store, _RUN_SERIES_SQL, {**params, "limit": MAX_SERIES_ROWS})
-    return [
-        SeriesRow(int(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]), int(r[5]), int(r[6]))
-        for r in rows
-    ]
 
 
 # The overview page's numbers from one scan of the window's runs: the day (or hour) buckets by

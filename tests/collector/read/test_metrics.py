@@ -6,7 +6,7 @@ and for MCP calls by their trace. A real store (tests/collector/store/test_query
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import astuple, replace
+from dataclasses import astuple
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -188,12 +188,19 @@ def test_page_overview_is_the_overview_and_series_it_replaces(store: Store) -> N
     assert [(w, c) for w, c, _ in overview.top_workflows][:1] == [(None, 2.0)]
     assert overview.top_workflows == [(w, pytest.approx(c), n) for w, c, n in before.top_workflows]
     assert overview.top_models == []
-    by_workflow = qm.run_series(store, "acme", window, width_us=hour, group_by="workflow")
-    assert len(series) == len(by_workflow) > 20
-    assert [replace(s, cost_usd=0.0) for s in series] == [
-        replace(s, cost_usd=0.0) for s in by_workflow
-    ]
-    assert [s.cost_usd for s in series] == pytest.approx([s.cost_usd for s in by_workflow])
+    # The Grafana series by workflow, one metric at a time: the same buckets and sums.
+    for metric in qm.RUN_METRICS:
+        points = qm.timeseries(
+            store, "acme", window, metric=metric, width_us=hour, group_by="workflow"
+        )
+        assert len(points) == len(series) > 20
+        got = [(s.time_us, s.series, getattr(s, metric)) for s in series]
+        want = [(p.time_us, p.series, p.value) for p in points]
+        if metric == "cost_usd":
+            assert [g[:2] for g in got] == [w[:2] for w in want]
+            assert [g[2] for g in got] == pytest.approx([w[2] for w in want])
+        else:
+            assert got == want
 
 
 def test_page_overview_of_a_window_without_runs(store: Store) -> None:
