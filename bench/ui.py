@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.read_api import machine  # noqa: E402
 from bench.read_data import DAYS, ORG, build  # noqa: E402
 from collector.config import ConfigOverrides, load_config  # noqa: E402
-from collector.service import store_settings  # noqa: E402
+from collector.store.lake import StoreSettings  # noqa: E402
 from collector.store.writer import Store  # noqa: E402
 
 READ_KEY = "al_read_0badc0de_" + "0" * 40
@@ -88,7 +88,7 @@ def main() -> None:
     cfg = tmp / "bench.yaml"
     cfg.write_text(CONFIG.format(data=data, org=ORG, read=READ_KEY, admin=ADMIN_KEY))
     loaded = load_config(cfg, {}, ConfigOverrides())
-    settings = store_settings(loaded)
+    settings = StoreSettings.from_config(loaded.storage)
     if not args.reuse:
         print(f"building {args.runs:,} runs x {args.spans_per_run} spans over {DAYS} days ...")
         t = time.perf_counter()

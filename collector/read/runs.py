@@ -24,12 +24,13 @@ class Sort:
     key_sql: str
     key_type: str  # "BIGINT" or "DOUBLE": what a cursor's key must be
     desc: bool
+    floor: bool = False  # the page is read above a floor found first (see _HEAD_SQL)
 
 
 # The key expressions are constants; user input only picks one of them by name.
 SORTS: dict[str, Sort] = {
-    "started_at_desc": Sort("epoch_us(started_at)", "BIGINT", True),
-    "started_at_asc": Sort("epoch_us(started_at)", "BIGINT", False),
+    "started_at_desc": Sort("epoch_us(started_at)", "BIGINT", True, floor=True),
+    "started_at_asc": Sort("epoch_us(started_at)", "BIGINT", False, floor=True),
     "cost_desc": Sort("coalesce(cost_usd, 0.0)", "DOUBLE", True),
     "cost_asc": Sort("coalesce(cost_usd, 0.0)", "DOUBLE", False),
     # A running run has no duration yet: it sorts after every finished run either way.
@@ -48,19 +49,48 @@ _FILTER = """org = $org AND started_at BETWEEN $start AND $end
     AND ($cost_max::DOUBLE IS NULL OR coalesce(cost_usd, 0.0) <= $cost_max::DOUBLE)"""
 
 
-def _page_sql(sort: Sort) -> str:
-    op, direction = ("<", "DESC") if sort.desc else (">", "ASC")
+def _after(sort: Sort) -> str:
+    """Rows after the cursor's (sort key, run_id), if there is one."""
+    op = "<" if sort.desc else ">"
     k, t = sort.key_sql, sort.key_type
+    return f"""($after_key::{t} IS NULL OR {k} {op} $after_key::{t}
+           OR ({k} = $after_key::{t} AND run_id {op} $after_id::VARCHAR))"""
+
+
+def _page_sql(sort: Sort, floor: bool) -> str:
+    direction = "DESC" if sort.desc else "ASC"
+    k, t = sort.key_sql, sort.key_type
+    # The floor (see _HEAD_SQL) is a plain comparison, so the scan filters by it before it
+    # reads the page's other columns.
+    bound = f"AND {k} {'>=' if sort.desc else '<='} $floor::{t}" if floor else ""
     return f"""SELECT {_SUMMARY_COLS}, {k} AS sort_key FROM runs
-    WHERE {_FILTER}
-      AND ($after_key::{t} IS NULL OR {k} {op} $after_key::{t}
-           OR ({k} = $after_key::{t} AND run_id {op} $after_id::VARCHAR))
+    WHERE {_FILTER} AND {_after(sort)} {bound}
     ORDER BY sort_key {direction}, run_id {direction}
     LIMIT $limit"""
 
 
-_PAGE_SQL = {name: _page_sql(sort) for name, sort in SORTS.items()}
-_COUNT_SQL = f"SELECT count(*) FROM runs WHERE {_FILTER}"
+# How many runs match, and the sort keys of the rows a page reads (one more than it shows,
+# which tells there is a next page) in the same scan: the last of them is the page's floor.
+# The key alone is cheap to read; the page then reads its ~12 columns only where the key
+# reaches the floor, not for every run of the window. At 1M runs (loaded machine): ~45 + ~85
+# ms where the count and the page took ~30 + ~190 ms. The keys after the cursor are taken as
+# those up to its key (ties on it included, sparing the read of every run_id): a floor too
+# high, at worst, which the page's row count reveals. By cost or duration no gain (many ties,
+# a costlier filter): those read the page directly.
+def _head_sql(sort: Sort) -> str:
+    count = f"SELECT count(*) FROM runs WHERE {_FILTER}"
+    if not sort.floor:
+        return f"SELECT ({count}), NULL"
+    k, t = sort.key_sql, sort.key_type
+    top, op = ("max", "<=") if sort.desc else ("min", ">=")
+    return f"""SELECT count(*),
+        {top}({k}, $n) FILTER (WHERE $after_key::{t} IS NULL OR {k} {op} $after_key::{t})
+        FROM runs WHERE {_FILTER}"""
+
+
+_HEAD_SQL = {name: _head_sql(sort) for name, sort in SORTS.items()}
+_PAGE_SQL = {name: _page_sql(sort, False) for name, sort in SORTS.items()}
+_PAGE_FLOOR_SQL = {name: _page_sql(sort, True) for name, sort in SORTS.items() if sort.floor}
 
 
 @dataclass(frozen=True)
@@ -118,17 +148,24 @@ def list_runs(
     """One page of runs in `sort` order after `after` (keyset: runs arriving meanwhile never
     shift a page), and how many runs match in all. `limit` is capped by the caller (≤ 100)."""
     params = where.params()
-    count = fetch(store, _COUNT_SQL, params)
-    total = int(count[0][0]) if count else 0
-    if total == 0:
-        return RunPage([], None, 0)
-    page_params = {
-        **params,
+    after_params = {
         "after_key": None if after is None else after[0],
         "after_id": None if after is None else after[1],
-        "limit": limit + 1,  # one more tells whether there is a next page
     }
-    rows = fetch(store, _PAGE_SQL[sort], page_params)
+    floor_params = {"after_key": after_params["after_key"], "n": limit + 1}
+    head = fetch(store, _HEAD_SQL[sort], {**params, **(floor_params if SORTS[sort].floor else {})})
+    total, keys = (int(head[0][0]), head[0][1]) if head else (0, None)
+    floor = keys[-1] if keys and len(keys) > limit else None
+    if total == 0:
+        return RunPage([], None, 0)
+    page_params = {**params, **after_params, "limit": limit + 1}  # one more: is there a next?
+    rows: list[tuple[Any, ...]] = []
+    if floor is not None:
+        rows = fetch(store, _PAGE_FLOOR_SQL[sort], {**page_params, "floor": floor})
+    if len(rows) <= limit:
+        # No floor (the page is the last), or it was read on another snapshot than the page
+        # and runs changed between the two: only a full page proves it held.
+        rows = fetch(store, _PAGE_SQL[sort], page_params)
     runs = [_summary(r) for r in rows[:limit]]
     more = len(rows) > limit
     last = rows[limit - 1] if more else None

@@ -81,9 +81,7 @@ class Dashboard:
         def load() -> tuple[qm.Overview, list[qm.SeriesRow]]:
             with self.ui.store.reader() as r:
                 # No top models here: that scan of every LLM call is the API overview's cost.
-                found = qm.overview(r, page.org, window, lambda: [])
-                series = qm.run_series(r, page.org, window, width_us=width, group_by="workflow")
-            return found, series
+                return qm.page_overview(r, page.org, window, width_us=width)
 
         found, series = await self.ui.read(load)
         slots = buckets(window, width)
