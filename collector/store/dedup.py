@@ -14,89 +14,41 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from collector.store.keys import span_key
-
-U64 = npt.NDArray[np.uint64]
+from collector.store.tiers import U64, Tiers
 
 
 class RecentKeys:
-    """Sorted generations of 64-bit span hashes, merged LSM-style, kept for `window_s` seconds.
+    """Span hashes of the last `window_s` seconds, in `Tiers` of `epochs` epochs a window.
 
-    Time is cut into `epochs` epochs a window. Within the current epoch each commit's hashes
-    are a generation, and two neighbours merge when the older is no larger than the newer (a
-    binary counter: about log2(commits) generations, each hash merged about that many times);
-    once its epoch is over, an epoch's generations merge into one. So adding costs about
-    O(log n) a hash whatever the window holds, a lookup searches ~`epochs` + log2(commits)
-    arrays, and an epoch is dropped whole once its newest hash is older than the window: a hash
-    is remembered for at most one window and one epoch. Memory is 8 bytes a hash, capped at
+    An epoch is dropped whole once its newest hash is older than the window, so a hash is
+    remembered for at most one window and one epoch. Memory is 8 bytes a hash, capped at
     `max_keys`; a match is only a candidate (the caller confirms it), so a collision or a
     longer memory never drops a span.
     """
 
     def __init__(self, window_s: float, max_keys: int = 50_000_000, epochs: int = 8):
         self._window_s = window_s
-        self._epoch_s = window_s / epochs
         self._max_keys = max_keys
-        # (epoch, newest entry time, sorted hashes), oldest first.
-        self._generations: list[tuple[int, float, U64]] = []
-        self._size = 0
+        self._tiers = Tiers(window_s / epochs)
 
     def __len__(self) -> int:
-        return self._size
+        return self._tiers.size
 
     @property
     def generations(self) -> int:
-        return len(self._generations)
+        return len(self._tiers.generations)
 
     def may_contain(self, hashes: U64) -> npt.NDArray[np.bool_]:
-        # Sorted probes walk each generation in order: far fewer cache misses than random ones.
-        order = np.argsort(hashes)
-        probes = hashes[order]
-        found = np.zeros(len(hashes), dtype=np.bool_)
-        for _, _, gen in self._generations:
-            idx = np.searchsorted(gen, probes)
-            idx[idx == len(gen)] = len(gen) - 1
-            found |= gen[idx] == probes
-        out = np.empty_like(found)
-        out[order] = found
-        return out
+        return self._tiers.find(hashes)[0]
 
     def add(self, hashes: U64, now: float) -> None:
-        epoch = int(now // self._epoch_s)
-        gens = self._generations
-        if len(hashes):
-            gens.append((epoch, now, np.sort(hashes, kind="stable")))
-            self._size += len(hashes)
-            while len(gens) > 1 and gens[-2][0] == epoch and len(gens[-2][2]) <= len(gens[-1][2]):
-                self._merge(len(gens) - 2, len(gens))
-        self._close_epochs(epoch)
-        self._expire(now)
-
-    def _merge(self, lo: int, hi: int) -> None:
-        """Generations lo..hi-1 (one epoch's) become one."""
-        gens = self._generations
-        part = gens[lo:hi]
-        # A stable sort of sorted runs is a merge (timsort), linear in their sizes.
-        merged = np.sort(np.concatenate([g for _, _, g in part]), kind="stable")
-        if len(merged) > 1:
-            merged = merged[np.concatenate(([True], merged[1:] != merged[:-1]))]
-        self._size += len(merged) - sum(len(g) for _, _, g in part)
-        gens[lo:hi] = [(part[0][0], max(t for _, t, _ in part), merged)]
-
-    def _close_epochs(self, epoch: int) -> None:
-        i = 0
-        while i < len(self._generations):
-            j = i
-            while j < len(self._generations) and self._generations[j][0] == self._generations[i][0]:
-                j += 1
-            if self._generations[i][0] < epoch and j - i > 1:
-                self._merge(i, j)
-            i += 1
-
-    def _expire(self, now: float) -> None:
+        self._tiers.add(hashes, now)
         cutoff = now - self._window_s
-        gens = self._generations
-        while gens and (gens[0][1] < cutoff or self._size > self._max_keys):
-            self._size -= len(gens.pop(0)[2])
+        tiers = self._tiers
+        while tiers.generations and (
+            tiers.generations[0].newest < cutoff or tiers.size > self._max_keys
+        ):
+            tiers.pop_oldest()
 
 
 class SpanDedup:
