@@ -33,7 +33,9 @@ from collector.store.keys import run_key
 from collector.store.lake import LAKE
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
 from collector.store.writer import Store
-from processors.runs.assemble import RunsProcessor
+from processors.runs.assemble import RunsProcessor, assemble_facts
+from processors.runs.rows import SpanRun, facts_of
+from processors.runs.tree import SpanFacts
 
 log = logging.getLogger(__name__)
 
@@ -44,57 +46,51 @@ _MAX_READS = 16  # read-back queries a step at most (more: one query over their 
 TraceKey = tuple[str, str]  # (org, trace_id)
 
 
-Task = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (a trace's spans, spans it links to)
 Offload = Callable[..., Any]
 """Runs `fn(*args)` elsewhere and returns its result: the decode pool's worker processes,
 so run assembly (pure Python, ~40 µs a span) does not hold this process's GIL."""
 
 
-def assemble_tasks(
-    assembler: RunsProcessor, tasks: list[Task], now_ns: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Assemble many traces (module-level, so a worker process can run it)."""
-    out: dict[str, list[dict[str, Any]]] = {name: [] for name in DERIVED_TABLES}
-    for rows, others in tasks:
-        for name, derived in assembler.assemble(rows, now_ns, others).items():
-            out[name].extend(derived)
-    for run in out["runs"]:
-        run["run_key"] = run_key(run["org"], run["run_id"])
-        run["parent_run_key"] = run_key(run["org"], run.get("parent_run_id"))
-    return out
-
-
 def assemble_ipc(
     assembler: RunsProcessor, spans: bytes, linked: bytes, now_ns: int
 ) -> dict[str, bytes]:
-    """`assemble_tasks` over Arrow IPC streams of span rows (the traces to derive, and spans of
-    the traces they link to), returning each derived table as an Arrow IPC stream: the rows
-    cross the process boundary as columns, and every Python object is made in the worker."""
-    by_trace = _by_trace(_from_ipc(spans))
-    linked_by_trace = _by_trace(_from_ipc(linked))
-    tasks: list[Task] = []
+    """Assemble every trace of an Arrow IPC stream of span rows (the traces to derive; `linked`:
+    spans of the traces they link to) and return each derived table as an Arrow IPC stream.
+    Module-level, so a worker process runs it: the rows cross the process boundary as columns,
+    and every Python object is made and dropped in the worker."""
+    by_trace = _by_trace(facts_of(_from_ipc(spans)))
+    linked_by_trace = _by_trace(facts_of(_from_ipc(linked)))
+    runs: list[dict[str, Any]] = []
+    span_runs: list[SpanRun] = []
     for key in sorted(by_trace):
-        rows = by_trace[key]
-        targets = {t for r in rows for t in _linked_traces(r.get("links"))}
+        facts = by_trace[key]
+        targets = {t for f in facts for t, _ in f.links}
         others = [
-            r
+            f
             for t in sorted(targets)
-            for r in (by_trace.get((key[0], t)) or linked_by_trace.get((key[0], t)) or [])
+            for f in (by_trace.get((key[0], t)) or linked_by_trace.get((key[0], t)) or [])
         ]
-        tasks.append((rows, others))
-    derived = assemble_tasks(assembler, tasks, now_ns)
+        result = assemble_facts(assembler.config, facts, now_ns, others)
+        runs.extend(dict(vars(r)) for r in result.runs)
+        span_runs.extend(result.span_runs)
+    for run in runs:
+        run["run_key"] = run_key(run["org"], run["run_id"])
+        run["parent_run_key"] = run_key(run["org"], run.get("parent_run_id"))
+    schema = derived_arrow_schema("span_runs")
+    columns = list(zip(*span_runs, strict=True)) or [()] * len(SpanRun._fields)
+    by_name = dict(zip(SpanRun._fields, columns, strict=True))
     return {
-        name: _to_ipc(pa.Table.from_pylist(rows, derived_arrow_schema(name)))
-        for name, rows in derived.items()
+        "runs": _to_ipc(pa.Table.from_pylist(runs, derived_arrow_schema("runs"))),
+        "span_runs": _to_ipc(
+            pa.table([pa.array(by_name[f.name], f.type) for f in schema], schema=schema)
+        ),
     }
 
 
-def _by_trace(table: pa.Table) -> dict[TraceKey, list[dict[str, Any]]]:
-    out: dict[TraceKey, list[dict[str, Any]]] = {}
-    if "_h" in table.column_names:
-        table = table.drop_columns(["_h"])
-    for row in table.to_pylist():
-        out.setdefault((row["org"], row["trace_id"]), []).append(row)
+def _by_trace(facts: list[SpanFacts]) -> dict[TraceKey, list[SpanFacts]]:
+    out: dict[TraceKey, list[SpanFacts]] = {}
+    for f in facts:
+        out.setdefault((f.org, f.trace_id), []).append(f)
     return out
 
 
@@ -177,7 +173,6 @@ class RunDeriver:
         clock: Callable[[], int] = time.time_ns,
         offload: Offload = _inline,
         lag: DerivationLag | None = None,
-        max_known_traces: int = 8_000_000,
     ) -> None:
         self._store = store
         self._offload = offload
@@ -191,7 +186,7 @@ class RunDeriver:
         self._overdue = OverdueRuns(self._config, max_traces)
         self._feed = Feed(store, WATERMARK, max_snapshots=max_snapshots)
         self._max_trace_ns = self._config.max_trace_duration_s * _NS
-        self._known = KnownTraces(self._max_trace_ns, max_traces=max_known_traces)
+        self._known = KnownTraces(self._max_trace_ns, max_traces=self._config.max_known_traces)
         self._known_to: int | None = None  # the snapshot `_known` is complete up to
         self.stats = DeriveStats()
         self.behind = False
