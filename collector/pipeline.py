@@ -195,8 +195,11 @@ class Pipeline:
         exporters: Mapping[Signal, Sequence[Exporter]],
         limits: Limits,
         metrics: Metrics,
+        spans_gate: Callable[[], None] | None = None,
     ) -> None:
+        """`spans_gate` raises `Overloaded` while spans must wait (derivation is behind)."""
         self._pool = pool
+        self._spans_gate = spans_gate
         self._exporters = exporters
         self._limits = limits
         self._metrics = metrics
@@ -225,6 +228,13 @@ class Pipeline:
         labels = {"transport": req.transport, "signal": req.signal.name.lower()}
         if self._draining:
             raise StoreUnavailable("the collector is shutting down")
+        if req.signal is Signal.TRACES and self._spans_gate is not None:
+            try:
+                self._spans_gate()
+            except Overloaded:
+                reason = "derivation_lag"
+                self._metrics.inc("agentledger_requests_refused_total", reason=reason, **labels)
+                raise
         size = len(req.payload)
         if self._queued_bytes + size > self._limits.max_queue_bytes and self._queued_bytes:
             self._metrics.inc("agentledger_requests_refused_total", reason="queue_bytes", **labels)

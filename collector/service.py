@@ -54,8 +54,9 @@ from collector.roi.api import RoiApi
 from collector.roi.runs import RoiRuns
 from collector.roi.tasktypes import load_catalogue
 from collector.runs.derive import WATERMARK as DERIVE_WATERMARK
-from collector.runs.derive import RunDeriver
+from collector.runs.derive import DeriveStats, RunDeriver
 from collector.runs.follow import RunConsumer, RunFollower
+from collector.runs.lag import DerivationLag
 from collector.secretbox import SecretBox
 from collector.store.lake import StoreSettings, prime_table_stats
 from collector.store.writer import Store
@@ -97,6 +98,7 @@ class Service:
         self._flusher: asyncio.Task[None] | None = None
         self._first_keys: Mapping[Scope, str] | None = None
         self._deriver: RunDeriver | None = None
+        self.lag: DerivationLag | None = None  # with derivation on this node
         self._roi: RoiApi | None = None
         self._stop_deriving = asyncio.Event()
         self._deriving: asyncio.Task[None] | None = None
@@ -123,7 +125,11 @@ class Service:
         self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
         await asyncio.to_thread(self._pool.start)
         runs = RunsProcessor(registry.runs_config(parts))
-        self._deriver = RunDeriver(self.store, runs, offload=self._pool.call)
+        if runs.config.enabled:
+            # Spans committed and not derived yet: /metrics, /health, and ingest admission.
+            self.lag = DerivationLag(runs.config.max_lag_s)
+            self.store.spans_committed = self.lag.committed
+        self._deriver = RunDeriver(self.store, runs, offload=self._pool.call, lag=self.lag)
         await asyncio.to_thread(self._deriver.create_tables)
         self._follower = RunFollower(self.store, self._run_consumers())
         await asyncio.to_thread(self._follower.create_tables)
@@ -157,6 +163,7 @@ class Service:
             by_signal,
             Limits(limits.max_queue_items, self._queue_bytes(), float(limits.retry_after_s)),
             self.metrics,
+            spans_gate=self.lag.check if self.lag is not None else None,
         )
         primed = await self.store.acall(prime_table_stats)
         if primed:
@@ -359,13 +366,26 @@ class Service:
     # -- ops routes ------------------------------------------------------------------------
 
     async def _health(self, request: Request, body: Mapping[str, str] | None = None) -> Response:
-        """200 while the service is up, 503 while it starts, drains or stops; `body` is a
+        """200 while the service is up and accepts data; 503 while it starts, drains or stops,
+        or refuses new spans (derivation past its lag bound: `reason` says so); `body` is a
         health_check extension's `response_body` (text for `healthy` / `unhealthy`)."""
-        ok = self._state == "ok"
+        refusing = self._refusing() if self._state == "ok" else None
+        ok = self._state == "ok" and refusing is None
         if body is not None and ("healthy" if ok else "unhealthy") in body:
             text = body["healthy" if ok else "unhealthy"]
             return PlainTextResponse(text, status_code=200 if ok else 503)
+        if refusing is not None:
+            return JSONResponse({"status": "refusing", "reason": refusing}, status_code=503)
         return JSONResponse({"status": self._state}, status_code=200 if ok else 503)
+
+    def _refusing(self) -> str | None:
+        """Why new data is refused right now, if it is."""
+        if self.lag is not None and self.lag.over() is not None:
+            return (
+                f"run derivation is {self.lag.seconds():.0f} s behind ingest, past "
+                f"processors.runs.max_lag_s ({self.lag.max_lag_s:g}): new spans are refused"
+            )
+        return None
 
     async def _metrics_page(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
@@ -400,10 +420,40 @@ class Service:
             "bytes of catalog and data files",
             lambda: float(self.store.size_bytes()),
         )
+        if self.lag is not None and self._deriver is not None:
+            self._describe_derivation(self.lag, self._deriver.stats)
         m.histogram(
             "agentledger_commit_duration_seconds",
             "time to commit a group",
             lambda: (dict(st.commit_latency_buckets), st.commit_seconds_total, st.commits),
+        )
+
+    def _describe_derivation(self, lag: DerivationLag, stats: DeriveStats) -> None:
+        m = self.metrics
+        m.gauge(
+            "agentledger_derivation_lag_seconds",
+            "age of the oldest committed span not derived into runs yet",
+            lag.seconds,
+        )
+        m.gauge(
+            "agentledger_derivation_lag_spans",
+            "spans committed and not derived into runs yet",
+            lambda: float(lag.spans()),
+        )
+        m.counter(
+            "agentledger_derivation_traces_new_total",
+            "traces derived from the change feed alone (seen for the first time)",
+            lambda: float(stats.traces_new),
+        )
+        m.counter(
+            "agentledger_derivation_traces_read_back_total",
+            "traces re-derived from spans read back from the store",
+            lambda: float(stats.traces_stored),
+        )
+        m.counter(
+            "agentledger_derivation_spans_read_back_total",
+            "stored spans read back to re-derive their traces",
+            lambda: float(stats.spans_read_back),
         )
 
     # -- stop ------------------------------------------------------------------------------

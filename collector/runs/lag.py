@@ -12,6 +12,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from collector.model import Overloaded
+
 _RESOLUTION_S = 0.1  # commits closer together than this share one entry
 
 
@@ -68,3 +70,14 @@ class DerivationLag:
             return None
         lag = self.seconds()
         return lag - self.max_lag_s if lag > self.max_lag_s else None
+
+    def check(self) -> None:
+        """Refuse new spans (`Overloaded`: 503 / UNAVAILABLE with a retry delay) while the lag
+        is past the bound; the delay is how far past it, from 1 to 30 seconds."""
+        over = self.over()
+        if over is not None:
+            raise Overloaded(
+                f"run derivation is {self.seconds():.0f} s behind ingest "
+                f"(processors.runs.max_lag_s is {self.max_lag_s:g}); retry later",
+                max(1.0, min(30.0, over)),
+            )

@@ -77,6 +77,8 @@ class Store:
         self.stats = StoreStats()
         self.admit: Callable[[Rows], None] | None = None
         """Checked before every append is queued (the disk cap); raises to refuse the rows."""
+        self.spans_committed: Callable[[int, int], None] | None = None
+        """Told (snapshot, spans) after each commit that stored spans (the derivation lag)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -280,6 +282,7 @@ class Store:
         keep_per_item: list[int] = []
         dup_per_item: list[int] = []
         new_hashes = np.empty(0, dtype=np.uint64)
+        stored_spans = 0
         cur.execute("BEGIN")
         if span_tables:
             spans = pa.concat_tables(span_tables)
@@ -289,6 +292,7 @@ class Store:
             kept = (
                 spans.take(pa.array(keep, type=pa.int64())) if len(keep) < spans.num_rows else spans
             )
+            stored_spans = kept.num_rows
             if kept.num_rows:
                 cur.register("_spans_in", kept)
                 cur.execute(f"INSERT INTO {Signal.TRACES.value} SELECT * FROM _spans_in")
@@ -314,6 +318,11 @@ class Store:
         cur.execute("COMMIT")
         if self.settings.fsync:
             self._fsync_new_files(cur)
+        if stored_spans and self.spans_committed is not None:
+            # The snapshot just made, or a later one if another cursor committed meanwhile.
+            found = cur.execute(f"SELECT id FROM {LAKE}.current_snapshot()").fetchone()
+            if found is not None:
+                self.spans_committed(int(found[0]), stored_spans)
         results: list[Accepted] = []
         span_i = 0
         for g in group:
