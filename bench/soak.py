@@ -214,6 +214,7 @@ class Window:
     server_lag_s: float | None
     server_lag_spans: float | None
     commit_ms: float  # mean group commit in the window, from the server's histogram
+    steps: str  # derivation steps in the window: count, mean seconds reading/assembling/committing
     rss_mib: list[float]
     cpu: list[float]  # share of one core per process, server first
     refused: int
@@ -246,6 +247,8 @@ async def sample(
     refused_before = 0
     cpu_before = {p: cpu_seconds(p) for p in process_tree(server_pid)}
     commits_before = (0.0, 0.0)
+    phases = ("steps_total", "read_seconds_total", "assemble_seconds_total", "commit_seconds_total")
+    steps_before = [0.0] * len(phases)
     before = time.monotonic()
     async with httpx.AsyncClient(timeout=60) as client:
         while not stop.is_set():
@@ -277,6 +280,10 @@ async def sample(
             n_commits = commits[1] - commits_before[1]
             commit_ms = (commits[0] - commits_before[0]) / n_commits * 1000 if n_commits else 0.0
             commits_before = commits
+            steps_now = [metric(page, f"agentledger_derivation_{p}") or 0.0 for p in phases]
+            d = [a - b for a, b in zip(steps_now, steps_before, strict=True)]
+            steps_before = steps_now
+            steps = f"{d[0]:.0f}:" + "/".join(f"{x / d[0]:.1f}" for x in d[1:]) if d[0] else "0"
             sent = load.runs_acked_by(now, runs_per_request)
             # The oldest unlisted run was acknowledged when the acknowledged count passed the
             # listed one (runs are derived in commit order): its age is the lag.
@@ -303,6 +310,7 @@ async def sample(
                 server_lag_s=metric(page, "agentledger_derivation_lag_seconds"),
                 server_lag_spans=metric(page, "agentledger_derivation_lag_spans"),
                 commit_ms=commit_ms,
+                steps=steps,
                 rss_mib=[proc_status(p)[0] for p in pids],
                 cpu=cpu,
                 refused=load.refused - refused_before,
@@ -317,7 +325,8 @@ async def sample(
 HEADER = (
     f"{'win':>4} {'end s':>6} {'spans/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'store MiB':>9} "
     f"{'files':>6} {'spans f':>7} {'runs sent':>9} {'listed':>9} {'lag s':>6} {'srv lag':>7} "
-    f"{'lag spans':>9} {'commit':>6} {'RSS MiB (srv+workers)':>22} {'CPU srv/wk':>12} "
+    f"{'lag spans':>9} {'commit':>6} {'steps:r/a/c s':>15} {'RSS MiB (srv+workers)':>22} "
+    f"{'CPU srv/wk':>12} "
     f"{'503':>4} {'load':>5}"
 )
 
@@ -330,7 +339,8 @@ def print_window(w: Window) -> None:
     print(
         f"{w.index:>4} {w.end:>6.0f} {w.spans_per_s:>8,.0f} {w.p50_ms:>7.0f} {w.p99_ms:>7.0f} "
         f"{w.store_mib:>9,.0f} {w.files:>6,} {w.span_files:>7,} {w.runs_sent:>9,} "
-        f"{w.runs_listed:>9,} {w.lag_s:>6.1f} {srv:>7} {spans:>9} {w.commit_ms:>6.0f} {rss:>22} "
+        f"{w.runs_listed:>9,} {w.lag_s:>6.1f} {srv:>7} {spans:>9} {w.commit_ms:>6.0f} "
+        f"{w.steps:>15} {rss:>22} "
         f"{cpu:>12} "
         f"{w.refused:>4} {w.load_avg:>5.1f}",
         flush=True,

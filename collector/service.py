@@ -455,6 +455,21 @@ class Service:
             "stored spans read back to re-derive their traces",
             lambda: float(stats.spans_read_back),
         )
+        m.counter(
+            "agentledger_derivation_steps_total",
+            "derivation steps that derived something",
+            lambda: float(stats.steps),
+        )
+        for phase, text in (
+            ("read", "reading changes and stored spans"),
+            ("assemble", "assembling runs in a worker (waiting for one included)"),
+            ("commit", "committing on the writer thread (waiting for it included)"),
+        ):
+            m.counter(
+                f"agentledger_derivation_{phase}_seconds_total",
+                f"seconds derivation steps spent {text}",
+                functools.partial(getattr, stats, f"{phase}_s"),
+            )
 
     # -- stop ------------------------------------------------------------------------------
 

@@ -154,6 +154,11 @@ class DeriveStats:
     traces_stored: int = 0  # read back from the store
     traces_uncovered: int = 0  # of those, read back within the longest trace (not known)
     spans_read_back: int = 0
+    # Seconds spent by steps that derived something, waits included: reading changes and
+    # spans, assembling in a worker, committing on the writer thread.
+    read_s: float = 0.0
+    assemble_s: float = 0.0
+    commit_s: float = 0.0
 
 
 class RunDeriver:
@@ -224,6 +229,7 @@ class RunDeriver:
         now = self._clock() if now_ns is None else now_ns
         if self._known_to is None:
             self._load_known(now)
+        started = time.perf_counter()
         work = self._changed_traces()
         self._overdue_runs(work, now)
         self._linking_runs(work)
@@ -234,7 +240,9 @@ class RunDeriver:
             return 0
         plan = self._plan(work, now)
         spans = self._spans(work, plan)
+        read = time.perf_counter()
         rows = self._derive(spans, plan, now)
+        assembled = time.perf_counter()
         try:
             self._store.call(lambda cur: self._commit(cur, work, plan, rows))
         except BaseException:
@@ -242,7 +250,11 @@ class RunDeriver:
             raise
         self._feed.committed(work.window)
         self._learn(spans, work.window, now)
-        self.stats.steps += 1
+        stats = self.stats
+        stats.steps += 1
+        stats.read_s += read - started
+        stats.assemble_s += assembled - read
+        stats.commit_s += time.perf_counter() - assembled
         if self._lag is not None:
             self._lag.derived(work.window.until)
         if work.traces:

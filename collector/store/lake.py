@@ -28,6 +28,7 @@ class StoreSettings:
     dedup_window_s: float = 900.0
     fsync: bool = True
     query_timeout_s: float = 30.0
+    memory_limit_mib: int = 512
 
     @classmethod
     def from_config(cls, storage: StorageConfig, batch: BatchConfig | None = None) -> StoreSettings:
@@ -42,6 +43,7 @@ class StoreSettings:
             commit_max_rows=batch.commit_max_rows() if batch else storage.commit_max_rows,
             dedup_window_s=float(storage.dedup_window_s),
             fsync=storage.fsync,
+            memory_limit_mib=storage.memory_limit_mib,
         )
 
 
@@ -63,6 +65,12 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
             "allow_community_extensions": False,
+            # DuckDB's default is 80% of the machine, and what it reads stays cached up to that:
+            # the server's memory grew with every file read under sustained load.
+            "memory_limit": f"{settings.memory_limit_mib}MB",
+            # Local files are in the OS page cache already; a second copy costs RSS.
+            "enable_external_file_cache": False,
+            "temp_directory": str(Path(settings.catalog).resolve().parent / "duckdb.tmp"),
         }
     )
     con.execute(f"LOAD '{ducklake_extension_path()}'")
