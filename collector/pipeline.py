@@ -121,6 +121,9 @@ class DecodePool:
         self._executor: Executor | None = None
         self._chains: dict[Signal, list[Processor]] = {}
         self._generation = 0
+        # Requests decoding or queued for a worker: a few per worker keep them busy, and
+        # `call`s (run derivation) then wait behind those few, not behind every request.
+        self._slots: asyncio.Semaphore | None = None
 
     def start(self) -> None:
         if self._workers == 0:
@@ -148,10 +151,13 @@ class DecodePool:
                 executor, process_counted, signal, org, payload, encoding, self._chains
             )
             return Rows(signal, org, table, rejected, counters=counters)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(2 * self._workers)
         try:
-            data, rejected, counters = await loop.run_in_executor(
-                executor, _work_in_process, signal, org, payload, encoding, self._generation
-            )
+            async with self._slots:
+                data, rejected, counters = await loop.run_in_executor(
+                    executor, _work_in_process, signal, org, payload, encoding, self._generation
+                )
         except BrokenProcessPool as e:
             # A worker died (OOM kill, crash): replace the pool; this request is retryable.
             log.error("decode worker died; restarting the pool")
