@@ -1,4 +1,5 @@
-"""The `agentledger` command: serve, validate, prices (recompute, update) and --version.
+"""The `agentledger` command: serve, validate, prices (recompute, update), store migrate and
+--version.
 
 Reads the config file (or the embedded default) and the environment, then runs the service
 until SIGTERM/SIGINT; `validate` prints every config error with its YAML path.
@@ -32,25 +33,47 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--config", type=Path, help="YAML config to check (default: the embedded one)"
     )
+    validate.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach a PostgreSQL catalog and an S3 data path (a shared store)",
+    )
+    store = sub.add_parser("store", help="store jobs")
+    store_jobs = store.add_subparsers(dest="job", required=True)
+    migrate = store_jobs.add_parser(
+        "migrate",
+        help="copy a single-node store into an empty shared one (server stopped); "
+        "S3 credentials come from storage.s3 of --config",
+    )
+    migrate.add_argument("--config", type=Path, help="YAML config of the store to copy")
+    migrate.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
+    migrate.add_argument(
+        "--to-catalog", required=True, help='the new catalog, e.g. "postgres:host=db dbname=al"'
+    )
+    migrate.add_argument(
+        "--to-data-path", required=True, help="the new data path, e.g. s3://bucket/agentledger/"
+    )
     export_table = sub.add_parser("export", help="write a table's rows of a time window to a file")
     export.add_arguments(export_table)
     prices = sub.add_parser("prices", help="price book jobs")
     jobs = prices.add_subparsers(dest="job", required=True)
     recompute = jobs.add_parser(
-        "recompute", help="re-price stored LLM calls with the current book (server stopped)"
+        "recompute", help="re-price stored LLM and tool calls and their runs (server stopped)"
     )
     recompute.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
     recompute.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     recompute.add_argument("--org", help="only this org")
     update = jobs.add_parser(
-        "update", help="merge an OpenRouter or LiteLLM price list into the price book file"
+        "update", help="merge an OpenRouter or LiteLLM price list into the operator's price book"
     )
     update.add_argument(
         "--from", dest="source", required=True, help="URL (http, https, file) or path"
     )
     update.add_argument(
-        "--out", type=Path, help="book to update (default: the shipped config/prices.json)"
+        "--out", type=Path, help="book to update (default: prices.path, else the data dir's)"
     )
+    update.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
+    update.add_argument("--data-dir", type=Path, help="store directory (overrides storage.path)")
     return p
 
 
@@ -108,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # bare `agentledger`: say what it can do
         parser.print_help()
         return 0
-    if args.command == "prices" and args.job == "update":
-        return _update_prices(args.source, args.out)
     try:
         config = _load(args.config, getattr(args, "data_dir", None))
     except ConfigError as e:
@@ -119,12 +140,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         for notice in config.notices:
             print(f"warning: {notice}", file=sys.stderr)
+        if args.connect:
+            from collector.store.lake import StoreSettings, probe
+
+            problems = probe(StoreSettings.from_config(config.storage))
+            for problem in problems:
+                print(f"error: cannot reach the {problem}", file=sys.stderr)
+            if problems:
+                return 1
         print("ok")
         return 0
+    if args.command == "store":
+        return _migrate(config, args.to_catalog, args.to_data_path)
     if args.command == "export":
         from collector.store.lake import StoreSettings
 
         return export.run_cli(args, StoreSettings.from_config(config.storage), os.environ)
+    if args.command == "prices" and args.job == "update":
+        return _update_prices(args.source, args.out or _operator_book(config))
     if args.command == "prices":
         return _recompute(config, args.org)
     _setup_logging(config)
@@ -138,9 +171,11 @@ def _recompute(config: Config, org: str | None) -> int:
 
     from collector import registry
     from collector.prices.reprice import reprice
+    from collector.runs.recost import RunTotals
     from collector.store.lake import StoreSettings, connect
 
-    cost = registry.build_processor(registry.components(config), "cost")
+    parts = registry.components(config)
+    cost = registry.build_processor(parts, "cost")
     if cost is None:
         print("error: no cost processor is configured", file=sys.stderr)
         return 2
@@ -150,25 +185,78 @@ def _recompute(config: Config, org: str | None) -> int:
         print(f"error: cannot open the store (is the server running?): {e}", file=sys.stderr)
         return 1
     con.execute("USE lake")
-    result = reprice(con, cost, org)
-    con.close()
-    print(f"re-priced {result.examined} LLM calls; {result.changed} changed")
+    try:
+        result = reprice(con, cost, RunTotals(registry.runs_config(parts)), org)
+    finally:
+        con.close()
+    print(
+        f"re-priced {result.examined} LLM and tool calls; {result.changed} changed; "
+        f"totals of {result.runs} runs updated"
+    )
+    for line in result.report():
+        print(line)
     return 0
 
 
-def _update_prices(source: str, out: Path | None) -> int:
+def _migrate(config: Config, catalog: str, data_path: str) -> int:
+    from dataclasses import replace
+
+    import duckdb
+
+    from collector.store.lake import CatalogUnreachable, StoreSettings, hide_secrets
+    from collector.store.migrate import MigrateRefused, migrate
+
+    source = StoreSettings.from_config(config.storage)
+    target_storage = replace(config.storage, catalog=catalog, data_path=data_path)
+    issues = target_storage.validate()
+    for issue in issues:
+        print(f"error: --to {issue}", file=sys.stderr)
+    if issues:
+        return 2
+    target = StoreSettings.from_config(target_storage)
+    try:
+        result = migrate(source, target)
+    except (MigrateRefused, CatalogUnreachable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except duckdb.Error as e:
+        print(f"error: the copy failed: {hide_secrets(str(e), target)}", file=sys.stderr)
+        return 1
+    for table, (before, after) in sorted(result.counts.items()):
+        mark = "" if before == after else "  MISMATCH"
+        print(f"{table}: {before} -> {after}{mark}")
+    if not result.matches:
+        print("error: row counts differ; do not switch to the new store", file=sys.stderr)
+        return 1
+    print(
+        f"copied {len(result.counts)} tables; every row count matches. Every node of the new "
+        "store needs secrets.key: the key of this store is in "
+        f"{Path(config.storage.path) / 'secret.key'} unless secrets.key was set"
+    )
+    return 0
+
+
+def _operator_book(config: Config) -> Path:
+    """Where `prices update` writes: the configured book, else the data directory's, which the
+    service reads (never the shipped book inside the installed package)."""
+    from collector.prices.feed import OPERATOR_FILE
+
+    return Path(config.prices.path or Path(config.storage.path, OPERATOR_FILE))
+
+
+def _update_prices(source: str, out: Path) -> int:
     """Fetch, convert, merge and validate everything before the book file is replaced."""
     from datetime import UTC, datetime
 
     from collector.prices import importers as priceimport
-    from collector.prices.book import SHIPPED_PATH
-    from collector.prices.feed import fetch, write_atomically
+    from collector.prices.feed import EMPTY_BOOK
+    from collector.prices.fetch import fetch, write_atomically
 
-    out = out or SHIPPED_PATH
-    current = out if out.exists() else SHIPPED_PATH
     try:
         converted = priceimport.convert(json.loads(fetch(source)))
-        book = json.loads(current.read_text(encoding="utf-8"))
+        text = out.read_text(encoding="utf-8") if out.exists() else EMPTY_BOOK
+        book = json.loads(text)
+        out.parent.mkdir(parents=True, exist_ok=True)
         merged = priceimport.merge(book, converted.entries, datetime.now(UTC).date())
         write_atomically(out, priceimport.dumps_book(merged.book))
     except (OSError, ValueError) as e:  # URLError is an OSError, JSONDecodeError a ValueError

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from collector.alerts.config import AlertsConfig
 from collector.api.server import ApiConfig
+from collector.auth import settings as org_settings
 from collector.auth.config import AuthConfig
+from collector.cluster.config import ClusterConfig, cluster_issues
 from collector.configenv import expand_env, load_yaml
 from collector.configparse import (
     INVALID,
@@ -37,9 +39,12 @@ from collector.mcp.config import McpConfig
 from collector.outbound.config import NotificationsConfig, OutboundPolicy
 from collector.pipeline import LimitsConfig
 from collector.prices.feed import PricesConfig
+from collector.read.compare import SETTINGS as COMPARE_SETTINGS
 from collector.receivers.config import OtlpProtocols, OtlpReceiverConfig, ReceiversConfig
 from collector.resources import PACKAGE, shipped_text
 from collector.roi.config import RoiConfig
+from collector.roi.settings import settings_group as roi_settings
+from collector.roi.tasktypes import Catalogue, load_catalogue
 from collector.secretbox import SecretsConfig
 from collector.store.config import StorageConfig
 from collector.ui.config import UiConfig
@@ -207,6 +212,7 @@ class Config:
     )
     service: ServiceConfig = field(default_factory=ServiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # collector/cluster/config.py
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -227,7 +233,34 @@ class Config:
     """What the loader wants the operator to know (deprecated keys), logged at start."""
 
     def validate(self) -> list[ConfigIssue]:
-        return self._pipeline_issues() + self._extension_issues() + self._listener_issues()
+        return (
+            self._pipeline_issues()
+            + self._extension_issues()
+            + self._listener_issues()
+            + cluster_issues(self.storage, self.secrets.key)
+            + self._org_settings_issues()
+        )
+
+    def org_settings(
+        self, groups: list[org_settings.SettingsGroup]
+    ) -> dict[str, dict[str, object]]:
+        """Each declared org's settings as the file gives them (typed, and checked at load)."""
+        return {
+            org.name: org_settings.from_config(org.settings, groups)[0]
+            for org in self.auth.orgs
+            if org.settings
+        }
+
+    def _org_settings_issues(self) -> list[ConfigIssue]:
+        if not any(org.settings for org in self.auth.orgs):
+            return []
+        groups = org_settings_groups()
+        issues = []
+        for i, org in enumerate(self.auth.orgs):
+            _, problems = org_settings.from_config(org.settings, groups)
+            where = f"auth.orgs[{i}].settings"
+            issues += [ConfigIssue(f"{where}.{p['field']}", p["message"]) for p in problems]
+        return issues
 
     def _extension_issues(self) -> list[ConfigIssue]:
         issues = []
@@ -290,6 +323,12 @@ class Config:
                 issues.append(ConfigIssue(path, message))
             taken.setdefault(address, path)
         return issues
+
+
+def org_settings_groups(catalogue: Catalogue | None = None) -> list[org_settings.SettingsGroup]:
+    """Every per-org setting, by the feature that owns it: the one list that checks
+    `auth.orgs[].settings` at load and that `/api/org-settings` serves (docs/org-settings.md)."""
+    return [roi_settings(catalogue or load_catalogue()), COMPARE_SETTINGS]
 
 
 @dataclass(frozen=True)

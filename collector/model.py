@@ -100,6 +100,8 @@ class Rows:
     rejected: int = 0
     target: str | None = None
     counters: Counters = field(default_factory=dict)
+    rejection_message: str = ""
+    """Why the `rejected` items were refused, for the partial-success answer."""
 
     @property
     def table_name(self) -> str:
@@ -171,6 +173,11 @@ class Overloaded(PipelineError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class TooLarge(PipelineError):
+    """The request needs more than a bound allows even alone (memory to decode it, rows once
+    decoded): not retryable (HTTP 413, gRPC RESOURCE_EXHAUSTED without RetryInfo)."""
 
 
 class StoreUnavailable(PipelineError):

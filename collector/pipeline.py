@@ -7,23 +7,30 @@ every exporter of the signal's pipeline, and the store exporter's answer is the 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
+import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from collector.admission import Admission, Limits
+from collector.chunks import split
 from collector.configparse import ConfigIssue, bounds, parse_duration
-from collector.decode import decode
+from collector.decode import DEFAULT_LIMITS, DecodeLimits, decode_batches
 from collector.model import (
     Accepted,
+    Batch,
     Counters,
     Exporter,
     IngestRequest,
@@ -33,12 +40,17 @@ from collector.model import (
     Signal,
     StoreUnavailable,
 )
-from collector.store.schema import to_table
+from collector.store.schema import arrow_schema, to_table
 from collector.telemetry import Metrics
+
+__all__ = ["DecodePool", "Limits", "LimitsConfig", "Pipeline", "process_payload"]
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 T = TypeVar("T")
+
+CHUNK_BYTES = 512 * 1024
+"""Protobuf requests larger than this go to the workers in chunks of whole items this big."""
 
 ProcessorFactory = Callable[[], dict[Signal, list[Processor]]]
 """Builds each signal's processor chain; picklable, so worker processes build their own."""
@@ -51,40 +63,185 @@ _worker_generation = [0]
 
 
 def _init_worker(factory: ProcessorFactory) -> None:
+    _exit_with_parent()  # first: building the chains can take a while
     _worker_chains.clear()
     _worker_chains.update(factory())
     _worker_factory[:] = [factory]
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
-def _exit_with_parent(parent: int) -> None:
-    # A SIGKILLed server cannot shut its pool down; its workers must not outlive it.
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
+def _exit_with_parent() -> None:
+    """A SIGKILLed server cannot shut its pool down: its workers must not outlive it.
+
+    multiprocessing gives each child the read end of a pipe whose write end only the parent
+    holds; it reads as closed the moment the parent is gone, also if that happened before this
+    child got here (where a parent pid read now would already be init's).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _warm() -> int:
+    return os.getpid()
+
+
+TRIM_AFTER_BYTES = 1024 * 1024
+"""A request this big leaves freed memory the allocator keeps unless asked to give it back."""
+
+
+def trim_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps what large requests freed in its
+    arenas: RSS would stay at its peak). A no-op where there is no malloc_trim."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    # The symbols already loaded into this process (not ctypes.util.find_library, which runs
+    # ldconfig in a forked child of this threaded process).
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
+@dataclass
+class Processed:
+    """What decoding and processing one request (or chunk) gives."""
+
+    tables: list[pa.Table] = field(default_factory=list)
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    counters: Counters = field(default_factory=dict)
+
+    def add(self, other: Processed) -> None:
+        self.tables += other.tables
+        self.rejected += other.rejected
+        self.reasons += other.reasons
+        for key, n in other.counters.items():
+            self.counters[key] = self.counters.get(key, 0) + n
+
+    def table(self, signal: Signal) -> pa.Table:
+        if not self.tables:
+            return arrow_schema(signal).empty_table()
+        return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+
+    def message(self) -> str:
+        return "; ".join(dict.fromkeys(self.reasons))  # each reason once, in order
 
 
 def process_payload(
     signal: Signal, org: str, payload: bytes, encoding: str, chains: dict[Signal, list[Processor]]
 ) -> tuple[pa.Table, int]:
     """Decode a request and run the signal's processors: the whole per-item CPU cost of ingest."""
-    table, rejected, _ = process_counted(signal, org, payload, encoding, chains)
-    return table, rejected
+    done = process_counted(signal, org, payload, encoding, chains)
+    return done.table(signal), done.rejected
 
 
 def process_counted(
-    signal: Signal, org: str, payload: bytes, encoding: str, chains: dict[Signal, list[Processor]]
-) -> tuple[pa.Table, int, Counters]:
-    """`process_payload`, with what the processors counted for /metrics."""
-    batch = decode(signal, org, payload, encoding)
-    for processor in chains.get(signal, ()):
-        batch = processor.process(batch)
-    return to_table(signal, batch.columns, len(batch)), batch.rejected, batch.counters
+    signal: Signal,
+    org: str,
+    payload: bytes,
+    encoding: str,
+    chains: dict[Signal, list[Processor]],
+    *,
+    limits: DecodeLimits | None = None,
+) -> Processed:
+    """`process_payload`, a batch at a time, with why items were refused and what the
+    processors counted for /metrics."""
+    done = Processed()
+    chain = chains.get(signal, ())
+    for batch in decode_batches(signal, org, payload, encoding, limits=limits or DEFAULT_LIMITS):
+        if batch.rejected:
+            done.reasons.append(f"{batch.rejected} {_items(signal)} had no valid trace_id/span_id")
+        done.add(_process(batch, chain))
+    return done
+
+
+def _process(batch: Batch, chain: Sequence[Processor]) -> Processed:
+    # Processors rewrite a batch's lists in place: keep the decoded ones to retry item by item.
+    original = _copy(batch)
+    try:
+        for processor in chain:
+            batch = processor.process(batch)
+        table = to_table(batch.signal, batch.columns, len(batch))
+    except MemoryError:
+        raise
+    except Exception:
+        # An item no processor or column can take (a number past BIGINT, a value a processor
+        # trips on) fails the same way on every retry: refuse only the items that fail, as a
+        # partial success, never the whole request as retryable.
+        log.warning("processing a batch failed; processing its items one by one", exc_info=True)
+        return _item_by_item(original, chain)
+    return Processed([table], batch.rejected, [], batch.counters)
+
+
+def _item_by_item(batch: Batch, chain: Sequence[Processor]) -> Processed:
+    done = _isolate(batch, chain)
+    done.rejected += batch.rejected
+    for key, n in batch.counters.items():
+        done.counters[key] = done.counters.get(key, 0) + n
+    return done
+
+
+def _isolate(batch: Batch, chain: Sequence[Processor]) -> Processed:
+    """Process halves of a batch that failed, down to the items that fail alone: a few poison
+    items among thousands cost a few dozen runs, not one per item."""
+    one = _copy(batch)
+    one.rejected, one.counters = 0, {}
+    try:
+        for processor in chain:
+            one = processor.process(one)
+        table = to_table(one.signal, one.columns, len(one))
+    except MemoryError:
+        raise
+    except Exception as e:
+        n = len(batch)
+        if n > 1:
+            done = _isolate(batch.select(list(range(n // 2))), chain)
+            done.add(_isolate(batch.select(list(range(n // 2, n))), chain))
+            return done
+        reason = (
+            f"{_items(batch.signal)} that could not be stored were refused "
+            f"({type(e).__name__}: {str(e)[:200]})"
+        )
+        return Processed(rejected=1, reasons=[reason])
+    return Processed([table], 0, [], one.counters)
+
+
+def _copy(batch: Batch) -> Batch:
+    return Batch(
+        batch.signal,
+        batch.org,
+        {k: list(v) for k, v in batch.columns.items()},
+        list(batch.attributes),
+        list(batch.resources),
+        list(batch.events),
+        batch.rejected,
+        dict(batch.counters),
+    )
+
+
+def _items(signal: Signal) -> str:
+    return {Signal.TRACES: "spans", Signal.LOGS: "log records", Signal.METRICS: "data points"}[
+        signal
+    ]
 
 
 def _work_in_process(
-    signal: Signal, org: str, payload: bytes, encoding: str, generation: int = 0
-) -> tuple[bytes, int, Counters]:
+    signal: Signal,
+    org: str,
+    payload: bytes,
+    encoding: str,
+    *,
+    generation: int = 0,
+    limits: DecodeLimits | None = None,
+) -> tuple[bytes, int, list[str], Counters]:
     if generation != _worker_generation[0]:
         _worker_generation[0] = generation
         try:
@@ -94,30 +251,34 @@ def _work_in_process(
         else:
             _worker_chains.clear()
             _worker_chains.update(chains)
-    table, rejected, counters = process_counted(signal, org, payload, encoding, _worker_chains)
+    done = process_counted(signal, org, payload, encoding, _worker_chains, limits=limits)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes(), rejected, counters
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_queue_items: int = 200_000
-    max_queue_bytes: int = 256 * 1024 * 1024
-    retry_after_s: float = 1.0
+    with pa.ipc.new_stream(sink, arrow_schema(signal)) as writer:
+        for table in done.tables:
+            writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    result = data, done.rejected, done.reasons, done.counters
+    if len(payload) >= TRIM_AFTER_BYTES or len(data) >= TRIM_AFTER_BYTES:
+        done.tables.clear()
+        del sink
+        trim_memory()
+    return result
 
 
 class DecodePool:
     """Decodes in `workers` processes (0: in a thread of this process).
 
     Python reads protobuf attributes at ~15 µs a span; worker processes let that use every core
-    while this process only moves bytes and commits. Arrow IPC carries the result back.
+    while this process only moves bytes and commits. Arrow IPC carries the result back. A large
+    protobuf request goes in chunks (`collector/chunks.py`), so a worker holds one at a time.
     """
 
-    def __init__(self, workers: int, factory: ProcessorFactory) -> None:
+    def __init__(
+        self, workers: int, factory: ProcessorFactory, limits: DecodeLimits | None = None
+    ) -> None:
         self._workers = workers
         self._factory = factory
+        self._limits = limits or DEFAULT_LIMITS
         self._executor: Executor | None = None
         self._chains: dict[Signal, list[Processor]] = {}
         self._generation = 0
@@ -134,30 +295,78 @@ class DecodePool:
 
     def _new_process_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: this process runs gRPC and DuckDB threads that must not be forked.
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
             initargs=(self._factory,),
         )
+        # Start every worker now (each submit without an idle worker spawns one), so the first
+        # requests do not wait for them and a server killed early already has them watching.
+        for _ in range(self._workers):
+            pool.submit(_warm)
+        return pool
 
-    async def run(self, signal: Signal, org: str, payload: bytes, encoding: str) -> Rows:
-        loop = asyncio.get_running_loop()
+    async def run(
+        self,
+        signal: Signal,
+        org: str,
+        payload: bytes,
+        encoding: str,
+        on_part: Callable[[int, int], None] | None = None,
+    ) -> Rows:
+        """Decode and process a request; `on_part(part bytes, decoded bytes)` is told of each
+        part as it comes back decoded (and may raise to refuse the rest)."""
         executor = self._executor
         if executor is None:
             raise StoreUnavailable("the decoder is not running")
+        parts = [payload]
+        if encoding == "protobuf" and len(payload) > CHUNK_BYTES:
+            parts = await asyncio.to_thread(split, payload, CHUNK_BYTES)
         if isinstance(executor, ThreadPoolExecutor):
-            table, rejected, counters = await loop.run_in_executor(
-                executor, process_counted, signal, org, payload, encoding, self._chains
-            )
-            return Rows(signal, org, table, rejected, counters=counters)
+            done = Processed()
+            for part in parts:
+                one = await asyncio.wrap_future(
+                    executor.submit(
+                        process_counted,
+                        signal,
+                        org,
+                        part,
+                        encoding,
+                        self._chains,
+                        limits=self._limits,
+                    )
+                )
+                if on_part is not None:
+                    on_part(len(part), sum(t.nbytes for t in one.tables))
+                done.add(one)
+            return self._rows(signal, org, done.table(signal), done)
         if self._slots is None:
             self._slots = asyncio.Semaphore(2 * self._workers)
+        futures: list[Future[tuple[bytes, int, list[str], Counters]]] = []
         try:
             async with self._slots:
-                data, rejected, counters = await loop.run_in_executor(
-                    executor, _work_in_process, signal, org, payload, encoding, self._generation
-                )
+                sizes = [len(part) for part in parts]
+                futures = [
+                    executor.submit(
+                        _work_in_process,
+                        signal,
+                        org,
+                        part,
+                        encoding,
+                        generation=self._generation,
+                        limits=self._limits,
+                    )
+                    for part in parts
+                ]
+                del parts
+                done = Processed()
+                for future, size in zip(futures, sizes, strict=True):
+                    data, rejected, reasons, counters = await asyncio.wrap_future(future)
+                    if on_part is not None:
+                        on_part(size, len(data))
+                    table = pa.ipc.open_stream(data).read_all()
+                    done.add(Processed([table], rejected, reasons, counters))
         except BrokenProcessPool as e:
             # A worker died (OOM kill, crash): replace the pool; this request is retryable.
             log.error("decode worker died; restarting the pool")
@@ -165,8 +374,21 @@ class DecodePool:
                 self._executor = self._new_process_pool()
                 executor.shutdown(wait=False, cancel_futures=True)
             raise StoreUnavailable("decode worker restarted") from e
-        table = pa.ipc.open_stream(data).read_all()
-        return Rows(signal, org, table, rejected, counters=counters)
+        finally:
+            for future in futures:
+                future.cancel()  # the rest of a refused request: not decoded for nothing
+        return self._rows(signal, org, done.table(signal), done)
+
+    @staticmethod
+    def _rows(signal: Signal, org: str, table: pa.Table, done: Processed) -> Rows:
+        return Rows(
+            signal,
+            org,
+            table,
+            done.rejected,
+            counters=done.counters,
+            rejection_message=done.message(),
+        )
 
     def reload(self) -> None:
         """Rebuild the processor chains from the factory (it reads the current price book):
@@ -207,28 +429,23 @@ class Pipeline:
         self._pool = pool
         self._spans_gate = spans_gate
         self._exporters = exporters
-        self._limits = limits
         self._metrics = metrics
-        self._queued_bytes = 0
-        self._queued_items = 0
-        self._inflight = 0
+        self.admission = Admission(limits, metrics)
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
-        metrics.gauge(
-            "agentledger_queue_items",
-            "items decoded and waiting for commit",
-            lambda: float(self._queued_items),
-        )
-        metrics.gauge(
-            "agentledger_queue_bytes",
-            "request bytes admitted and not yet committed",
-            lambda: float(self._queued_bytes),
-        )
+        self._trim_due = False
+        self._last_trim = 0.0
+        for name, text in (
+            ("agentledger_decode_truncated_values_total", "strings cut to the value limit"),
+            ("agentledger_decode_dropped_total", "attributes, events, links over the limits"),
+            ("agentledger_decode_clamped_values_total", "times and counts past BIGINT, clamped"),
+        ):
+            metrics.describe(name, "counter", text)
 
     @property
     def queued_items(self) -> int:
-        return self._queued_items
+        return self.admission.queued_items
 
     async def consume(self, req: IngestRequest) -> Accepted:
         labels = {"transport": req.transport, "signal": req.signal.name.lower()}
@@ -242,50 +459,49 @@ class Pipeline:
                 self._metrics.inc("agentledger_requests_refused_total", reason=reason, **labels)
                 raise
         size = len(req.payload)
-        if self._queued_bytes + size > self._limits.max_queue_bytes and self._queued_bytes:
-            self._metrics.inc("agentledger_requests_refused_total", reason="queue_bytes", **labels)
-            raise Overloaded("ingest queue is full (bytes)", self._limits.retry_after_s)
-        if self._queued_items >= self._limits.max_queue_items:
-            self._metrics.inc("agentledger_requests_refused_total", reason="queue_items", **labels)
-            raise Overloaded("ingest queue is full (items)", self._limits.retry_after_s)
-        self._queued_bytes += size
-        self._inflight += 1
+        hold = self.admission.admit(size, req.encoding, labels)
         self._idle.clear()
-        items = 0
         try:
-            rows = await self._pool.run(req.signal, req.principal.org, req.payload, req.encoding)
+            rows = await self._pool.run(
+                req.signal, req.principal.org, req.payload, req.encoding, hold.part_decoded
+            )
+            # Decoded: what it holds now is its payload (the receiver keeps it) and its rows.
+            hold.shrink_to(size + rows.table.nbytes)
             self._metrics.inc(
                 "agentledger_items_received_total", rows.count + rows.rejected, **labels
             )
             for (metric, label, value), n in rows.counters.items():
                 self._metrics.inc(metric, n, **{label: value})
-            # Items are known only once decoded: a burst of requests passes the check above
-            # together, so check again before holding their rows for the commit.
-            if (
-                self._queued_items
-                and self._queued_items + rows.count > self._limits.max_queue_items
-            ):
-                self._metrics.inc(
-                    "agentledger_requests_refused_total", reason="queue_items", **labels
-                )
-                raise Overloaded("ingest queue is full (items)", self._limits.retry_after_s)
-            items = rows.count
-            self._queued_items += items
-            exporters = self._exporters.get(req.signal, ())
-            if not exporters:
-                return Accepted(0, 0, items, "no pipeline is configured for this signal")
-            results = await asyncio.gather(*(e.export(rows) for e in exporters))
-            result = results[0]
-            self._metrics.inc("agentledger_items_accepted_total", result.accepted, **labels)
-            self._metrics.inc("agentledger_items_deduplicated_total", result.duplicates, **labels)
-            self._metrics.inc("agentledger_items_rejected_total", result.rejected, **labels)
-            return result
+            hold.add_items(rows.count)
+            return await self._export(req.signal, rows, labels)
         finally:
-            self._queued_items -= items
-            self._queued_bytes -= size
-            self._inflight -= 1
-            if self._inflight == 0:
+            hold.release()
+            if self.admission.inflight == 0:
                 self._idle.set()
+            if size >= TRIM_AFTER_BYTES and not self._trim_due:
+                # At most once a second (a trim walks the heap: milliseconds), off the loop.
+                self._trim_due = True
+                delay = max(0.0, 1.0 - (time.monotonic() - self._last_trim))
+                asyncio.get_running_loop().call_later(delay, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_due = False
+        self._last_trim = time.monotonic()
+        # Large payloads can sit in reference cycles (a refused gRPC call's traceback holds its
+        # frame) until the cyclic collector's rare full pass: collect, then hand memory back.
+        gc.collect()
+        asyncio.get_running_loop().run_in_executor(None, trim_memory)
+
+    async def _export(self, signal: Signal, rows: Rows, labels: dict[str, str]) -> Accepted:
+        exporters = self._exporters.get(signal, ())
+        if not exporters:
+            return Accepted(0, 0, rows.count, "no pipeline is configured for this signal")
+        results = await asyncio.gather(*(e.export(rows) for e in exporters))
+        result = results[0]
+        self._metrics.inc("agentledger_items_accepted_total", result.accepted, **labels)
+        self._metrics.inc("agentledger_items_deduplicated_total", result.duplicates, **labels)
+        self._metrics.inc("agentledger_items_rejected_total", result.rejected, **labels)
+        return result
 
     async def drain(self) -> None:
         """Refuse new requests and wait until every admitted one has been answered."""
@@ -340,7 +556,31 @@ def total_memory() -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class LimitsConfig:
+    """The `limits:` section: admission bounds, decode workers and per-item decode limits."""
+
     max_queue_items: int = field(default=200_000, metadata=bounds(ge=1))
-    max_queue_mib: int = field(default=256, metadata=bounds(ge=1))
+    max_queue_mib: int = field(default=128, metadata=bounds(ge=1))
+    max_wait_s: float = field(default=3.0, metadata=bounds(ge=0.1))
     decode_workers: int = field(default=2, metadata=bounds(ge=0))  # 0: decode in the server
     retry_after_s: int = field(default=1, metadata=bounds(ge=1))
+    attribute_count_limit: int = field(default=1024, metadata=bounds(ge=1))
+    attribute_value_length_limit: int = field(default=1024 * 1024, metadata=bounds(ge=1))
+    event_count_limit: int = field(default=1024, metadata=bounds(ge=0))
+    link_count_limit: int = field(default=1024, metadata=bounds(ge=0))
+
+    def admission(self, queue_bytes: int | None = None) -> Limits:
+        """The admission bounds; `queue_bytes` replaces max_queue_mib (memory_limiter's)."""
+        return Limits(
+            self.max_queue_items,
+            queue_bytes if queue_bytes is not None else self.max_queue_mib * MIB,
+            float(self.retry_after_s),
+            self.max_wait_s,
+        )
+
+    def decode(self) -> DecodeLimits:
+        return DecodeLimits(
+            attribute_count=self.attribute_count_limit,
+            attribute_value_length=self.attribute_value_length_limit,
+            event_count=self.event_count_limit,
+            link_count=self.link_count_limit,
+        )

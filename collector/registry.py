@@ -8,7 +8,7 @@ into features. The only importer of `exporters/`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +17,20 @@ from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
 from collector.outbound.config import OutboundPolicy
+from collector.outbound.notify import (
+    Channel,
+    Notification,
+    SmtpSettings,
+    channel_from_spec,
+    check_channel,
+)
 from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
-from collector.prices.book import PriceBook
 from collector.prices.feed import BookSource, book_source
+from collector.prices.layers import stack
+from collector.prices.pricing import PriceLookup
 from collector.store.config import BatchConfig
 from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
-from exporters.notify import Channel, Notification, SmtpSettings, channel_from_spec
 from exporters.otlp.forward import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
 from processors.cost import CostConfig, CostProcessor
@@ -36,7 +43,8 @@ from processors.runs.assemble import RunsConfig, RunsProcessor
 class Resources:
     """Reference data components may need, loaded once by the registry."""
 
-    price_book: PriceBook
+    pricing: PriceLookup
+    """LLM prices: the operator's book over the shipped corrections over genai-prices."""
 
 
 ProcessorBuilder = Callable[[Any, Resources], Processor]
@@ -44,7 +52,7 @@ ExporterBuilder = Callable[[Any, Store], Exporter]
 
 PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
     "normalise": (NormaliseConfig, lambda cfg, _res: NormaliseProcessor(cfg)),
-    "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.price_book)),
+    "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.pricing)),
     "redact": (RedactConfig, lambda cfg, _res: RedactProcessor(cfg)),
 }
 # Processors of committed data (derived processing), not of ingest batches: declared under
@@ -132,7 +140,7 @@ def components(config: Config) -> Components:
 def _construction_issues(procs: dict[str, Any], prices: BookSource) -> list[ConfigIssue]:
     """Build each processor once here, so a bad price override fails `validate`, not a worker."""
     try:
-        resources = Resources(price_book=prices.load_base())
+        resources = Resources(pricing=stack(prices.load_base()))
     except ValueError as e:
         return [ConfigIssue("prices.path", str(e))]
     issues = []
@@ -191,7 +199,7 @@ def processor_factory(parts: Components) -> ProcessorFactory:
 def _build_chains(
     spec: dict[Signal, tuple[tuple[str, Any], ...]], prices: BookSource
 ) -> dict[Signal, list[Processor]]:
-    resources = Resources(price_book=prices.load())
+    resources = Resources(pricing=prices.pricing())
     return {
         signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
         for signal, chain in spec.items()
@@ -217,14 +225,12 @@ def runs_config(parts: Components) -> RunsConfig:
     )
 
 
-def build_processor(
-    parts: Components, kind: str, book: PriceBook | None = None
-) -> Processor | None:
+def build_processor(parts: Components, kind: str) -> Processor | None:
     """The first declared processor of type `kind`, built here (offline jobs: re-pricing; the
-    service's /v1/track pricing), with `book` or else the current one."""
+    service's /v1/track pricing), with the current prices."""
     for cid, cfg in parts.processors.items():
         if component_type(cid) == kind:
-            return PROCESSORS[kind][1](cfg, Resources(price_book=book or parts.prices.load()))
+            return PROCESSORS[kind][1](cfg, Resources(pricing=parts.prices.pricing()))
     return None
 
 
@@ -256,7 +262,7 @@ def build_exporters(
 
 def notification_sender(config: Config) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
     """`send(channel_spec, note)`: delivers one notification through the channel the spec names
-    (`exporters/notify.py`), with the config's SMTP server and outbound policy."""
+    (`collector/outbound/notify.py`), with the config's SMTP server and outbound policy."""
     smtp, policy = config.notifications.smtp, config.outbound
 
     async def send(spec: Mapping[str, Any], note: Mapping[str, Any]) -> None:
@@ -266,8 +272,21 @@ def notification_sender(config: Config) -> Callable[[Mapping[str, Any], Mapping[
 
 
 def channel_checker(config: Config) -> Callable[[Mapping[str, Any]], None]:
+    """Checks a channel declared in the config file (ValueError): its shape and its URL's
+    syntax and literal address; the operator's hosts are not resolved at load."""
+
     def check(spec: Mapping[str, Any]) -> None:
         build_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
+
+    return check
+
+
+def channel_creation_check(config: Config) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
+    """Checks a channel a user gives through the API as it is created (ValueError): the same,
+    and its URL's host resolved and judged as a delivery will judge it."""
+
+    async def check(spec: Mapping[str, Any]) -> None:
+        await check_channel(spec, smtp=config.notifications.smtp, policy=config.outbound)
 
     return check
 
@@ -275,6 +294,6 @@ def channel_checker(config: Config) -> Callable[[Mapping[str, Any]], None]:
 def build_channel(
     spec: Mapping[str, Any], *, smtp: SmtpSettings | None, policy: OutboundPolicy
 ) -> Channel:
-    """A notification channel (`exporters/notify.py`) from `{"type": "slack" | "webhook" |
+    """A notification channel (`collector/outbound/notify.py`) from `{"type": "slack" | "webhook" |
     "email", ...}`; ValueError with a clear message on a bad spec."""
     return channel_from_spec(spec, smtp=smtp, policy=policy)

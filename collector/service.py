@@ -1,7 +1,10 @@
-"""The service lifecycle: open the store, start exporters, decoders and listeners; drain and stop.
+"""The service lifecycle: open the store, start exporters, decoders and listeners, and the
+background jobs under their leases; drain and stop.
 
 `agentledger serve` builds one `Service` from a `Config` and runs it until SIGTERM/SIGINT.
 Start order is store → exporters → pipeline → receivers; stop runs in reverse, draining each.
+On a shared store (PostgreSQL catalog) each background job runs on one node of the cluster at a
+time (`collector/cluster/keeper.py`); alone, this node runs them all.
 """
 
 from __future__ import annotations
@@ -27,25 +30,37 @@ from collector.alerts.config import declared_rules
 from collector.alerts.consumer import AlertsConsumer
 from collector.api import openapi
 from collector.api.apis import ALL as ALL_APIS
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import LimiterFactory, local_limiters
 from collector.api.routes import NotFound, Operation, routes
 from collector.api.server import Listener, listen
 from collector.auth.api import AdminApi
 from collector.auth.keys import Authenticator, bootstrap_default_org, ensure_org
+from collector.auth.settings import PerOrgSettings
 from collector.banner import Endpoints, print_ready
-from collector.config import Config
+from collector.cluster.claims import Claims
+from collector.cluster.fence import Fence
+from collector.cluster.keeper import Job, Keeper
+from collector.cluster.leases import Leases
+from collector.cluster.limits import shared_limiters
+from collector.cluster.listen import Notifications
+from collector.cluster.node import node_id
+from collector.cluster.postgres import COMMITS_CHANNEL, KEYS_CHANNEL, Coordinator
+from collector.config import Config, org_settings_groups
 from collector.configparse import ConfigError, ConfigIssue, split_endpoint
 from collector.evals.api import EvalsApi
 from collector.evals.judge import Judge
 from collector.evals.runs import LogRulesConsumer
+from collector.governance.converge import WATERMARK as CONVERGE_WATERMARK
+from collector.governance.converge import SpanConvergence
 from collector.governance.maintenance import Maintenance
 from collector.mcp.api import McpApi
 from collector.mcp.read_api import McpReadApi
 from collector.model import Exporter, Scope
-from collector.outbound.outbox import Outbox
-from collector.pipeline import DecodePool, Limits, Pipeline, total_memory
-from collector.prices.book import PriceBook
+from collector.outbound.outbox import DRAIN_S, Outbox
+from collector.pipeline import DecodePool, Pipeline, total_memory
 from collector.prices.feed import PriceFeed
+from collector.prices.fx import STATE_FILE as FX_STATE
+from collector.prices.fx import FxFeed
 from collector.read.api import ReadApi
 from collector.read.views import create_views
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
@@ -73,7 +88,24 @@ class Service:
     def __init__(self, config: Config, out: TextIO) -> None:
         self.config = config
         self._out = out
-        self.metrics = Metrics()
+        self.node = node_id(config.cluster.node_id)
+        shared = config.storage.shared
+        # On a shared store every series carries this node's id, so a scrape of N nodes adds up.
+        self.metrics = Metrics({"node": self.node} if shared else None)
+        self.coordinator = (
+            Coordinator(config.storage.postgres_conninfo(), application_name=self.node)
+            if shared
+            else None
+        )
+        self.keeper: Keeper | None = None
+        self._keeping: asyncio.Task[None] | None = None
+        self._listener: Notifications | None = None
+        # Rate limits and idempotency claims: this process's own, or the cluster's.
+        self._limiters: LimiterFactory = local_limiters
+        self._claims: Claims | None = None
+        if self.coordinator is not None:
+            self._limiters = shared_limiters(self.coordinator)
+            self._claims = Claims(self.coordinator, self.node)
         self._parts = registry.components(config)
         # A pipeline's batch / memory_limiter (Collector configs) set the commit and admission.
         self._batch, self._limiter = registry.ingest_settings(self._parts)
@@ -84,6 +116,9 @@ class Service:
         # Provider keys, webhook secrets and channel secrets are sealed with this box.
         self.box = SecretBox.open(Path(config.storage.path), config.secrets.key)
         self.catalogue = load_catalogue()  # the shipped task types, read once
+        # Every org's settings: the config file's layer under what admins set through routes.
+        groups = org_settings_groups(self.catalogue)
+        self.org_settings = PerOrgSettings(self.store, groups, config.org_settings(groups))
         self.mcp = McpApi(self.store, self.auth, config.mcp, self.redactor)
         # Alerts' notifications, callbacks and notifications of evaluated outputs: each feature
         # registers its topic; delivered by one loop, started last and drained on stop.
@@ -101,13 +136,11 @@ class Service:
         self.lag: DerivationLag | None = None  # with derivation on this node
         self._roi: RoiApi | None = None
         self._stop_deriving = asyncio.Event()
-        self._deriving: asyncio.Task[None] | None = None
         self._follower: RunFollower | None = None
-        self._following: asyncio.Task[None] | None = None
         self._pricing: asyncio.Task[None] | None = None
+        self._fx: asyncio.Task[None] | None = None
         self._logs: EvalsApi | None = None  # /api/logs: output evaluation
         self.maintenance: Maintenance | None = None  # retention, compaction, disk cap
-        self._maintaining: asyncio.Task[None] | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -115,6 +148,9 @@ class Service:
         parts = self._parts
         await asyncio.to_thread(self.store.open)
         await asyncio.to_thread(self.outbox.create_tables)
+        if self.coordinator is not None:
+            # Leases, and the catalog's fence and commit triggers (DuckLake's tables exist now).
+            await asyncio.to_thread(self.coordinator.prepare)
         await asyncio.to_thread(self._provision_keys)
         await asyncio.to_thread(self.mcp.create_tables)
 
@@ -122,16 +158,28 @@ class Service:
         for exporter in self._exporters.values():
             await exporter.start()
         limits = self.config.limits
-        self._pool = DecodePool(limits.decode_workers, registry.processor_factory(parts))
+        self._pool = DecodePool(
+            limits.decode_workers, registry.processor_factory(parts), limits.decode()
+        )
         await asyncio.to_thread(self._pool.start)
+        fx = await asyncio.to_thread(
+            FxFeed,
+            self.config.prices.fx,
+            Path(self.config.storage.path, FX_STATE),
+            self.metrics,
+        )
         runs = RunsProcessor(registry.runs_config(parts))
-        if runs.config.enabled:
+        if runs.config.enabled and self.coordinator is None:
             # Spans committed and not derived yet: /metrics, /health, and ingest admission.
+            # Counted by this process; on a shared store other nodes commit and one node
+            # derives, so the bound is not kept there (docs/scaling.md).
             self.lag = DerivationLag(runs.config.max_lag_s)
             self.store.spans_committed = self.lag.committed
         self._deriver = RunDeriver(self.store, runs, offload=self._pool.call, lag=self.lag)
         await asyncio.to_thread(self._deriver.create_tables)
-        self._follower = RunFollower(self.store, self._run_consumers())
+        # Woken by commits; the tick is for alert windows, which need no finer one.
+        tick = min(5.0, float(self.config.alerts.evaluation_interval_s))
+        self._follower = RunFollower(self.store, self._run_consumers(fx), interval_s=tick)
         await asyncio.to_thread(self._follower.create_tables)
         await asyncio.to_thread(create_views, self.store)
         self._roi = RoiApi(
@@ -140,12 +188,21 @@ class Service:
             self.catalogue,
             registry.build_processor(parts, "cost"),
             redactor=self.redactor,
+            fx=fx.current,
+            org_settings=self.org_settings,
+            limiters=self._limiters,
+            claims=self._claims,
         )
         await asyncio.to_thread(self._roi.create_tables)
         self._logs = self._evals_api()
         await asyncio.to_thread(self._logs.create_tables)
-        # Snapshots are expired only once the run deriver has read past them.
-        required = (DERIVE_WATERMARK,) if self._deriver.enabled else ()
+        if self.coordinator is not None:
+            self._listen_to_cluster(self.coordinator, self._logs)
+        # Snapshots are expired only once the run deriver (and, on a shared store, the span
+        # convergence) has read past them.
+        required: tuple[str, ...] = (DERIVE_WATERMARK,) if self._deriver.enabled else ()
+        if self.coordinator is not None:
+            required += (CONVERGE_WATERMARK,)
         self.maintenance = Maintenance(
             self.store,
             self.metrics,
@@ -161,7 +218,7 @@ class Service:
         self._pipeline = Pipeline(
             self._pool,
             by_signal,
-            Limits(limits.max_queue_items, self._queue_bytes(), float(limits.retry_after_s)),
+            limits.admission(self._queue_bytes()),
             self.metrics,
             spans_gate=self.lag.check if self.lag is not None else None,
         )
@@ -171,23 +228,99 @@ class Service:
         self._describe_metrics()
         await self._start_receivers()
         self._flusher = asyncio.create_task(self._flush_key_usage())
-        await self._logs.start()
-        await self.outbox.start()
+        # The price book and FX rates are per node (each keeps what it fetched): every node
+        # refreshes its own. The rest runs on one node of a cluster at a time.
         self._pricing = asyncio.create_task(feed.run_forever(self._stop_deriving))
-        self._deriving = asyncio.create_task(self._deriver.run_forever(self._stop_deriving))
-        self._following = asyncio.create_task(self._follower.run_forever(self._stop_deriving))
-        self._maintaining = asyncio.create_task(self.maintenance.run_forever(self._stop_deriving))
+        self._fx = asyncio.create_task(fx.run_forever(self._stop_deriving))
+        leases = None
+        if self.coordinator is not None:
+            leases = Leases(self.coordinator, self.node, float(self.config.cluster.lease_s))
+            log.info("node %s: background jobs under leases of %ss", self.node, leases.lease_s)
+        self.keeper = Keeper(self._jobs(), leases)
+        self._keeping = asyncio.create_task(self.keeper.run(self._stop_deriving))
         self._state = "ok"
         if self._grpc is not None:
             await self._grpc.set_serving(True)
         print_ready(self._out, self.config.storage.path, self.endpoints, self._first_keys)
 
-    def _run_consumers(self) -> list[RunConsumer]:
+    def _jobs(self) -> list[Job]:
+        """The background work, each held by one node of a cluster at a time. Stopped in this
+        order: runs are derived one last time before the consumers of runs step one last time."""
+        assert self.maintenance is not None and self._logs is not None
+        maintenance, evals, outbox = self.maintenance, self._logs, self.outbox
+
+        async def maintain(fence: Fence | None, stop: asyncio.Event) -> None:
+            await maintenance.run_forever(stop)
+
+        async def evaluate(fence: Fence | None, stop: asyncio.Event) -> None:
+            await evals.run(stop)  # a log still pending is evaluated by the next holder
+
+        async def converge(fence: Fence | None, stop: asyncio.Event) -> None:
+            await SpanConvergence(self.store).run_forever(stop)
+
+        async def deliver(fence: Fence | None, stop: asyncio.Event) -> None:
+            await outbox.run(stop)  # at stop, one more pass: what is due goes out first
+
+        return [
+            Job("maintenance", maintain),
+            Job("evals", evaluate),
+            Job("runs", self._derive),
+            Job("run-consumers", self._follow),
+            *([Job("spans-dedup", converge)] if self.coordinator is not None else []),
+            # After everything that queues; what is still in flight at the drain's end stays
+            # pending and is sent by the next holder (delivery is at least once).
+            Job("outbox", deliver, grace_s=DRAIN_S),
+        ]
+
+    async def _derive(self, fence: Fence | None, stop: asyncio.Event) -> None:
+        assert self._deriver is not None
+        deriver = self._deriver
+        await deriver.run_forever(stop)
+        if self._state == "draining" and deriver.enabled:
+            # One last bounded step, so what was just committed is also derived before exit.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(deriver.step)
+
+    async def _follow(self, fence: Fence | None, stop: asyncio.Event) -> None:
+        assert self._follower is not None
+        follower = self._follower
+        try:
+            await follower.run_forever(stop)
+            if self._state == "draining":
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(follower.step)
+                await follower.after_commit()
+        finally:
+            await follower.aclose()
+
+    def _listen_to_cluster(self, coordinator: Coordinator, evals: EvalsApi) -> None:
+        """Other nodes' commits wake this node's change-feed loops; keys and workspace tokens
+        created or revoked anywhere are reloaded here at once (the doc promises within 10 s)."""
+        store, auth = self.store, self.auth
+
+        def tell_others() -> None:
+            coordinator.notify(KEYS_CHANNEL)
+
+        def reload_keys(_: str | None) -> None:
+            auth.load()
+            evals.auth.load()
+
+        auth.on_change = tell_others
+        evals.auth.on_change = tell_others
+        listener = Notifications(coordinator)
+        listener.on(COMMITS_CHANNEL, lambda _: store.commits.fire())
+        listener.on(KEYS_CHANNEL, reload_keys)
+        listener.start()
+        self._listener = listener
+
+    def _run_consumers(self, fx: FxFeed) -> list[RunConsumer]:
         """The features fed by finished runs (alerts, ROI of traced runs, output rules on runs),
         each behind its own watermark; see `collector/runs/follow.py`."""
         consumers: list[RunConsumer] = []
         if self.config.roi.enabled:
-            consumers.append(RoiRuns(self.config.roi, self.catalogue))
+            consumers.append(
+                RoiRuns(self.config.roi, self.catalogue, fx.current, self.org_settings)
+            )
         issues: list[ConfigIssue] = []
         rules = declared_rules(self.config.alerts, issues, registry.channel_checker(self.config))
         if issues:
@@ -223,15 +356,17 @@ class Service:
                 spec, smtp=config.notifications.smtp, policy=config.outbound
             ),
             redactor=self.redactor,
+            limiters=self._limiters,
+            claims=self._claims,
         )
 
-    def _use_book(self, parts: registry.Components) -> Callable[[PriceBook], None]:
-        """What a new price book is handed to: /v1/track pricing here, and every decode worker
-        (which loads it from where the feed kept it)."""
+    def _use_book(self, parts: registry.Components) -> Callable[[], None]:
+        """Who rebuilds from new prices: /v1/track pricing here, and every decode worker, each
+        loading them from where the feed kept them."""
 
-        def use(book: PriceBook) -> None:
+        def use() -> None:
             if self._roi is not None:
-                self._roi.set_cost(registry.build_processor(parts, "cost", book))
+                self._roi.set_cost(registry.build_processor(parts, "cost"))
             if self._pool is not None:
                 self._pool.reload()
 
@@ -266,7 +401,11 @@ class Service:
         if otlp is not None and otlp.protocols.http is not None:
             h = otlp.protocols.http
             receiver = OtlpHttpReceiver(
-                consume, self.auth, h.max_request_body_size_mib * MIB, retry
+                consume,
+                self.auth,
+                h.max_request_body_size_mib * MIB,
+                retry,
+                self._pipeline.admission,
             )
             http_routes += receiver.routes()
             if self.config.api.endpoint is None:
@@ -302,7 +441,10 @@ class Service:
         """Every JSON route, through the one endpoint wrapper, their OpenAPI document, and the
         web UI (which writes alert changes through the same AlertsApi)."""
         alerts = AlertsApi(
-            self.store, self.auth, check_channel=registry.channel_checker(self.config), box=self.box
+            self.store,
+            self.auth,
+            check_channel=registry.channel_creation_check(self.config),
+            box=self.box,
         )
         ops = self.operations(alerts)
         return [*routes(ops), openapi.route(ops, __version__), *self._ui_routes(alerts)]
@@ -310,16 +452,19 @@ class Service:
     def operations(self, alerts: AlertsApi) -> list[Operation]:
         assert self._roi is not None
         # One budget of 300 read requests a minute per token, across the read APIs.
-        limiter = SlidingWindowLimiter(300, 60.0)
+        limiter = self._limiters("read", 300, 60.0)
         return [
             *AdminApi(self.auth).operations(),
+            *self.org_settings.operations(self.auth),
             *self._roi.operations(),
             *self.mcp.operations(),
             *McpReadApi(self.store, self.auth, limiter=limiter).operations(),
             *(self.maintenance.operations(self.auth) if self.maintenance is not None else []),
             *alerts.operations(),
             *(self._logs.operations() if self._logs is not None else []),
-            *ReadApi(self.store, self.auth, limiter=limiter).operations(),
+            *ReadApi(
+                self.store, self.auth, limiter=limiter, org_settings=self.org_settings
+            ).operations(),
         ]
 
     def _ui_routes(self, alerts: AlertsApi) -> list[BaseRoute]:
@@ -367,19 +512,30 @@ class Service:
 
     async def _health(self, request: Request, body: Mapping[str, str] | None = None) -> Response:
         """200 while the service is up and accepts data; 503 while it starts, drains or stops,
-        or refuses new spans (derivation past its lag bound: `reason` says so); `body` is a
-        health_check extension's `response_body` (text for `healthy` / `unhealthy`)."""
+        or refuses new data (a full store, failing commits, derivation past its lag bound:
+        `reason` says why); `body` is a health_check extension's `response_body` (text for
+        `healthy` / `unhealthy`)."""
         refusing = self._refusing() if self._state == "ok" else None
         ok = self._state == "ok" and refusing is None
         if body is not None and ("healthy" if ok else "unhealthy") in body:
             text = body["healthy" if ok else "unhealthy"]
             return PlainTextResponse(text, status_code=200 if ok else 503)
+        answer: dict[str, object] = {"status": self._state}
         if refusing is not None:
-            return JSONResponse({"status": "refusing", "reason": refusing}, status_code=503)
-        return JSONResponse({"status": self._state}, status_code=200 if ok else 503)
+            answer = {"status": "refusing", "reason": refusing}
+        if self.coordinator is not None:  # one node of many: which, and what it runs
+            answer["node"] = self.node
+            answer["jobs"] = self.keeper.held() if self.keeper is not None else []
+        return JSONResponse(answer, status_code=200 if ok else 503)
 
     def _refusing(self) -> str | None:
-        """Why new data is refused right now, if it is."""
+        """Why new data is refused right now (a full store, failing commits, run derivation
+        past its lag bound), if it is."""
+        if self.maintenance is not None and self.maintenance.cap.state.full:
+            return "the store is over storage.max_size_mib: new data is refused"
+        stats = self.store.stats
+        if stats.failing_since is not None:
+            return f"the store cannot commit ({stats.last_failure}): new data is refused"
         if self.lag is not None and self.lag.over() is not None:
             return (
                 f"run derivation is {self.lag.seconds():.0f} s behind ingest, past "
@@ -415,6 +571,13 @@ class Service:
             "failed commits",
             lambda: float(st.commit_failures),
         )
+        m.counter(
+            "agentledger_store_commit_conflicts_total",
+            "commits refused for a concurrent commit of another node, and retried",
+            lambda: float(st.commit_conflicts),
+        )
+        if self.coordinator is not None:
+            m.collector(self._cluster_metric_lines)
         m.gauge(
             "agentledger_store_size_bytes",
             "bytes of catalog and data files",
@@ -471,6 +634,38 @@ class Service:
                 functools.partial(getattr, stats, f"{phase}_s"),
             )
 
+    def _cluster_metric_lines(self) -> list[str]:
+        """This node's leases: which jobs it runs (1) or not (0), and lease changes."""
+        keeper = self.keeper
+        if keeper is None:
+            return []
+        node = f'node="{_label(self.node)}"'
+        held = set(keeper.held())
+        lines = ["# HELP agentledger_job_held 1 for each background job this node runs now"]
+        lines.append("# TYPE agentledger_job_held gauge")
+        lines += [
+            f'agentledger_job_held{{{node},job="{job}"}} {int(job in held)}' for job in keeper.jobs
+        ]
+        for name, text, value in (
+            ("agentledger_leases_acquired_total", "leases this node took", keeper.stats.acquired),
+            (
+                "agentledger_leases_lost_total",
+                "leases taken over by another node",
+                keeper.stats.lost,
+            ),
+            (
+                "agentledger_lease_renew_failures_total",
+                "lease rounds that could not reach PostgreSQL",
+                keeper.stats.renew_failures,
+            ),
+        ):
+            lines += [
+                f"# HELP {name} {text}",
+                f"# TYPE {name} counter",
+                f"{name}{{{node}}} {value}",
+            ]
+        return lines
+
     # -- stop ------------------------------------------------------------------------------
 
     async def stop(self) -> None:
@@ -494,30 +689,23 @@ class Service:
             await asyncio.to_thread(self._pool.shutdown)
         if self._flusher is not None:
             self._flusher.cancel()
+        # Every job stops at its next bounded slice (a step in progress commits or leaves its
+        # watermark as it was), in the order of `_jobs`, and hands its lease back.
+        self._stop_deriving.set()
+        if self._keeping is not None:
+            await self._keeping
         if self._logs is not None:
             await self._logs.stop()  # pending logs stay pending: evaluated on the next start
-        if self._pricing is not None:
-            self._pricing.cancel()  # a fetch in progress is dropped; the kept book stays
-        self._stop_deriving.set()
-        if self._maintaining is not None:
-            await self._maintaining  # a job in progress stops at its next bounded slice
-        if self._deriving is not None:
-            await self._deriving  # a step in progress commits or leaves the watermark as it was
-            # One last bounded step, so what was just committed is also derived before exit.
-            if self._deriver is not None and self._deriver.enabled:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._deriver.step)
-        if self._following is not None:
-            await self._following
-            if self._follower is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._follower.step)
-                await self._follower.after_commit()
-                await self._follower.aclose()
-        await self.outbox.stop()  # after everything that queues: what is due goes out first
+        for refresh in (self._pricing, self._fx):
+            if refresh is not None:
+                refresh.cancel()  # a fetch in progress is dropped; what was kept stays
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush_last_used)
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
         await asyncio.to_thread(self.store.close)
+        if self.coordinator is not None:
+            self.coordinator.close()
         self._state = "stopped"
         log.info("stopped")
 
@@ -530,6 +718,10 @@ class Service:
                 log.exception("could not record key usage")
 
     # -- what the user sees ----------------------------------------------------------------
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
 async def run(config: Config, out: TextIO, stop: asyncio.Event) -> None:

@@ -8,7 +8,7 @@ config parser (`collector/configparse.py`); records go to `collector/alerts/stor
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,8 +30,9 @@ from collector.store.lake import LAKE
 from collector.store.writer import Store
 from processors.alerts.rules import AlertRuleSpec
 
-ChannelCheck = Callable[[Mapping[str, Any]], None]
-"""Raises ValueError with a reason when a channel spec cannot be used (e.g. a refused URL)."""
+ChannelCheck = Callable[[Mapping[str, Any]], Awaitable[None]]
+"""Raises ValueError with a reason when a channel spec cannot be used (e.g. a URL whose host is
+or resolves to an address the outbound guard refuses), as the rule is created or changed."""
 MAX_RULES_PER_ORG = 500
 READ_ONLY = frozenset({"id", "source", "created_at", "updated_at"})
 RULE_BODY = sc.obj(
@@ -92,7 +93,7 @@ class AlertsApi:
     # -- rules -----------------------------------------------------------------------------
 
     async def _create(self, call: Call) -> Response:
-        p, spec = call.caller, self._parse(call.body)
+        p, spec = call.caller, await self._parse(call.body)
 
         def write(cur: duckdb.DuckDBPyConnection) -> st.RuleRecord:
             if st.rule_by_name(cur, p.org, spec["name"]) is not None:
@@ -138,7 +139,7 @@ class AlertsApi:
             raise _declared()
         given = _keep_secrets(body, old.spec)
         merged = given if replace else {**old.spec, **given}
-        spec = self._parse(merged)
+        spec = await self._parse(merged)
 
         def write(cur: duckdb.DuckDBPyConnection) -> st.RuleRecord:
             current = st.get_rule(cur, p.org, rule_id, self._box)
@@ -209,7 +210,7 @@ class AlertsApi:
             [now, now, org, rule_id],
         )
 
-    def _parse(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _parse(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A checked rule as a JSON dict, or a 422 listing every problem with its field."""
         issues: list[ConfigIssue] = []
         spec = parse_dataclass(AlertRuleSpec, dict(body), "", issues)
@@ -217,7 +218,7 @@ class AlertsApi:
         if not details and self._check_channel is not None:
             for i, channel in enumerate(getattr(spec, "channels", [])):
                 try:
-                    self._check_channel(channel)
+                    await self._check_channel(channel)
                 except ValueError as e:
                     details.append({"field": f"channels[{i}]", "message": str(e)})
         if details:

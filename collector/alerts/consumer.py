@@ -79,6 +79,7 @@ class AlertsConsumer:
         self._clock = clock
         self._box = box
         self._evaluating: asyncio.Task[None] | None = None
+        self._window_rules: tuple[int, list[AlertRule]] | None = None  # (commits seen, rules)
         self._outbox = outbox
         self._queued = False  # a step queued messages: wake the outbox after its commit
         if send is not None:
@@ -122,6 +123,9 @@ class AlertsConsumer:
 
     # -- each step -----------------------------------------------------------------------------
 
+    def due(self) -> bool:
+        return self._config.enabled and self.windows.has_ready()
+
     def consume(
         self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
     ) -> None:
@@ -155,12 +159,15 @@ class AlertsConsumer:
     def evaluate_due(self, now_ns: int) -> int:
         """Aggregate the window rules due at `now_ns` on a reader cursor (blocking); the next
         `consume` writes what they decide. Returns how many rules were evaluated."""
-        cur = self._store.cursor()
-        try:
-            rules = self._rules(cur)
-        finally:
-            cur.close()
-        return self.windows.evaluate_due(rules, now_ns)
+        seen = self._store.commits.count
+        if self._window_rules is None or seen != self._window_rules[0]:
+            # Rules change only by commits: read them again only after one.
+            cur = self._store.cursor()
+            try:
+                self._window_rules = (seen, [r for r in self._rules(cur) if r.spec.is_window])
+            finally:
+                cur.close()
+        return self.windows.evaluate_due(self._window_rules[1], now_ns)
 
     def _rules(self, cur: duckdb.DuckDBPyConnection) -> list[AlertRule]:
         out: list[AlertRule] = []

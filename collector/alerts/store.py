@@ -1,8 +1,9 @@
-"""Alert tables (`alert_rules`, `alert_events`): DDL, rule records, the event feed and its JSON
-shape (`AlertEvent` of the Trakr dashboard API doc), manual resolution.
+"""Alert tables (`alert_rules`, `alert_events`): DDL, rule records, one event by id and its
+manual resolution.
 
 Written by `collector/alerts/consumer.py` (on the writer thread) and `collector/alerts/api.py`;
-read by the read API (`GET /api/alert-events`, a run's `alert_events`).
+the read API reads `alert_events` itself (`collector/read/alerts.py`), in the same JSON shape
+(`alert_event` in `collector/api/shapes.py`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ from typing import Any
 
 import duckdb
 
-from collector.api.shapes import rfc3339
+from collector.api.shapes import ALERT_EVENT_COLUMNS, alert_event
 from collector.outbound import outbox
 from collector.secretbox import SecretBox
 from collector.store.lake import LAKE
-from collector.store.query import Window
-from collector.store.readers import Reads
-from collector.store.writer import Store
 
 DDL = (
     f"""CREATE TABLE IF NOT EXISTS {LAKE}.alert_rules (
@@ -35,10 +33,6 @@ DDL = (
   resolved_at TIMESTAMPTZ, resolved_by VARCHAR, cleared_at TIMESTAMPTZ, created_at TIMESTAMPTZ)""",
 )
 OUTBOX_TOPIC = "alerts"  # the `topic` of alerts' rows in the outbox (collector/alerts/outbox.py)
-RUN_EVENTS_LIMIT = 5
-EVENT_SORT = "created_at_desc"
-_EVENT_COLS = """event_id, rule_id, rule_name, run_id, workflow_name, triggered_value,
-    threshold_value, notification_sent, epoch_us(resolved_at), epoch_us(created_at)"""
 
 
 def create_tables(cur: duckdb.DuckDBPyConnection) -> None:
@@ -180,88 +174,12 @@ def delete_rule(cur: duckdb.DuckDBPyConnection, org: str, rule_id: str) -> None:
 # -- events ---------------------------------------------------------------------------------
 
 
-def event_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A row of `_EVENT_COLS` as the documented AlertEvent."""
-    return {
-        "id": row[0],
-        "alert_rule_id": row[1],
-        "alert_rule_name": row[2],
-        "run_id": row[3],
-        "workflow_name": row[4],
-        "triggered_value": float(row[5]),
-        "threshold_value": float(row[6]),
-        "notification_sent": bool(row[7]),
-        "resolved_at": rfc3339(row[8]),
-        "created_at": rfc3339(row[9]),
-    }
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    org: str
-    window: Window
-    rule_id: str | None = None
-    resolved: bool | None = None
-
-
-def list_events(
-    store: Store, where: EventFilter, after: tuple[int, str] | None, limit: int
-) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
-    """One page of `where.org`'s events, newest first, after the (created µs, id) position;
-    and the position of the page's last row when there is a next page."""
-    sql = f"""SELECT {_EVENT_COLS} FROM {LAKE}.alert_events
-        WHERE org = $org AND created_at BETWEEN $start AND $end
-          AND ($rule_id::VARCHAR IS NULL OR rule_id = $rule_id)
-          AND ($resolved::BOOLEAN IS NULL OR (resolved_at IS NOT NULL) = $resolved)
-          AND ($after_us::BIGINT IS NULL OR epoch_us(created_at) < $after_us
-               OR (epoch_us(created_at) = $after_us AND event_id < $after_id))
-        ORDER BY created_at DESC, event_id DESC LIMIT $limit"""
-    params = {
-        "org": where.org,
-        "start": where.window.start,
-        "end": where.window.end,
-        "rule_id": where.rule_id,
-        "resolved": where.resolved,
-        "after_us": None if after is None else after[0],
-        "after_id": None if after is None else after[1],
-        "limit": limit + 1,
-    }
-    rows = _read(store, sql, params)
-    page = rows[:limit]
-    more = len(rows) > limit
-    return [event_json(r) for r in page], ((page[-1][9], page[-1][0]) if more else None)
-
-
-def run_events(store: Reads, org: str, run_id: str) -> list[dict[str, Any]]:
-    """The newest five events fired for one run (the run detail's `alert_events`)."""
-    sql = f"""SELECT {_EVENT_COLS} FROM {LAKE}.alert_events
-        WHERE org = ? AND run_id = ? ORDER BY created_at DESC, event_id DESC LIMIT ?"""
-    return [event_json(r) for r in _read(store, sql, [org, run_id, RUN_EVENTS_LIMIT])]
-
-
-def _read(store: Reads, sql: str, params: Any) -> list[tuple[Any, ...]]:
-    try:
-        return store.query(sql, params)
-    except duckdb.CatalogException:
-        if _tables_exist(store):
-            raise
-        return []  # alerts not set up in this store (yet): no events
-
-
-def _tables_exist(store: Reads) -> bool:
-    rows = store.query(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
-        [LAKE, "alert_events"],
-    )
-    return bool(rows) and int(rows[0][0]) == 1
-
-
 def get_event(cur: duckdb.DuckDBPyConnection, org: str, event_id: str) -> dict[str, Any] | None:
     rows = cur.execute(
-        f"SELECT {_EVENT_COLS} FROM {LAKE}.alert_events WHERE org = ? AND event_id = ?",
+        f"SELECT {ALERT_EVENT_COLUMNS} FROM {LAKE}.alert_events WHERE org = ? AND event_id = ?",
         [org, event_id],
     ).fetchall()
-    return event_json(rows[0]) if rows else None
+    return alert_event(rows[0]) if rows else None
 
 
 def resolve_by_hand(

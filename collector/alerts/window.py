@@ -153,6 +153,10 @@ class WindowEvaluator:
             cur.close()
         return len(due)
 
+    def has_ready(self) -> bool:
+        with self._lock:
+            return bool(self._ready)
+
     def take(self) -> dict[str, tuple[datetime, int, Aggregates]]:
         """The aggregates computed since the last call: rule id → (rule version, as-of, rows)."""
         with self._lock:

@@ -1,26 +1,88 @@
-"""Reading a JSON request body for every JSON route: Content-Type, Content-Encoding, the size
-bound after decompression, and text every store column can hold.
+"""Reading a request body: `read_body` (Content-Encoding, the size bound after decompression)
+for every HTTP route, OTLP's included, and on top of it `read_json` for every JSON route
+(Content-Type, JSON, and text every store column can hold).
 
 `collector/api/routes.py` calls `read_json` before a handler runs; anything wrong becomes an
 `ApiError` (400, 413, 415 or 422 naming the field), never an exception that reaches the user as
-a 500. Query strings and path parameters get the same text check through `text_problem`.
+a 500. Query strings and path parameters get the same text check through `text_problem`. The
+OTLP/HTTP receiver calls `read_body` and maps its errors to OTLP answers
+(`collector/receivers/outcome.py`).
 """
 
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 
 from collector.errors import ApiError
 from collector.model import MalformedPayload
-from collector.receivers.otlp_http import read_body
-from collector.receivers.outcome import PayloadTooLarge, UnsupportedMedia
 
 DEFAULT_LIMIT = 1024 * 1024
 MAX_DEPTH = 64  # deeper than any documented body; bounds the work of every later walk
 FLOAT_MAX = 1.7976931348623157e308
+
+
+class PayloadTooLarge(Exception):
+    """The (decompressed) request exceeds the configured maximum."""
+
+
+class UnsupportedMedia(Exception):
+    """A content type or content encoding we do not speak."""
+
+
+async def read_body(
+    request: Request, limit: int, hold: Callable[[int], None] = lambda n: None
+) -> bytes:
+    """The request body, decompressed, refused as soon as it passes `limit` bytes; `hold(n)`
+    is told of every n bytes it keeps (and may raise to refuse the body).
+
+    A gzip bomb is inflated only up to the limit, never in full.
+    """
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity", "", "deflate"):
+        raise UnsupportedMedia(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
+    inflate = (
+        zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        if encoding in ("gzip", "deflate")
+        else None
+    )
+    out = bytearray()
+    raw = 0
+    async for chunk in request.stream():
+        raw += len(chunk)
+        if raw > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        hold(len(chunk))
+        if inflate is None:
+            out += chunk
+            continue
+        try:
+            inflated = inflate.decompress(chunk, limit + 1 - len(out))
+        except zlib.error as e:
+            raise MalformedPayload(f"invalid {encoding} body: {e}") from e
+        hold(len(inflated))
+        out += inflated
+        if len(out) > limit or inflate.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
+    if inflate is not None:
+        out += inflate.flush()
+        if len(out) > limit:
+            raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
+        # A stream cut short (its checksum unchecked) or with bytes after its end would
+        # otherwise be decoded from what happened to arrive, and acknowledged.
+        if not inflate.eof:
+            raise MalformedPayload(f"truncated {encoding} body")
+        if inflate.unused_data:
+            raise MalformedPayload(f"unexpected data after the end of the {encoding} body")
+    hold(len(out))  # the copy below
+    return bytes(out)
 
 
 class _OutOfRange:

@@ -1,7 +1,8 @@
-"""A sliding-window request limiter per key, in memory (the read API: 300 requests/minute/token).
+"""A sliding-window request limiter per key, in memory (the read API: 300 requests/minute/token),
+and the `Limiter` shape every limiter has (a shared store's are in `collector/cluster/limits.py`).
 
-The read API calls `check(key_id)` after authenticating; a refusal carries the seconds until a
-slot frees, which becomes the 429's Retry-After. State is per process and lost on restart.
+APIs call `admit(key_id)` after authenticating; a refusal carries the seconds until a slot
+frees, which becomes the 429's Retry-After. This one's state is per process, lost on restart.
 """
 
 from __future__ import annotations
@@ -11,6 +12,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
+
+
+class Limiter(Protocol):
+    """At most `limit` requests per `window_s` per key: `admit` is None, or seconds to wait."""
+
+    limit: int
+    window_s: float
+
+    async def admit(self, key: str) -> int | None: ...
+
+
+LimiterFactory = Callable[[str, int, float], Limiter]
+"""(name, limit, window_s) → a limiter; the name keeps one API's budgets apart from another's."""
+
+
+def local_limiters(name: str, limit: int, window_s: float) -> Limiter:
+    """This process's own limiters (a single node)."""
+    return SlidingWindowLimiter(limit, window_s)
 
 
 class SlidingWindowLimiter:
@@ -29,6 +49,9 @@ class SlidingWindowLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._log: dict[str, deque[float]] = {}
+
+    async def admit(self, key: str) -> int | None:
+        return self.check(key)
 
     def check(self, key: str) -> int | None:
         """Admit one request of `key` (None), or refuse it: whole seconds to wait (≥ 1)."""

@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from collector.api import schema as sc
 from collector.api.body import DEFAULT_LIMIT, read_json, text_problem
 from collector.api.params import Param, Params
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter
 from collector.auth.keys import Authenticator, AuthError, parse_key
 from collector.errors import ApiError, error_response, from_api_error
 from collector.model import Principal, StoreUnavailable
@@ -160,13 +160,13 @@ class Limit(Protocol):
 class PerKey:
     """At most `limiter.limit` requests per window per key; Retry-After says when a slot frees."""
 
-    limiter: SlidingWindowLimiter
+    limiter: Limiter
     message: str = ""
     key_of: Callable[[Any], str] = lambda caller: str(caller.key_id)
     retry_after: int | None = None  # a fixed Retry-After where the API's doc names one
 
     async def check(self, caller: Any) -> None:
-        wait = self.limiter.check(self.key_of(caller))
+        wait = await self.limiter.admit(self.key_of(caller))
         if wait is not None:
             wait = self.retry_after or wait
             window = f"{self.limiter.window_s:g} s"

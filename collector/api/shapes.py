@@ -1,11 +1,14 @@
 """JSON shapes of the read API (the Trakr dashboard API doc): money as decimal strings, times as
-RFC 3339 UTC with a Z. Turns the query layer's records into the documented objects.
+RFC 3339 UTC with a Z. Turns the query layer's records into the documented objects; the
+`AlertEvent` is here because the read API lists events and the alerts API answers one it
+resolved, and neither package imports the other.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO_USD = Decimal("0.000001")
@@ -37,3 +40,24 @@ def ms(ns_start: int, ns_end: int | None) -> float | None:
 
 def number(x: float | None) -> float | None:
     return None if x is None else round(float(x), 3)
+
+
+# The columns of `alert_events` an AlertEvent is made of, in the order `alert_event` reads them.
+ALERT_EVENT_COLUMNS = """event_id, rule_id, rule_name, run_id, workflow_name, triggered_value,
+    threshold_value, notification_sent, epoch_us(resolved_at), epoch_us(created_at)"""
+
+
+def alert_event(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row of `ALERT_EVENT_COLUMNS` as the documented AlertEvent."""
+    return {
+        "id": row[0],
+        "alert_rule_id": row[1],
+        "alert_rule_name": row[2],
+        "run_id": row[3],
+        "workflow_name": row[4],
+        "triggered_value": float(row[5]),
+        "threshold_value": float(row[6]),
+        "notification_sent": bool(row[7]),
+        "resolved_at": rfc3339(row[8]),
+        "created_at": rfc3339(row[9]),
+    }

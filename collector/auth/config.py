@@ -1,14 +1,17 @@
-"""The `auth:` section of the config: orgs and the keys declared for them (valid while declared).
+"""The `auth:` section of the config: orgs, the keys declared for them (valid while declared)
+and their settings.
 
 Parsed by `collector/config.py` with the rest of the file; the service declares these keys to
-`collector.auth.keys.Authenticator`. A key's value never appears in an error message.
+`collector.auth.keys.Authenticator` and hands the settings to `collector/auth/settings.py`
+(checked at load by `collector/config.py` with the features' groups, each with its YAML path).
+A key's value never appears in an error message.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from collector.configparse import ConfigIssue, describe
 from collector.model import KEY_PATTERN, KIND_OF_SCOPE, SCOPE_OF_KIND
@@ -54,6 +57,8 @@ class KeyConfig:
 class OrgConfig:
     name: str
     keys: list[KeyConfig] = field(default_factory=list)
+    # The org's settings (docs/org-settings.md), under what an admin sets through the routes.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> list[ConfigIssue]:
         if _ORG.fullmatch(self.name):

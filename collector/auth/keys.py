@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -98,6 +99,8 @@ class Authenticator:
         self._keys: dict[str, KeyRecord] = {}
         self._declared: dict[str, KeyRecord] = {}
         self._used: dict[str, datetime] = {}
+        self.on_change: Callable[[], None] | None = None
+        """Called after a key is created or revoked (a shared store tells the other nodes)."""
 
     def load(self) -> None:
         rows = self._store.query(
@@ -192,6 +195,8 @@ class Authenticator:
         )
         with self._lock:
             self._keys[key_id] = record
+        if self.on_change is not None:
+            self.on_change()
         return key, record
 
     def list_keys(self, org: str) -> list[KeyRecord]:
@@ -220,6 +225,8 @@ class Authenticator:
         revoked = replace(record, revoked_at=now)
         with self._lock:
             self._keys[key_id] = revoked
+        if self.on_change is not None:
+            self.on_change()
         return revoked
 
     def is_declared(self, key_id: str, org: str) -> bool:

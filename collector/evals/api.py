@@ -21,9 +21,10 @@ import duckdb
 from starlette.routing import BaseRoute
 
 from collector.api.apis import EVALS
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import LimiterFactory, local_limiters
 from collector.api.routes import Call, Operation, PerKey, routes
 from collector.auth.keys import Authenticator
+from collector.cluster.claims import Claims
 from collector.errors import ApiError
 from collector.evals import callbacks as cb
 from collector.evals import shapes as lj
@@ -67,8 +68,13 @@ class EvalsApi:
         judge: Any | None = None,
         build_channel: Callable[[Mapping[str, Any]], Any] | None = None,
         redactor: Redactor | None = None,
+        limiters: LimiterFactory = local_limiters,
+        claims: Claims | None = None,
     ) -> None:
+        """`limiters` makes the rate limit of `POST /api/logs` and `claims` guards callers'
+        log ids (a shared store's are global; by default this process's own)."""
         self._store = store
+        self._claims = claims
         self._config = config
         self._policy = policy
         self._redactor = redactor
@@ -99,7 +105,7 @@ class EvalsApi:
             store, self.auth, self.workspace, kick=self.outbox.kick, deleted=self._deleted
         )
         self.rules_api = RulesApi(store, self.auth, engine, self.rules, self.evaluator)
-        self._limiter = SlidingWindowLimiter(config.rate_limit_per_minute, 60.0)
+        self._limiter = limiters("logs", config.rate_limit_per_minute, 60.0)
         self._seq = Sequencer()
         self._known: dict[tuple[str, str, str | None], tuple[float, str]] = {}
         self._stop = asyncio.Event()
@@ -112,6 +118,11 @@ class EvalsApi:
         self._store.call(ls.create_tables)
         self.auth.load()
         self.media.open()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The evaluator until `stop` (the service runs this as one leased job: on a shared
+        store one node evaluates for all; deliveries go through the outbox's own job)."""
+        await self.evaluator.run(stop)
 
     async def start(self) -> None:
         """The evaluator (which first picks up logs left pending)."""
@@ -166,19 +177,50 @@ class EvalsApi:
             )
         if log.callback_url is not None:
             try:
-                outbound.check_url(log.callback_url, self._policy)
+                await outbound.check_destination(log.callback_url, self._policy)
             except outbound.OutboundRefused as e:
                 raise ApiError(
                     422,
                     "validation_error",
                     "Invalid log",
-                    [{"field": "callbackUrl", "message": f"refused: {e}"}],
+                    [{"field": "callbackUrl", "message": str(e)}],
                 ) from e
         org = caller.org
         if log.id is not None:
             existing = await asyncio.to_thread(find_log, self._store, org, log.id)
             if existing is not None:
                 return lj.post_json(existing, inline=True)
+            if self._claims is not None:
+                return await self._create_claimed(caller, log, log.id)
+        return await self._create(caller, log)
+
+    async def _create_claimed(self, caller: Any, log: Any, log_id: str) -> Any:
+        """On a shared store, a caller's id raced on two nodes makes one log: the node that
+        claims the id writes it, the other answers with what was written."""
+        assert self._claims is not None
+        org = caller.org
+        if await self._claims.claim("log", org, log_id):
+            try:
+                answer = await self._create(caller, log)
+            except BaseException:
+                await self._claims.release("log", org, log_id)
+                raise
+            await self._claims.finish("log", org, log_id)
+            return answer
+        existing = await self._claims.wait_for(
+            lambda: asyncio.to_thread(find_log, self._store, org, log_id)
+        )
+        if existing is None:
+            raise ApiError(
+                409,
+                "conflict",
+                "A log with this id is still being written; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        return lj.post_json(existing, inline=True)
+
+    async def _create(self, caller: Any, log: Any) -> Any:
+        org = caller.org
         log_id = log.id or ls.new_id()
         stored = await self.media.store(org, log_id, log.attachments, self._redactor)
         seq, now = self._seq.next()

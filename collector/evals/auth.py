@@ -8,10 +8,12 @@ logs, polls their status, evaluates a rule and verifies itself; a read key makes
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -53,6 +55,8 @@ class LogsAuth:
         self._rotations_per_hour = rotations_per_hour
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, str]] = {}  # token id -> (org, secret hash)
+        self.on_change: Callable[[], None] | None = None
+        """Called after a workspace token is rotated (a shared store tells the other nodes)."""
 
     def load(self) -> None:
         rows = self._store.query(
@@ -144,6 +148,8 @@ class LogsAuth:
         with self._lock:
             self._tokens = {k: v for k, v in self._tokens.items() if v[0] != org}
             self._tokens[token_id] = (org, hash_secret(secret))
+        if self.on_change is not None:
+            await asyncio.to_thread(self.on_change)
         return f"wh-{token_id}_{secret}"
 
     def token_preview(self, org: str) -> str | None:

@@ -3,7 +3,7 @@
 `enqueue` runs inside the transaction that writes a verdict or a decision and queues one outbox
 message per delivery (the log's `callbackUrl`, Slack, email, the outbound webhook);
 `Callbacks` sends them for the outbox (`collector/outbound/outbox.py`): callbacks signed with the
-workspace secret, notifications through the workspace's channels (`exporters/notify.py`).
+workspace secret, notifications through the workspace's channels (`collector/outbound/notify.py`).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def enqueue(
 
 @dataclass(frozen=True)
 class Note:
-    """A notification in the shape the registry's channels send (exporters/notify.py)."""
+    """A notification in the shape the registry's channels send (collector/outbound/notify.py)."""
 
     kind: str
     title: str

@@ -27,7 +27,8 @@ from processors.output_rules.engine import RuleEngine, RuleResult
 from processors.redact.rules import Redactor
 
 log = logging.getLogger(__name__)
-SWEEP_S = 5.0  # how often pending logs nobody queued (traced runs, another node's) are found
+IDLE_SWEEP_S = 60.0
+SWEEP_S = 1.0  # how often pending logs nobody queued (traced runs, another node's) are found
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Evaluator:
         self._limit = asyncio.Semaphore(concurrency)
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
+        self._running = False
         self.evaluated = 0
 
     # -- one log ---------------------------------------------------------------------------
@@ -173,11 +175,14 @@ class Evaluator:
     # -- the background worker -------------------------------------------------------------
 
     def submit(self, org: str, log_id: str) -> None:
-        if (org, log_id) not in self._queued:
+        # Only while this node runs the evaluator: on a shared store another node may hold it,
+        # and its sweep finds the log pending in the store.
+        if self._running and (org, log_id) not in self._queued:
             self._queued.add((org, log_id))
             self._queue.put_nowait((org, log_id))
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._running = True
         sweeper = asyncio.create_task(self._sweep(stop))
         try:
             while not stop.is_set():
@@ -199,12 +204,17 @@ class Evaluator:
                 finally:
                     self._queued.difference_update(batch)
         finally:
+            self._running = False
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
 
     async def _sweep(self, stop: asyncio.Event) -> None:
+        """Find logs pending but not queued here (another node's, a traced run's): after a
+        commit (at most every `SWEEP_S`), and every `IDLE_SWEEP_S` regardless."""
+        commits = self._store.commits.event()
         while not stop.is_set():
+            commits.clear()
             try:
                 for org, log_id in await asyncio.to_thread(self._pending):
                     self.submit(org, log_id)
@@ -212,6 +222,15 @@ class Evaluator:
                 log.exception("could not list pending logs")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SWEEP_S)
+            if stop.is_set():
+                break
+            committed = asyncio.ensure_future(commits.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait(
+                (committed, stopped), timeout=IDLE_SWEEP_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            committed.cancel()
+            stopped.cancel()
 
     def _pending(self) -> list[tuple[str, str]]:
         cur = self._store.cursor()

@@ -133,7 +133,8 @@ class Media:
             try:
                 data, kind = await outbound.fetch(item["url"], policy)
             except outbound.OutboundRefused as e:
-                raise _invalid(f"{where}.url", f"refused: {e}") from e
+                reason = str(e) if str(e).startswith("refused") else f"refused: {e}"
+                raise _invalid(f"{where}.url", reason) from e
             except outbound.OutboundFailed as e:
                 raise _invalid(f"{where}.url", f"could not be fetched: {e}") from e
             return data, item.get("contentType") or kind.split(";")[0] or "application/octet-stream"

@@ -11,10 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
 from collector.evals import store as ls
-from collector.store.readers import Reads
 from collector.store.writer import Store
 
 SORTS = {
@@ -154,29 +151,6 @@ def tasks(store: Store, org: str, project_id: str) -> list[dict[str, Any]]:
             "projectId": r[2],
             "createdAt": r[3],
             "executionCount": int(r[4]),
-        }
-        for r in rows
-    ]
-
-
-def run_evaluations(store: Reads, org: str, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Verdicts of output rules on one traced run (logs written by `logs_runs.py`), newest
-    first, for the run's detail in the read API. None before the logs tables exist."""
-    try:
-        rows = store.query(
-            """SELECT id, project, task, status, confidence_score, explanation, decision,
-                      created_at
-               FROM eval_logs WHERE org = ? AND run_id = ?
-               ORDER BY created_at DESC, seq DESC LIMIT ?""",
-            [org, run_id, limit],
-        )
-    except duckdb.CatalogException:
-        return []
-    names = ("id", "project", "task", "status", "confidence_score", "explanation", "decision")
-    return [
-        {
-            **dict(zip(names, r[:7], strict=True)),
-            "created_at": r[7].isoformat().replace("+00:00", "Z"),
         }
         for r in rows
     ]

@@ -46,6 +46,9 @@ class LogRulesConsumer:
     def create_tables(self, cur: duckdb.DuckDBPyConnection) -> None:
         ls.create_tables(cur)
 
+    def due(self) -> bool:
+        return False
+
     def consume(
         self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
     ) -> None:

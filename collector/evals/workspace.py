@@ -172,12 +172,14 @@ class Workspace:
 
     async def _patch(self, call: Call) -> Any:
         org = call.org
-        plain, sealed, removed = self._validate(call.body)
+        plain, sealed, removed = await self._validate(call.body)
         await self._store.acall(lambda cur: _write(cur, org, plain, sealed, removed))
         self._cache.pop(org, None)
         return {"ok": True}
 
-    def _validate(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    async def _validate(
+        self, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str], list[str]]:
         problems: list[dict[str, str]] = []
         plain: dict[str, Any] = {}
         sealed: dict[str, str] = {}
@@ -209,9 +211,9 @@ class Workspace:
                 else:
                     if name in URL_SECRETS:
                         try:
-                            outbound.check_url(value, self._policy)
+                            await outbound.check_destination(value.strip(), self._policy)
                         except outbound.OutboundRefused as e:
-                            bad(name, f"refused: {e}")
+                            bad(name, str(e))
                             continue
                     sealed[name] = self._box.seal(value.strip())
             elif name == "outboundWebhookEvents":

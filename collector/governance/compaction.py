@@ -172,7 +172,8 @@ def compact(
             sql = f"CALL ducklake_merge_adjacent_files('{LAKE}', ?, max_compacted_files => 1)"
             cur = store.cursor()
             try:
-                done = cur.execute(sql, [table]).fetchall()
+                with store.files_lock:  # a merge writes files before it commits them
+                    done = cur.execute(sql, [table]).fetchall()
             except duckdb.Error as e:
                 if not _is_conflict(e):
                     raise

@@ -92,6 +92,14 @@ class DiskCap:
         )
         metrics.collector(self._render)
 
+    def _measure(self) -> int:
+        """The store's size: walked on disk, or as the catalog records it for a shared store
+        or data in object storage."""
+        settings = self._store.settings
+        if settings.shared or settings.remote_data:
+            return self._store.catalog_bytes()
+        return store_bytes(settings)
+
     def _render(self) -> list[str]:
         name = "agentledger_store_dropped_rows_total"
         lines = [
@@ -114,7 +122,7 @@ class DiskCap:
         """Measure the store; refuse or drop as configured (blocking: run it in a thread)."""
         if self.max_bytes is None:
             return
-        size = self.state.size_bytes = store_bytes(self._store.settings)
+        size = self.state.size_bytes = self._measure()
         over = size > self.max_bytes
         if self.mode == "refuse":
             if over != self.state.full:
@@ -133,7 +141,7 @@ class DiskCap:
             if done.safe_snapshot < self.state.waiting_for:
                 return
             self.state.waiting_for = None
-            size = self.state.size_bytes = store_bytes(self._store.settings)
+            size = self.state.size_bytes = self._measure()
             over = size > self.max_bytes
         if over:
             self.drop_oldest(size)

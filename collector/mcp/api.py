@@ -119,20 +119,21 @@ class _Fields:
             return None
         return value
 
-    def json_text(self, name: str) -> str | None:
-        """An optional string holding JSON text (the doc's "JSON-encoded string")."""
+    def payload_text(self, name: str) -> tuple[str | None, bool]:
+        """An optional string the doc calls "JSON-encoded", and whether it is not JSON text: an
+        SDK that sends plain text (an error message, a Python repr) still has its call kept,
+        with the text as sent and flagged, never refused."""
         value = self.body.get(name)
         if value is None:
-            return None
+            return None, False
         if not isinstance(value, str):
             self.problem(name, "must be a JSON-encoded string (encode the value with JSON)")
-            return None
+            return None, False
         try:
             json.loads(value)
         except (ValueError, RecursionError):
-            self.problem(name, "is not valid JSON text")
-            return None
-        return value
+            return value, True
+        return value, False
 
 
 def _integer(value: Any) -> int | None:
@@ -228,7 +229,8 @@ def parse_event(
         f.problem("latency", "is required")
     elif latency is None or not 0 <= latency <= MAX_LATENCY_MS:
         f.problem("latency", f"must be an integer of milliseconds from 0 to {MAX_LATENCY_MS}")
-    args, result = f.json_text("args"), f.json_text("result")
+    args, args_not_json = f.payload_text("args")
+    result, result_not_json = f.payload_text("result")
     checkpoints = _checkpoints(f)
     metadata = string_map(f, "metadata", body.get("metadata"))
     f.raise_if_invalid("capture event")
@@ -255,6 +257,8 @@ def parse_event(
         "checkpoints": checkpoints,
         "metadata": json.dumps(metadata),
         "trace_id": metadata.get("trace_id"),
+        "args_not_json": args_not_json,
+        "result_not_json": result_not_json,
     }
 
 

@@ -62,14 +62,15 @@ _ONE_SQL = f"{_SESSIONS_CTE} SELECT {_SESSION_COLUMNS} FROM f"
 
 _CALLS_SQL = """SELECT event_id, primitive_name, primitive_type, success, latency_ms, args,
     args_truncated, result, result_truncated, error, checkpoints, metadata, seq,
-    epoch_us(started_at), epoch_us(received_at)
+    epoch_us(started_at), epoch_us(received_at),
+    coalesce(args_not_json, false), coalesce(result_not_json, false)
     FROM mcp_events WHERE org = $org AND session_id = $session
     ORDER BY seq
     LIMIT $limit"""
 
 
 @dataclass(frozen=True)
-class Session:
+class McpSession:
     session_id: str
     client_name: str | None
     client_version: str | None
@@ -100,13 +101,13 @@ class SessionFilter:
 
 @dataclass(frozen=True)
 class SessionPage:
-    sessions: list[Session]
+    sessions: list[McpSession]
     total_count: int
     next_position: tuple[int, str] | None  # (first_seq, session_id) of the page's last row
 
 
 @dataclass(frozen=True)
-class Call:
+class McpCall:
     event_id: str
     primitive_name: str
     primitive_type: str
@@ -122,6 +123,8 @@ class Call:
     seq: int
     started_us: int
     received_us: int
+    args_not_json: bool  # the text as sent was not JSON (rows from before the flag: false)
+    result_not_json: bool
 
 
 def list_sessions(
@@ -143,19 +146,19 @@ def list_sessions(
     }
     rows = fetch(store, _LIST_SQL, params)
     total = int(rows[0][-1]) if rows else 0
-    sessions = [Session(*r[:-1]) for r in rows[:limit]]
+    sessions = [McpSession(*r[:-1]) for r in rows[:limit]]
     last = sessions[-1] if len(rows) > limit else None
     return SessionPage(sessions, total, None if last is None else (last.first_seq, last.session_id))
 
 
-def get_session(store: Store, org: str, session_id: str) -> tuple[Session, list[Call]] | None:
+def get_session(store: Store, org: str, session_id: str) -> tuple[McpSession, list[McpCall]] | None:
     """One session and its first `MAX_DETAIL_SPANS` calls in arrival order; None if unknown."""
     rows = fetch(store, _ONE_SQL, {"org": org, "session": session_id})
     if not rows:
         return None
     params = {"org": org, "session": session_id, "limit": MAX_DETAIL_SPANS}
-    calls = [Call(*r) for r in fetch(store, _CALLS_SQL, params)]
-    return Session(*rows[0]), calls
+    calls = [McpCall(*r) for r in fetch(store, _CALLS_SQL, params)]
+    return McpSession(*rows[0]), calls
 
 
 # -- per-primitive analytics --------------------------------------------------------------

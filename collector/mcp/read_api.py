@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from collector.api import params as pm
 from collector.api.apis import MCP
 from collector.api.params import Params, decode_cursor, encode_cursor
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter, SlidingWindowLimiter
 from collector.api.routes import Keys, Operation, PerKey, routes
 from collector.api.shapes import iso, rfc3339
 from collector.auth.keys import Authenticator
@@ -36,12 +36,12 @@ class McpReadApi:
         self,
         store: Store,
         auth: Authenticator,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._auth = auth
-        self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
+        self._limiter: Limiter = limiter or SlidingWindowLimiter(300, 60.0)
         self._clock = clock
 
     def routes(self) -> list[BaseRoute]:
@@ -149,7 +149,7 @@ def _ms(x: float) -> float:
     return round(float(x), 3)
 
 
-def session(s: mq.Session) -> dict[str, Any]:
+def session(s: mq.McpSession) -> dict[str, Any]:
     return {
         "session_id": s.session_id,
         "implicit": s.implicit,  # true when only events named it (no capture-session yet)
@@ -170,7 +170,7 @@ def session(s: mq.Session) -> dict[str, Any]:
     }
 
 
-def call(c: mq.Call) -> dict[str, Any]:
+def call(c: mq.McpCall) -> dict[str, Any]:
     return {
         "event_id": c.event_id,
         "primitive_name": c.primitive_name,
@@ -179,8 +179,10 @@ def call(c: mq.Call) -> dict[str, Any]:
         "latency_ms": c.latency_ms,
         "args": c.args,
         "args_truncated": c.args_truncated,
+        "args_not_json": c.args_not_json,
         "result": c.result,
         "result_truncated": c.result_truncated,
+        "result_not_json": c.result_not_json,
         "error": c.error,
         "checkpoints": [
             {

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from collector.store.lake import LAKE
+from collector.store.lake import LAKE, add_new_columns
 from collector.store.schema import Column
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -59,14 +59,17 @@ EVENT_COLUMNS: tuple[Column, ...] = (
     Column("primitive_type", _STR, "VARCHAR", "tool | resource | prompt"),
     Column("success", _BOOL, "BOOLEAN"),
     Column("latency_ms", _I64, "BIGINT"),
-    Column("args", _STR, "VARCHAR", "JSON text as sent, cut, or NULL (privacy)"),
+    Column("args", _STR, "VARCHAR", "text as sent (JSON, or flagged), cut, or NULL (privacy)"),
     Column("args_truncated", _BOOL, "BOOLEAN"),
-    Column("result", _STR, "VARCHAR", "JSON text as sent, cut, or NULL (privacy)"),
+    Column("result", _STR, "VARCHAR", "text as sent (JSON, or flagged), cut, or NULL (privacy)"),
     Column("result_truncated", _BOOL, "BOOLEAN"),
     Column("error", _STR, "VARCHAR", "metadata error/error_message, else a failed result"),
     Column("checkpoints", pa.list_(CHECKPOINT), _CHECKPOINTS_SQL, "sorted by timestamp"),
     Column("metadata", _STR, "JSON", "object of strings"),
     Column("trace_id", _STR, "VARCHAR", "metadata.trace_id, to join OTel runs"),
+    # Added after the first release, so last (older stores gain them on start, appended).
+    Column("args_not_json", _BOOL, "BOOLEAN", "args was not JSON text; kept as sent"),
+    Column("result_not_json", _BOOL, "BOOLEAN", "result was not JSON text; kept as sent"),
 )
 
 TABLES: dict[str, tuple[Column, ...]] = {
@@ -77,10 +80,12 @@ SCHEMAS = {name: pa.schema([(c.name, c.arrow) for c in cols]) for name, cols in 
 
 
 def create_tables(cur: duckdb.DuckDBPyConnection) -> None:
-    """Create the MCP tables in the lake if they are missing (idempotent)."""
+    """Create the MCP tables in the lake if they are missing, and add the columns a store made
+    by an older version lacks (idempotent)."""
     for name, cols in TABLES.items():
         body = ",\n  ".join(f"{c.name} {c.sql}" for c in cols)
         cur.execute(f"CREATE TABLE IF NOT EXISTS {LAKE}.{name} (\n  {body}\n)")
+        add_new_columns(cur, name, cols)
 
 
 def to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:

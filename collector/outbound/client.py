@@ -24,16 +24,16 @@ from collector.outbound.config import OutboundPolicy
 from collector.outbound.guard import (
     OutboundRefused,
     Resolver,
+    check_destination,
     check_url,
     guarded_transport,
     label,
-    resolve_checked,
 )
 
 __all__ = [
     "SIGNATURE_HEADER", "OutboundClient", "OutboundFailed", "OutboundPolicy", "OutboundRefused",
-    "Response", "backoff", "check_url", "deliver", "deliver_or_error", "fetch", "label",
-    "post_json", "resolve_checked", "retry_after", "retryable", "sign", "verify",
+    "Response", "backoff", "check_destination", "check_url", "deliver", "deliver_or_error",
+    "fetch", "label", "post_json", "retry_after", "retryable", "sign", "verify",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)

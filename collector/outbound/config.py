@@ -1,7 +1,8 @@
 """The `notifications:` section of the config: the SMTP server email channels send through.
 
-Parsed by `collector/config.py` with the rest of the file; `exporters/notify.py` sends with these
-settings (re-exported there as `SmtpSettings`). The password never appears in a repr or message.
+Parsed by `collector/config.py` with the rest of the file; `collector/outbound/notify.py` sends
+with these settings (re-exported there as `SmtpSettings`). The password never appears in a repr
+or message.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The SSRF guard of `collector/outbound/client.py`: which URLs and addresses the server may
 contact.
 
-URLs come from users (callbacks, attachments, webhooks); names are resolved here, every address
-is checked, and the httpx transport built here connects to exactly the address that was checked.
+URLs come from users (callbacks, attachments, webhooks); `check_destination` refuses one when it
+is created, and at delivery names are resolved here, every address is checked, and the httpx
+transport built here connects to exactly the address that was checked.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def check_url(url: str, policy: OutboundPolicy) -> None:
     host = u.host.rstrip(".").lower()
     if not host:
         raise OutboundRefused("refused: the URL has no host")
+    if "%" in host and ":" not in host:
+        # Browsers decode `%31%32%37.0.0.1` to 127.0.0.1; no real host name needs escapes (an
+        # international one is IDNA), so a host written this way is refused, whatever it hides.
+        raise OutboundRefused(f"refused: the host {host!r} is percent-encoded; write it plainly")
     if policy.allow_private:
         return
     if host == "localhost" or host.endswith(".localhost"):
@@ -139,18 +144,25 @@ async def checked_addresses(
     return addresses
 
 
-async def resolve_checked(
+async def check_destination(
     url: str, policy: OutboundPolicy, *, resolver: Resolver | None = None
 ) -> None:
-    """check_url plus DNS: OutboundRefused if any address of the host is refused. (A request
-    checks again when it connects; this is for refusing a URL up front, e.g. with a 422.)"""
+    """The check every URL a user gives gets when it is created (a callback, a webhook, a
+    channel, an attachment): what a request to it would refuse, refused now. `check_url`, then
+    the host's addresses, each judged as the connection will judge them (`checked_addresses`):
+    OutboundRefused if any is refused. A name that does not resolve now (or not within the
+    time bound) is not refused: a delivery resolves it again, checks again, and fails as a
+    retryable network error if it still cannot."""
     check_url(url, policy)
+    if policy.allow_private:
+        return
     u = httpx.URL(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     try:
-        await checked_addresses(u.host, port, policy, resolver)
-    except httpcore.ConnectError as e:
-        raise OutboundRefused(f"refused: {e}") from None
+        async with asyncio.timeout(policy.timeout_s):
+            await checked_addresses(u.host, port, policy, resolver)
+    except (httpcore.ConnectError, TimeoutError):
+        return
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):

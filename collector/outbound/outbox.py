@@ -239,11 +239,14 @@ class Outbox:
         to back while a batch comes full, else after a kick, when the next retry is due, or
         every `recheck_s`; prune finished rows every hour."""
         self._wake = asyncio.Event()
+        # Rows another node queued arrive with its commit (on a shared store): look then.
+        commits = self._store.commits.event()
         prune_at = time.monotonic()  # after the first pass, then hourly
         while True:
             final = stop.is_set()
             self._kicked = False
             self._wake.clear()
+            commits.clear()
             more, wait_s = await self._pass()
             self.passes += 1
             if self._aborted or (final and not more):
@@ -253,7 +256,11 @@ class Outbox:
                 await self._prune()
             if more or self._kicked or stop.is_set():
                 continue
-            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            waits = [
+                asyncio.ensure_future(self._wake.wait()),
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(commits.wait()),
+            ]
             try:
                 await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             finally:

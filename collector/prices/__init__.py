@@ -1,2 +1,2 @@
-"""Model prices: the price book, the feed that refreshes it, importers from public price lists,
-and re-pricing of stored calls."""
+"""Model and tool prices: genai-prices under dated books and overrides, the feeds that keep prices
+and reference FX rates current, importers from public price lists, re-pricing of stored calls."""

@@ -1,7 +1,8 @@
-"""The price book: USD per million tokens for each model, with the name matching that finds them.
+"""A price book: USD per million tokens a model, dated, with the name matching that finds them.
 
-Loaded once from `config/prices.json` (plus config overrides) into frozen objects and handed to
-`processors/cost.py`, which prices LLM spans with it.
+Read from a `prices.json` file (the shipped corrections, the operator's book, config overrides)
+into frozen objects; `collector/prices/layers.py` stacks books over genai-prices for the cost
+processor.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,10 @@ from collector.resources import shipped
 SHIPPED_PATH = Path(str(shipped("prices.json")))
 
 _RATE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
-_MODEL_KEYS = frozenset({"id", "provider", "openrouter_id", "aliases", "tiers", *_RATE_KEYS})
+_MODEL_KEYS = frozenset(
+    {"id", "provider", "openrouter_id", "aliases", "tiers", "effective_from", "source", "note",
+     *_RATE_KEYS}
+)  # fmt: skip
 _BOOK_KEYS = frozenset({"version", "compiled_at", "unit", "notes", "models"})
 _MEMO_LIMIT = 4096
 
@@ -67,7 +72,9 @@ class Rates:
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """One model at one provider. `tiers` are (above this many input tokens, rates), ascending."""
+    """One model at one provider. `tiers` are (above this many input tokens, rates), ascending.
+    `effective_from`: the first day (UTC) the price is in force; None: always (until a dated
+    entry of the same model replaces it). `source`: where the price was read, for the record."""
 
     id: str
     provider: str | None
@@ -75,6 +82,8 @@ class ModelPrice:
     tiers: tuple[tuple[int, Rates], ...] = ()
     openrouter_id: str | None = None
     aliases: tuple[str, ...] = ()
+    effective_from: date | None = None
+    source: str | None = None
 
     def rates_for(self, input_tokens: int) -> Rates:
         """The rates of the long-context tier `input_tokens` falls in (base rates below all)."""
@@ -97,7 +106,7 @@ class PriceBook:
     compiled_at: str
     models: tuple[ModelPrice, ...]
     _index: dict[str, tuple[ModelPrice, ...]] = field(init=False, repr=False, compare=False)
-    _memo: dict[tuple[str, str | None], ModelPrice | None] = field(
+    _memo: dict[tuple[str, str | None], tuple[ModelPrice, ...]] = field(
         init=False, repr=False, compare=False
     )
 
@@ -111,47 +120,79 @@ class PriceBook:
         object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
         object.__setattr__(self, "_memo", {})
 
-    def lookup(self, model: str, provider: str | None = None) -> ModelPrice | None:
-        """The price of `model` as a span names it (any prefix, date or alias); when several
-        providers sell it, the one matching `provider`, else the first listed (the vendor's)."""
+    def lookup(
+        self, model: str, provider: str | None = None, at: datetime | None = None
+    ) -> ModelPrice | None:
+        """The price of `model` as a span names it (any prefix, date or alias) in force at `at`
+        (default: now); when several providers sell it, the one matching `provider`, else the
+        first listed (the vendor's). None when the book has no price for it at that time (a
+        dated entry says nothing of the days before it)."""
         memo_key = (model, provider)
-        if memo_key in self._memo:
-            return self._memo[memo_key]
-        found = self._find(model, provider)
-        if len(self._memo) >= _MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[memo_key] = found
-        return found
+        versions = self._memo.get(memo_key)
+        if versions is None:
+            versions = self._find(model, provider)
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[memo_key] = versions
+        return in_force(versions, at)
 
-    def _find(self, model: str, provider: str | None) -> ModelPrice | None:
+    def _find(self, model: str, provider: str | None) -> tuple[ModelPrice, ...]:
+        """Every dated version of the first entry that matches (same id and provider)."""
         for candidate in candidate_names(model):
             entries = self._index.get(_canon(candidate))
             if not entries:
                 continue
+            chosen = entries[0]
             if provider:
                 wanted = provider.lower()
                 family = _PROVIDER_FAMILY.get(wanted, wanted)
-                for entry in entries:
-                    if entry.provider in (wanted, family):
-                        return entry
-            return entries[0]
-        return None
+                chosen = next((e for e in entries if e.provider in (wanted, family)), chosen)
+            return tuple(e for e in entries if (e.id, e.provider) == (chosen.id, chosen.provider))
+        return ()
 
-    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> PriceBook:
+    def with_overrides(
+        self, overrides: Mapping[str, Mapping[str, Any]], label: str = "overrides"
+    ) -> PriceBook:
         """A book where each override (model name → fields of a `prices.json` entry) replaces the
-        fields of the model that name resolves to, or adds a model when it resolves to none."""
+        fields of the model that name resolves to, or adds a model when it resolves to none. An
+        override with `effective_from` adds a dated version beside the model's others."""
         if not overrides:
             return self
         models = list(self.models)
         for name, fields in overrides.items():
-            where = f"overrides.{name}"
-            existing = self.lookup(name, _opt_str(fields.get("provider"), f"{where}.provider"))
+            where = f"{label}.{name}"
+            provider = _opt_str(fields.get("provider"), f"{where}.provider")
+            existing = self.lookup(name, provider, _FAR_FUTURE)
             if existing is None:
-                models.append(_parse_model({"id": name, **fields}, where))
+                models.append(parse_model({"id": name, **fields}, where))
                 continue
-            merged = _parse_model({**_to_mapping(existing), **fields}, where)
-            models[models.index(existing)] = merged
-        return PriceBook(f"{self.version}+overrides", self.compiled_at, tuple(models))
+            merged = parse_model({**entry_of(existing), **fields}, where)
+            if "effective_from" in fields:
+                models.append(merged)
+            else:
+                models[models.index(existing)] = merged
+        return PriceBook(f"{self.version}+{label}", self.compiled_at, tuple(models))
+
+
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def in_force(versions: tuple[ModelPrice, ...], at: datetime | None) -> ModelPrice | None:
+    """Of one model's versions, the one in force at `at`: the latest dated one on or before its
+    day, else the undated one; None when every version starts later."""
+    if not versions:
+        return None
+    day = (at or datetime.now(UTC)).astimezone(UTC).date()
+    best: ModelPrice | None = None
+    for v in versions:
+        if v.effective_from is None:
+            if best is None:
+                best = v
+        elif v.effective_from <= day and (
+            best is None or best.effective_from is None or v.effective_from > best.effective_from
+        ):
+            best = v
+    return best
 
 
 def load_price_book(path: Path | None = None) -> PriceBook:
@@ -175,7 +216,7 @@ def parse_price_book(data: Any, where: str = "prices") -> PriceBook:
     raw_models = data.get("models")
     if not isinstance(raw_models, list):
         raise ValueError(f"{where}.models: expected a list")
-    models = tuple(_parse_model(m, f"{where}.models[{i}]") for i, m in enumerate(raw_models))
+    models = tuple(parse_model(m, f"{where}.models[{i}]") for i, m in enumerate(raw_models))
     return PriceBook(version, compiled_at, models)
 
 
@@ -213,7 +254,7 @@ def _canon(name: str) -> str:
     return name.lower().replace(".", "-")
 
 
-def _parse_model(raw: Any, where: str) -> ModelPrice:
+def parse_model(raw: Any, where: str) -> ModelPrice:
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected an object")
     unknown = set(raw) - _MODEL_KEYS
@@ -236,6 +277,11 @@ def _parse_model(raw: Any, where: str) -> ModelPrice:
             raise ValueError(f"{tier_where}.above_input_tokens: expected a positive integer")
         tiers.append((above, _parse_rates(tier, tier_where, rates)))
     tiers.sort(key=lambda t: t[0])
+    effective = raw.get("effective_from")
+    try:
+        since = None if effective is None else date.fromisoformat(effective)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}.effective_from: expected a date YYYY-MM-DD") from None
     return ModelPrice(
         id=_req_str(raw.get("id"), f"{where}.id"),
         provider=_opt_str(raw.get("provider"), f"{where}.provider"),
@@ -243,6 +289,8 @@ def _parse_model(raw: Any, where: str) -> ModelPrice:
         tiers=tuple(tiers),
         openrouter_id=_opt_str(raw.get("openrouter_id"), f"{where}.openrouter_id"),
         aliases=tuple(aliases),
+        effective_from=since,
+        source=_opt_str(raw.get("source"), f"{where}.source"),
     )
 
 
@@ -274,7 +322,7 @@ def _parse_rates(raw: dict[str, Any], where: str, base: Rates | None) -> Rates:
     )
 
 
-def _to_mapping(model: ModelPrice) -> dict[str, Any]:
+def entry_of(model: ModelPrice) -> dict[str, Any]:
     """`model` as a `prices.json` entry, so overrides merge field by field."""
     r = model.rates
     return {
@@ -282,6 +330,8 @@ def _to_mapping(model: ModelPrice) -> dict[str, Any]:
         "provider": model.provider,
         "openrouter_id": model.openrouter_id,
         "aliases": list(model.aliases),
+        "effective_from": model.effective_from.isoformat() if model.effective_from else None,
+        "source": model.source,
         "input": r.input,
         "output": r.output,
         "cache_read": r.cache_read,

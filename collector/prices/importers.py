@@ -1,5 +1,6 @@
 """Turns published price lists (OpenRouter's models API, LiteLLM's price map) into price book
-entries merged over `config/prices.json`; pure, `agentledger prices update` does the I/O.
+entries merged over the operator's book; pure: `agentledger prices update` and the price feed
+(`feed.py`) do the I/O.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -84,6 +85,11 @@ def detect_format(data: Any) -> str:
         for v in data.values()
     ):
         return "litellm"
+    if isinstance(data, list):
+        raise ValueError(
+            "a genai-prices data file is not merged into a book: set it as prices.url, where it "
+            "replaces the bundled genai-prices data"
+        )
     raise ValueError(
         'not a price list: expected OpenRouter\'s /api/v1/models JSON ({"data": [...]}) '
         "or LiteLLM's model_prices_and_context_window.json"
@@ -160,16 +166,17 @@ def from_litellm(data: Any) -> Converted:
 
 
 def merge(book: dict[str, Any], entries: tuple[dict[str, Any], ...], today: date) -> Merged:
-    """`book` with each entry's rates written over the model carrying that exact name at that
-    provider (names, aliases and unlisted fields kept), other entries appended, versions bumped.
-    Raises ValueError when the result is not a valid book."""
+    """`book` with each entry's rates over the model carrying that exact name at that provider:
+    when they differ from the version in force, a new version dated `today` is added (names and
+    unlisted fields kept) and the old one stays, so calls before today keep their price; other
+    entries are appended undated, versions bumped. ValueError when the result is not valid."""
     current = parse_price_book(book, "current book")
     models: list[dict[str, Any]] = [dict(m) for m in book["models"]]
     position = {id(m): i for i, m in enumerate(current.models)}
     new_at: dict[tuple[str, str], int] = {}  # a name the source lists twice updates its first
     updated = added = 0
     for entry in entries:
-        at = _existing(current, entry)
+        at = _existing(current, entry, today)
         where = position[id(at)] if at else new_at.get((_canon(entry["id"]), entry["provider"]))
         if where is None:
             new_at[(_canon(entry["id"]), entry["provider"])] = len(models)
@@ -177,9 +184,15 @@ def merge(book: dict[str, Any], entries: tuple[dict[str, Any], ...], today: date
             added += 1
             continue
         target = models[where]
-        target.update({k: entry[k] for k in (*_RATE_KEYS, "tiers") if k in entry})
+        change = {k: entry[k] for k in (*_RATE_KEYS, "tiers") if k in entry}
         if not target.get("openrouter_id") and entry.get("openrouter_id"):
             target["openrouter_id"] = entry["openrouter_id"]
+        if all(target.get(k) == v for k, v in change.items()):
+            continue
+        if at is None or target.get("effective_from") == today.isoformat():
+            target.update(change)  # an entry new today, or a second update today
+        else:
+            models.append({**target, **change, "effective_from": today.isoformat()})
         updated += at is not None
     result = {
         **book,
@@ -191,9 +204,11 @@ def merge(book: dict[str, Any], entries: tuple[dict[str, Any], ...], today: date
     return Merged(result, updated, added)
 
 
-def _existing(book: PriceBook, entry: dict[str, Any]) -> ModelPrice | None:
+def _existing(book: PriceBook, entry: dict[str, Any], today: date) -> ModelPrice | None:
+    """The version in force today of the model `entry` names exactly."""
+    when = datetime.combine(today, time(), UTC)
     for name in filter(None, (entry["id"], entry.get("openrouter_id"))):
-        hit = book.lookup(name, entry["provider"])
+        hit = book.lookup(name, entry["provider"], when)
         # lookup also strips dates and prefixes; only an exact name may reprice a model.
         if hit and hit.provider == entry["provider"] and _canon(name) in map(_canon, hit.names()):
             return hit

@@ -14,17 +14,19 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from collector.alerts import store as alerts_store
 from collector.api import params as pm
 from collector.api import schema as sc
 from collector.api import shapes as js
 from collector.api.apis import READ
 from collector.api.params import Params, decode_cursor, encode_cursor
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter, SlidingWindowLimiter
 from collector.api.routes import Keys, Operation, PerKey, SessionOnly, routes
 from collector.auth.keys import Authenticator
+from collector.auth.settings import PerOrgSettings
 from collector.errors import ApiError
 from collector.model import Principal
+from collector.read import alerts
+from collector.read import compare as qc
 from collector.read import metrics as qm
 from collector.read import runs as qr
 from collector.read import shapes as rs
@@ -42,13 +44,17 @@ class ReadApi:
         self,
         store: Store,
         auth: Authenticator,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        org_settings: PerOrgSettings | None = None,
     ) -> None:
+        """`org_settings`: every org's settings as the service holds them (run comparison's
+        gate); by default the store's alone."""
         self._store = store
         self._auth = auth
-        self._limiter = limiter or SlidingWindowLimiter(300, 60.0)
+        self._limiter: Limiter = limiter or SlidingWindowLimiter(300, 60.0)
         self._clock = clock
+        self._org_settings = org_settings or PerOrgSettings(store, [qc.SETTINGS])
 
     def routes(self) -> list[BaseRoute]:
         return routes(self.operations())
@@ -86,7 +92,7 @@ class ReadApi:
             ),
             get(
                 "/api/runs/compare",
-                CompareApi(self._store).compare,
+                CompareApi(self._store, self._org_settings).compare,
                 "Two runs of one workflow side by side",
                 # Required, but checked by the handler: the org's gate (403) comes first.
                 pm.Param("run_a", sc.string(200), "a run id (required)"),
@@ -209,18 +215,18 @@ class ReadApi:
     # -- alert events and metrics ------------------------------------------------------------
 
     def _alert_events(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:
-        where = alerts_store.EventFilter(
+        where = alerts.AlertEventFilter(
             org=p.org,
             window=q.window(),
             rule_id=q.query.get("rule_id") or None,
             resolved=q.boolean("resolved"),
         )
         limit = q.limit(maximum=ALERT_EVENTS_MAX_LIMIT)
-        after = decode_cursor(q, alerts_store.EVENT_SORT, "BIGINT")
+        after = decode_cursor(q, alerts.EVENT_SORT, "BIGINT")
         q.raise_if_invalid()
         position = None if after is None else (int(after[0]), after[1])
-        events, nxt = alerts_store.list_events(self._store, where, position, limit)
-        cursor = None if nxt is None else encode_cursor(alerts_store.EVENT_SORT, nxt[0], nxt[1])
+        events, nxt = alerts.list_events(self._store, where, position, limit)
+        cursor = None if nxt is None else encode_cursor(alerts.EVENT_SORT, nxt[0], nxt[1])
         return {"alert_events": events, "next_cursor": cursor}
 
     def _overview(self, p: Principal, q: Params, _: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,18 @@
 """Named queries for comparing two runs: both runs' summaries and steps, aligned step by step,
-with the difference of their tool sequences. Reads `runs`, `span_runs`, `spans` and `orgs`.
+with the difference of their tool sequences. Reads `runs`, `span_runs` and `spans`; the route's
+per-org gate, `compare_enabled`, is a key of the org's settings (`SETTINGS`).
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from collector.api import schema as sc
+from collector.auth.settings import SettingsGroup
 from collector.read.runs import RunSummary
 from collector.store.query import MAX_DETAIL_SPANS, fetch
 from collector.store.writer import Store
@@ -34,8 +37,6 @@ _STEPS_SQL = """SELECT sr.span_type, s.span_id,
       AND sr.span_type IN ('llm', 'tool') AND s.org = $org AND s.trace_id = $trace_id
     ORDER BY s.start_time_unix_nano, s.span_id
     LIMIT $limit"""
-
-_SETTINGS_SQL = "SELECT settings FROM orgs WHERE name = ? LIMIT 1"
 
 
 @dataclass(frozen=True)
@@ -107,17 +108,28 @@ class Comparison:
     tools: ToolDiff
 
 
-def compare_enabled(store: Store, org: str) -> bool:
-    """The org setting `compare_enabled` (`orgs.settings` JSON); on unless it is `false`, so an
-    org without settings, or with unreadable ones, keeps the route it always had."""
-    rows = store.query(_SETTINGS_SQL, [org])
-    if not rows or rows[0][0] is None:
-        return True
-    try:
-        settings: Any = json.loads(rows[0][0])
-    except (TypeError, ValueError):
-        return True
-    return not (isinstance(settings, dict) and settings.get("compare_enabled") is False)
+def _resolve(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    value = document.get("compare_enabled", True)
+    problems = (
+        []
+        if isinstance(value, bool)
+        else [{"field": "compare_enabled", "message": "must be true or false"}]
+    )
+    return {"compare_enabled": compare_enabled(document)}, problems
+
+
+SETTINGS = SettingsGroup(
+    "compare",
+    {"compare_enabled": sc.boolean(description="GET /api/runs/compare (default true)")},
+    _resolve,
+)
+"""The per-org setting of run comparison (`collector/auth/settings.py`)."""
+
+
+def compare_enabled(document: Mapping[str, Any]) -> bool:
+    """The org setting `compare_enabled` of an org's settings document; on unless it is
+    `false`, so an org without settings, or with a value written by hand, keeps the route."""
+    return document.get("compare_enabled") is not False
 
 
 def load_runs(store: Store, org: str, run_a: str, run_b: str) -> dict[str, tuple[Any, ...]]:

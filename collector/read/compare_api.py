@@ -8,6 +8,7 @@ from typing import Any
 
 from collector.api import shapes as js
 from collector.api.params import Params
+from collector.auth.settings import PerOrgSettings
 from collector.errors import ApiError
 from collector.model import Principal
 from collector.read import compare as qc
@@ -18,12 +19,14 @@ _MAX_ID_LENGTH = 200  # run ids are 48 hex; anything far longer is not worth a q
 
 
 class CompareApi:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, org_settings: PerOrgSettings) -> None:
         self._store = store
+        self._org_settings = org_settings
 
     def compare(self, p: Principal, q: Params, _: dict[str, str]) -> dict[str, Any]:
         # The gate first: an org without the feature learns that, not which params it missed.
-        if not qc.compare_enabled(self._store, p.org):
+        # Read now, not cached: a rare route, and a change takes effect at once.
+        if not qc.compare_enabled(self._org_settings.document_now(p.org)):
             raise ApiError(
                 403, "plan_required", "Run comparison is not enabled for this organization"
             )

@@ -15,8 +15,7 @@ from typing import Any
 
 import duckdb
 
-from collector.alerts import store as alerts_store
-from collector.evals import queries as lq
+from collector.read import alerts as ra
 from collector.read import runs as qr
 from collector.store.keys import run_key
 from collector.store.lake import LAKE
@@ -106,8 +105,8 @@ def _side(store: Store, org: str, run_id: str, found: Future[tuple[Any, ...] | N
     with store.reader() as r:
         written = written_tables(r, _SIDE_TABLES)
         children = qr.run_children(r, org, run_id)
-        alerts = alerts_store.run_events(r, org, run_id) if "alert_events" in written else []
-        evaluations = lq.run_evaluations(r, org, run_id) if "eval_logs" in written else []
+        alerts = ra.run_events(r, org, run_id) if "alert_events" in written else []
+        evaluations = run_evaluations(r, org, run_id) if "eval_logs" in written else []
         row = found.result()
         if row is None:
             return _Side(children, alerts, evaluations, set(), [])
@@ -117,6 +116,29 @@ def _side(store: Store, org: str, run_id: str, found: Future[tuple[Any, ...] | N
         if "roi_events" in written:
             roi = run_roi(r, org, qr.run_detail(row, ([], []), [], 0.0))
     return _Side(children, alerts, evaluations, call_ids, roi)
+
+
+def run_evaluations(store: Reads, org: str, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Verdicts of output rules on one traced run (the `eval_logs` rows that output evaluation
+    writes for runs, `collector/evals/runs.py`), newest first; none before that table exists."""
+    try:
+        rows = store.query(
+            """SELECT id, project, task, status, confidence_score, explanation, decision,
+                      created_at
+               FROM eval_logs WHERE org = ? AND run_id = ?
+               ORDER BY created_at DESC, seq DESC LIMIT ?""",
+            [org, run_id, limit],
+        )
+    except duckdb.CatalogException:
+        return []
+    names = ("id", "project", "task", "status", "confidence_score", "explanation", "decision")
+    return [
+        {
+            **dict(zip(names, r[:7], strict=True)),
+            "created_at": r[7].isoformat().replace("+00:00", "Z"),
+        }
+        for r in rows
+    ]
 
 
 # Events linked to a run: by run id (ours or the framework's), else by trace, pinned to the run

@@ -6,7 +6,7 @@ is parametrised SQL scoped by org, with a row cap; the read API serialises the r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collector.store.keys import run_key
@@ -144,7 +144,8 @@ def _summary(r: tuple[Any, ...]) -> RunSummary:
 _RUN_SQL = f"""SELECT {_SUMMARY_COLS}, session_id, user_id, input_excerpt, output_excerpt,
     error_type, trace_id, parent_run_id, input_tokens, output_tokens, cache_read_tokens,
     cache_write_tokens, reasoning_tokens, error_count, cost_unknown_calls, loop_detail,
-    service_name, call_span_ids, epoch_ns(started_at), epoch_ns(coalesce(ended_at, last_span_at))
+    service_name, coalesce(tool_cost_usd, 0.0), call_span_ids, epoch_ns(started_at),
+    epoch_ns(coalesce(ended_at, last_span_at))
     FROM runs WHERE org = $org AND run_key = $key AND run_id = $run_id
     LIMIT 1"""
 
@@ -153,7 +154,8 @@ _SPAN_COLS = """s.span_id, s.name, s.model, s.provider, s.input_tokens,
     s.cost_source, s.tool_name, s.tool_call_id, s.tool_args, s.tool_result,
     coalesce(s.is_error, false) OR coalesce(s.status_code = 2, false) AS failed,
     coalesce(s.error_type, nullif(s.status_message, '')) AS error,
-    s.start_time_unix_nano, s.end_time_unix_nano"""
+    s.start_time_unix_nano, s.end_time_unix_nano, s.price_source, s.price_book_version,
+    s.price_effective_from, s.price_mode"""
 
 _SPANS_SQL = f"""SELECT sr.span_type, {_SPAN_COLS}
     FROM span_runs sr
@@ -186,7 +188,7 @@ _CHILDREN_SQL = f"""SELECT {_SUMMARY_COLS}, count(*) OVER () AS n FROM runs
 
 _SKEW_NS = 3600 * 1_000_000_000
 _TRACE_COL = 17  # trace_id in `_RUN_SQL`
-_CALL_IDS_COL = 28  # call_span_ids in `_RUN_SQL`
+_CALL_IDS_COL = 29  # call_span_ids in `_RUN_SQL`
 
 # UNION (not UNION ALL) and the depth bound keep a corrupt parent cycle from recursing forever.
 _COMBINED_COST_SQL = """WITH RECURSIVE tree(run_id, depth) AS (
@@ -216,6 +218,17 @@ class LlmCall:
     error: str | None
     start_ns: int
     end_ns: int | None
+    price: Price | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """Where a call's computed cost came from (the span's `price_*` columns)."""
+
+    source: str | None
+    version: str | None
+    effective_from: str | None
+    mode: str | None
 
 
 @dataclass(frozen=True)
@@ -229,6 +242,9 @@ class ToolEvent:
     error: str | None
     start_ns: int
     end_ns: int | None
+    cost_usd: float | None = None  # when the tool is priced (processors.cost.tools)
+    cost_source: str | None = None
+    price: Price | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +275,7 @@ _EXTRA = (
     "cost_unknown_calls",
     "loop_detail",
     "service_name",
+    "tool_cost_usd",
 )
 
 
@@ -295,7 +312,8 @@ def _calls(rows: list[tuple[Any, ...]]) -> Spans:
         if s[0] == "llm" and len(llm_calls) < MAX_DETAIL_SPANS:
             llm_calls.append(_llm_call(s))
         elif s[0] == "tool" and len(tool_events) < MAX_DETAIL_SPANS:
-            tool_events.append(ToolEvent(s[1], *s[12:20]))
+            event = ToolEvent(s[1], *s[12:20])
+            tool_events.append(replace(event, cost_usd=s[10], cost_source=s[11], price=_price(s)))
     return llm_calls, tool_events
 
 
@@ -375,4 +393,9 @@ def get_run(store: Reads, org: str, run_id: str) -> RunDetail | None:
 
 def _llm_call(s: tuple[Any, ...]) -> LlmCall:
     (_, span_id, name, model, provider, i, o, cr, cw, reasoning, cost, source) = s[:12]
-    return LlmCall(span_id, name, model, provider, i, o, cr, cw, reasoning, cost, source, *s[16:20])
+    call = LlmCall(span_id, name, model, provider, i, o, cr, cw, reasoning, cost, source, *s[16:20])
+    return replace(call, price=_price(s))
+
+
+def _price(s: tuple[Any, ...]) -> Price | None:
+    return None if s[11] != "computed" else Price(*s[20:24])

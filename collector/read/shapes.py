@@ -10,7 +10,7 @@ from typing import Any
 from collector.api.shapes import ms, number, rfc3339, usd
 from collector.read.detail import RoiEvent
 from collector.read.metrics import Bucket, Overview, ToolStats, Totals, WorkflowSummary
-from collector.read.runs import LlmCall, RunDetail, RunSummary, ToolEvent
+from collector.read.runs import LlmCall, Price, RunDetail, RunSummary, ToolEvent
 
 
 def run_summary(r: RunSummary) -> dict[str, Any]:
@@ -44,6 +44,7 @@ def llm_call(c: LlmCall) -> dict[str, Any]:
         # Unknown stays null (see cost_source), so it never reads as a free call.
         "cost_usd": None if c.cost_usd is None else usd(c.cost_usd),
         "cost_source": c.cost_source,
+        "price": price(c.price),
         "latency_ms": ms(c.start_ns, c.end_ns),
         "status": "error" if c.failed else "success",
         "error": c.error if c.failed else None,
@@ -62,12 +63,32 @@ def tool_event(t: ToolEvent) -> dict[str, Any]:
         "latency_ms": ms(t.start_ns, t.end_ns),
         "error": t.error if t.failed else None,
         "started_at": rfc3339(t.start_ns // 1000),
+        # Null unless the tool is priced (processors.cost.tools): unknown is never $0.
+        "cost_usd": None if t.cost_usd is None else usd(t.cost_usd),
+        "cost_source": t.cost_source,
+        "price": price(t.price),
+    }
+
+
+def price(p: Price | None) -> dict[str, Any] | None:
+    """Where a computed cost's price came from; null for a cost not computed here."""
+    if p is None:
+        return None
+    return {
+        "source": p.source,
+        "version": p.version,
+        "effective_from": p.effective_from,
+        "mode": p.mode,
     }
 
 
 def run_detail(d: RunDetail, alert_events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     run = run_summary(d.summary)
     run.update(d.extra)
+    # cost_usd is the LLM calls' and the priced tool calls' together; shown apart here.
+    tools = float(d.extra.get("tool_cost_usd") or 0.0)
+    run["tool_cost_usd"] = usd(tools)
+    run["llm_cost_usd"] = usd(max((d.summary.cost_usd or 0.0) - tools, 0.0))
     run["llm_calls"] = [llm_call(c) for c in d.llm_calls]
     run["tool_events"] = [tool_event(t) for t in d.tool_events]
     return {
@@ -75,7 +96,7 @@ def run_detail(d: RunDetail, alert_events: list[dict[str, Any]] | None = None) -
         "child_runs": [run_summary(c) for c in d.child_runs],
         "child_run_count": d.child_run_count,
         "combined_cost_usd": usd(d.combined_cost_usd),
-        "alert_events": alert_events or [],  # the newest five (collector/alerts/store.py)
+        "alert_events": alert_events or [],  # the newest five (collector/read/alerts.py)
     }
 
 

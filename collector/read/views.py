@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import duckdb
 
-from collector.mcp import store as mcp_store
 from collector.store.lake import LAKE
 from collector.store.writer import Store
 
@@ -80,8 +79,11 @@ WHERE NOT coalesce(usage_is_aggregate, false)
 
 
 def create_views(store: Store) -> None:
+    """Create (or replace) the views. They read the MCP capture tables, which the service
+    creates before this (`collector/mcp/store.py`): the read side reads tables, it does not
+    make another feature's."""
+
     def create(cur: duckdb.DuckDBPyConnection) -> None:
-        mcp_store.create_tables(cur)  # tool_calls reads them; idempotent
         parts = {
             "lake": LAKE,
             "events": _EVENT_CONTENT.format(lake=LAKE),

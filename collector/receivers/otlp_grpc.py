@@ -94,12 +94,16 @@ class OtlpGrpcReceiver:
                 )
             except Exception as e:
                 outcome = classify(e, self._retry_after_s)
-                if outcome.retry_after_s is not None:
-                    context.set_trailing_metadata(
-                        (("grpc-status-details-bin", _retry_status(outcome)),)
-                    )
-                await context.abort(outcome.grpc_code, outcome.message)
-            return success_response(signal, result)
+            else:
+                return success_response(signal, result)
+            # Aborting raises: out of the except block, and without the payload, so the error
+            # and its traceback do not keep a request's bytes alive until a full GC pass.
+            del payload
+            if outcome.retry_after_s is not None:
+                context.set_trailing_metadata(
+                    (("grpc-status-details-bin", _retry_status(outcome)),)
+                )
+            await context.abort(outcome.grpc_code, outcome.message)
 
         return export
 

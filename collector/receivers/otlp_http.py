@@ -6,7 +6,6 @@ decompression), authenticates, calls `consume`, and answers in the request's own
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from google.protobuf import json_format
@@ -21,9 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from collector.admission import Admission
+from collector.api.body import UnsupportedMedia, read_body
 from collector.auth.keys import Authenticator
-from collector.model import Accepted, Consume, IngestRequest, MalformedPayload, Signal
-from collector.receivers.outcome import PayloadTooLarge, UnsupportedMedia, classify
+from collector.model import Accepted, Consume, IngestRequest, Signal
+from collector.receivers.outcome import classify
 
 PATHS: dict[str, Signal] = {
     "/v1/traces": Signal.TRACES,
@@ -72,58 +73,20 @@ def _encoding_of(content_type: str | None) -> str | None:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed, refused as soon as it passes `limit` bytes.
-
-    A gzip bomb is inflated only up to the limit, never in full.
-    """
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("gzip", "identity", "", "deflate"):
-        raise UnsupportedMedia(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-    inflate = (
-        zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        if encoding in ("gzip", "deflate")
-        else None
-    )
-    out = bytearray()
-    raw = 0
-    async for chunk in request.stream():
-        raw += len(chunk)
-        if raw > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        if inflate is None:
-            out += chunk
-            continue
-        try:
-            out += inflate.decompress(chunk, limit + 1 - len(out))
-        except zlib.error as e:
-            raise MalformedPayload(f"invalid {encoding} body: {e}") from e
-        if len(out) > limit or inflate.unconsumed_tail:
-            raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
-    if inflate is not None:
-        out += inflate.flush()
-        if len(out) > limit:
-            raise PayloadTooLarge(f"decompressed request body exceeds {limit} bytes")
-        # A stream cut short (its checksum unchecked) or with bytes after its end would
-        # otherwise be decoded from what happened to arrive, and acknowledged.
-        if not inflate.eof:
-            raise MalformedPayload(f"truncated {encoding} body")
-        if inflate.unused_data:
-            raise MalformedPayload(f"unexpected data after the end of the {encoding} body")
-    return bytes(out)
-
-
 class OtlpHttpReceiver:
     def __init__(
-        self, consume: Consume, auth: Authenticator, max_body_bytes: int, retry_after_s: float = 1.0
+        self,
+        consume: Consume,
+        auth: Authenticator,
+        max_body_bytes: int,
+        retry_after_s: float = 1.0,
+        admission: Admission | None = None,
     ) -> None:
         self._consume = consume
         self._auth = auth
         self._limit = max_body_bytes
         self._retry_after_s = retry_after_s
+        self._admission = admission
 
     def routes(self) -> list[Route]:
         return [Route(path, self._handle, methods=["POST"]) for path in PATHS]
@@ -138,7 +101,16 @@ class OtlpHttpReceiver:
                     f"use {PROTOBUF} or {JSON}"
                 )
             principal = self._auth.authenticate(request.headers.get("authorization"), "ingest")
-            payload = await read_body(request, self._limit)
+            if self._admission is None:
+                payload = await read_body(request, self._limit)
+            else:
+                labels = {"transport": "http", "signal": signal.name.lower()}
+                reading = self._admission.reading(labels)
+                try:
+                    payload = await read_body(request, self._limit, reading.grow)
+                finally:
+                    # consume() admits the request before its first await: no gap between.
+                    reading.release()
             result = await self._consume(
                 IngestRequest(principal, signal, payload, encoding, "http")
             )

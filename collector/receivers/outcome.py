@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from collector.api.body import PayloadTooLarge, UnsupportedMedia
 from collector.auth.keys import AuthError
-from collector.model import MalformedPayload, Overloaded, StoreUnavailable
+from collector.model import MalformedPayload, Overloaded, StoreUnavailable, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +26,12 @@ class Outcome:
     retry_after_s: float | None = None  # set only for retryable outcomes
 
 
-class PayloadTooLarge(Exception):
-    """The (decompressed) request exceeds the configured maximum."""
-
-
-class UnsupportedMedia(Exception):
-    """A content type or content encoding we do not speak."""
-
-
 def classify(exc: BaseException, retry_after_s: float = 1.0) -> Outcome:
     if isinstance(exc, AuthError):
         return Outcome(401, grpc.StatusCode.UNAUTHENTICATED, f"{exc.code}: {exc}")
     if isinstance(exc, MalformedPayload):
         return Outcome(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, PayloadTooLarge):
+    if isinstance(exc, PayloadTooLarge | TooLarge):
         return Outcome(413, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, UnsupportedMedia):
         return Outcome(415, grpc.StatusCode.INVALID_ARGUMENT, str(exc))

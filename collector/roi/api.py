@@ -1,7 +1,8 @@
 """The ROI API (the Triad track API doc): POST /v1/track, task types, settings, events, reports.
 
 Ingest keys track events (written through the store's group commit, answered once durable);
-admin keys read and patch `orgs.settings`; read tokens list events and reports.
+admin keys read and patch the org's ROI settings (keys of its per-org settings,
+`collector/auth/settings.py`); read tokens list events and reports.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ import asyncio
 import dataclasses
 import json
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
@@ -24,17 +23,20 @@ from collector.api import schema as sc
 from collector.api import shapes as js
 from collector.api.apis import ROI
 from collector.api.params import Params, decode_cursor, encode_cursor
-from collector.api.ratelimit import SlidingWindowLimiter
+from collector.api.ratelimit import Limiter, LimiterFactory, local_limiters
 from collector.api.routes import Call, Keys, Operation, PerKey, routes
 from collector.auth.keys import Authenticator
+from collector.auth.settings import PerOrgSettings, body_schema, checked_patch
+from collector.cluster.claims import Claims
 from collector.errors import ApiError
 from collector.model import Principal, Processor
+from collector.prices.fx import FxTable, shipped_only
 from collector.roi import reports as roi_reports
 from collector.roi import store as roi_store
-from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer
-from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentKeys
+from collector.roi.compute import Pricer, UnknownTaskType, compute, processor_pricer, resolve_cost
+from collector.roi.guard import EventIds, KeyLocks, MonthlyQuota, RecentIdempotencyKeys
 from collector.roi.request import OUTCOMES, TRACK_BODY, TrackRequest, parse_track
-from collector.roi.settings import KEYS, OrgSettings, merge_patch, parse_settings
+from collector.roi.settings import OrgSettings, parse_settings, settings_group
 from collector.roi.shapes import event_json, event_record, response_body, task_types_body
 from collector.roi.tasktypes import Catalogue
 from collector.store.writer import Store
@@ -42,11 +44,12 @@ from processors.redact.rules import Redactor
 
 log = logging.getLogger(__name__)
 PAST, FUTURE = timedelta(days=90), timedelta(hours=24)
-SETTINGS_TTL_S = 30.0  # another node's PATCH shows up here within this long
 SORT = "occurred_at_desc"
 
 
-def _no_price(org: str, model: str, tin: int | None, tout: int | None) -> tuple[None, None]:
+def _no_price(
+    org: str, model: str, tin: int | None, tout: int | None, at: datetime
+) -> tuple[None, None]:
     return None, None
 
 
@@ -60,19 +63,34 @@ class RoiApi:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         redactor: Redactor | None = None,
+        fx: Callable[[], FxTable] | None = None,
+        org_settings: PerOrgSettings | None = None,
+        limiters: LimiterFactory = local_limiters,
+        claims: Claims | None = None,
     ) -> None:
+        """`fx` gives the reference FX table in use (default: the shipped one); `org_settings`
+        every org's settings as the service holds them (the config file's layer included; by
+        default the store's alone, checked by the ROI keys' group); `limiters` and `claims` are
+        a shared store's (global rate limits, Idempotency-Keys claimed across nodes), by
+        default this process's own."""
         self._store = store
+        self._group = settings_group(catalogue)  # the ROI keys of the org's settings
+        self._org_settings = org_settings or PerOrgSettings(store, [self._group])
+        self._limiters = limiters
+        self._claims = claims
         self._redactor = redactor
         self._auth = auth
         self._catalogue = catalogue
         self._price: Pricer = processor_pricer(cost) if cost is not None else _no_price
+        self._fx = fx or shipped_only()
         self._clock = clock
-        self._settings: dict[str, tuple[float, OrgSettings]] = {}
-        self._ingest_limiters: dict[int, SlidingWindowLimiter] = {}
-        self._read_limiter = SlidingWindowLimiter(300, 60.0)
+        # The settings parsed from each org's document, while that document is the one in force.
+        self._settings: dict[str, tuple[dict[str, Any], OrgSettings]] = {}
+        self._ingest_limiters: dict[int, Limiter] = {}
+        self._read_limiter = limiters("roi-read", 300, 60.0)
         self._ids = EventIds()
         self._locks = KeyLocks()
-        self._recent = RecentKeys()
+        self._recent = RecentIdempotencyKeys()
         self._quota = MonthlyQuota(lambda org, t: roi_store.count_since(store, org, t))
 
     def set_cost(self, cost: Processor | None) -> None:
@@ -156,13 +174,11 @@ class RoiApi:
                 "PATCH",
                 "/v1/settings",
                 self._patch_settings,
-                "Change the org's ROI settings (JSON merge patch: null removes a key)",
+                "Change the org's ROI settings (JSON merge patch: null hands a key back to the "
+                "config file or the default)",
                 admin,
-                body=sc.obj(
-                    {k: {"description": f"see docs/roi.md: {k}"} for k in KEYS},
-                    extra=False,
-                    nulls=False,
-                ),
+                body=body_schema([self._group]),
+                parse=checked_patch([self._group]),
             ),
             get(
                 "/v1/events",
@@ -203,14 +219,37 @@ class RoiApi:
             return await self._record(principal, settings, req, None, now)
         async with self._locks.hold((principal.org, key)):
             replay = await self._replay(principal.org, key, self._clock())
+            if replay is None and self._claims is not None:
+                return await self._record_claimed(principal, settings, req, key)
             if replay is not None:
-                return Response(
-                    replay,
-                    201,
-                    media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"},
-                )
+                return _replayed(replay)
             return await self._record(principal, settings, req, key, self._clock())
+
+    async def _record_claimed(
+        self, principal: Principal, settings: OrgSettings, req: TrackRequest, key: str
+    ) -> Response:
+        """On a shared store: record the event if this node wins the key's claim, else answer
+        with the event another node recorded under it."""
+        assert self._claims is not None
+        org = principal.org
+        if await self._claims.claim("track", org, key):
+            try:
+                response = await self._record(principal, settings, req, key, self._clock())
+            except BaseException:
+                await self._claims.release("track", org, key)
+                raise
+            await self._claims.finish("track", org, key)
+            return response
+        # This node's memory of recent keys knows nothing of another node's: ask the store.
+        replay = await self._claims.wait_for(lambda: self._stored(org, key))
+        if replay is None:
+            raise ApiError(
+                409,
+                "idempotency_in_progress",
+                "A request with this Idempotency-Key is still being recorded; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        return _replayed(replay)
 
     def _redacted(self, req: TrackRequest) -> TrackRequest:
         """The audit sample and metadata as the `redact:` rules leave them, before storing."""
@@ -224,11 +263,11 @@ class RoiApi:
             metadata=None if meta is None else r.value(meta, field="metadata"),
         )
 
-    def rate_check(self, key_id: str, limit: int) -> None:
+    async def rate_check(self, key_id: str, limit: int) -> None:
         limiter = self._ingest_limiters.get(limit)
         if limiter is None:
-            limiter = self._ingest_limiters[limit] = SlidingWindowLimiter(limit, 1.0)
-        if limiter.check(key_id) is not None:
+            limiter = self._ingest_limiters[limit] = self._limiters("track", limit, 1.0)
+        if await limiter.admit(key_id) is not None:
             raise ApiError(
                 429,
                 "rate_limited",
@@ -244,6 +283,12 @@ class RoiApi:
             )
         return None if response is None else response.encode()
 
+    async def _stored(self, org: str, key: str) -> bytes | None:
+        found = await asyncio.to_thread(
+            roi_store.stored_response, self._store, org, key, self._clock()
+        )
+        return None if found is None else found.encode()
+
     async def _record(
         self,
         principal: Principal,
@@ -253,8 +298,11 @@ class RoiApi:
         now: datetime,
     ) -> Response:
         org = principal.org
+        occurred = req.occurred_at or now
         try:
-            s = compute(req, settings, self._catalogue, org, self._price)
+            # Priced as of when the task occurred, not when it was reported.
+            cost = resolve_cost(req, settings, org, self._price, at=occurred, fx=self._fx())
+            s = compute(req, settings, self._catalogue, cost)
         except UnknownTaskType as e:
             raise ApiError(
                 422,
@@ -263,7 +311,6 @@ class RoiApi:
                 "human_baseline_minutes was given",
                 [{"field": "task_type", "message": "unknown task type"}],
             ) from e
-        occurred = req.occurred_at or now
         event_id = self._ids.new()
         text = json.dumps(response_body(event_id, req, s, occurred))
         if not await self._quota.reserve(org, settings.monthly_cap, now):
@@ -303,28 +350,25 @@ class RoiApi:
         return settings.public()
 
     async def _patch_settings(self, call: Call) -> dict[str, Any]:
-        org, patch = call.org, call.body
-        settings = await self._store.acall(
-            lambda cur: _write_settings(cur, org, patch, self._catalogue)
-        )
-        self._settings[org] = (time.monotonic(), settings)
-        return settings.public()
+        document = await self._org_settings.patch(call.org, call.body)
+        return self._parsed(call.org, document).public()
 
     async def settings_for(self, org: str, fresh: bool = False) -> OrgSettings:
+        """`org`'s ROI settings in force (cached per node; another node's change shows here
+        within the per-org settings' TTL)."""
+        return self._parsed(org, await self._org_settings.document(org, fresh))
+
+    def _parsed(self, org: str, document: dict[str, Any]) -> OrgSettings:
         cached = self._settings.get(org)
-        if cached is not None and not fresh and time.monotonic() - cached[0] < SETTINGS_TTL_S:
+        if cached is not None and cached[0] is document:
             return cached[1]
-        rows = await asyncio.to_thread(
-            self._store.query, "SELECT settings FROM orgs WHERE name = ?", [org]
-        )
-        raw = json.loads(rows[0][0]) if rows and rows[0][0] else {}
-        settings, problems = parse_settings(raw, self._catalogue)
+        settings, problems = parse_settings(document, self._catalogue)
         if problems:  # written by hand or by an older version: say so, keep serving
             log.warning("org %s has invalid ROI settings: %s", org, problems)
-        self._settings[org] = (time.monotonic(), settings)
+        self._settings[org] = (document, settings)
         return settings
 
-    def _filter(self, p: Principal, q: Params) -> roi_store.EventFilter:
+    def _filter(self, p: Principal, q: Params) -> roi_store.RoiEventFilter:
         window = q.window()
         metadata = []
         for name, value in q.query.multi_items():
@@ -334,7 +378,7 @@ class RoiApi:
                     q.problem(name, "metadata keys are letters, digits, _ and -")
                 else:
                     metadata.append((roi_reports.metadata_path(group.metadata_key), value))
-        return roi_store.EventFilter(
+        return roi_store.RoiEventFilter(
             org=p.org,
             start=window.start,
             end=window.end,
@@ -380,24 +424,6 @@ class RoiApi:
         return {**head, "group_by": raw_group, **body}
 
 
-def _write_settings(
-    cur: duckdb.DuckDBPyConnection, org: str, patch: dict[str, Any], catalogue: Catalogue
-) -> OrgSettings:
-    """Read-modify-write of the org's settings in one transaction; others' keys are kept."""
-    row = cur.execute("SELECT settings FROM orgs WHERE name = ?", [org]).fetchone()
-    current = json.loads(row[0]) if row and row[0] else {}
-    merged = merge_patch(current, patch)
-    settings, problems = parse_settings(merged, catalogue)
-    if problems:
-        raise ApiError(422, "validation_error", "Invalid settings", problems)
-    stored = json.dumps({**merged, **settings.stored()})
-    if row is None:
-        cur.execute("INSERT INTO orgs VALUES (?, ?, ?)", [org, datetime.now(UTC), stored])
-    else:
-        cur.execute("UPDATE orgs SET settings = ? WHERE name = ?", [stored, org])
-    return settings
-
-
 class _TrackLimit:
     """The per-key, per-second cap of the org's plan (its settings say which)."""
 
@@ -406,7 +432,13 @@ class _TrackLimit:
 
     async def check(self, caller: Any) -> None:
         settings = await self._api.settings_for(caller.org)
-        self._api.rate_check(caller.key_id, settings.rate_limit)
+        await self._api.rate_check(caller.key_id, settings.rate_limit)
+
+
+def _replayed(body: bytes) -> Response:
+    return Response(
+        body, 201, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+    )
 
 
 def _seconds_to_next_month(now: datetime) -> int:

@@ -1,17 +1,20 @@
 """ROI arithmetic of one tracked task: which baseline applies, what the run cost, what it saved.
 
-Pure functions over a validated `TrackRequest`, the org's settings, the task-type catalogue and
-the price book; `docs/roi.md` states the formulas and roundings implemented here.
+Pure functions over a validated `TrackRequest`, the org's settings, the task-type catalogue, the
+prices (a `Pricer`) and the reference FX table; `docs/roi.md` states the formulas and roundings
+implemented here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from collector.model import Batch, Processor, Signal
+from collector.prices.fx import Fx, FxTable, usd_to
 from collector.roi.request import TrackRequest
 from collector.roi.settings import OrgSettings
 from collector.roi.tasktypes import Catalogue
@@ -21,24 +24,26 @@ MONEY = Decimal("0.01")
 MICRO = Decimal("0.000001")
 
 
-Pricer = Callable[[str, str, int | None, int | None], tuple[float | None, str | None]]
-"""(org, model, tokens in, tokens out) → (USD or None when unknown, price book version)."""
+Pricer = Callable[[str, str, int | None, int | None, datetime], tuple[float | None, str | None]]
+"""(org, model, tokens in, tokens out, when) → (USD or None when unknown, price version)."""
 
 
 def processor_pricer(cost: Processor) -> Pricer:
-    """Prices a run with the configured cost processor (the same book, with the same per-org
-    overrides, as LLM spans get), by handing it the run as one LLM span."""
+    """Prices a run with the configured cost processor (the same prices, with the same per-org
+    overrides, as LLM spans get), by handing it the run as one LLM span that started at `at`,
+    so it gets the price in force then."""
 
     def price(
-        org: str, model: str, tin: int | None, tout: int | None
+        org: str, model: str, tin: int | None, tout: int | None, at: datetime
     ) -> tuple[float | None, str | None]:
         nones: list[Any] = [None]
+        start_ns = int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
         columns: dict[str, list[Any]] = {
             "span_type": ["llm"], "model": [model], "request_model": [model],
             "provider": nones, "usage_is_aggregate": [False], "input_tokens": [tin],
             "output_tokens": [tout], "cache_read_tokens": nones, "cache_write_tokens": nones,
             "reasoning_tokens": nones, "cost_usd": nones, "cost_source": nones,
-            "price_book_version": nones,
+            "price_book_version": nones, "start_time_unix_nano": [start_ns],
         }  # fmt: skip
         out = cost.process(Batch(Signal.TRACES, org, columns, [{}], [{}], [[]]))
         usd = out.columns["cost_usd"][0]
@@ -63,6 +68,7 @@ class RunCost:
     source: str  # provided | computed | none
     usd: float | None = None  # what the price book said, before conversion
     price_book_version: str | None = None
+    fx: Fx | None = None  # the rate applied (and its date), for a currency other than USD
 
 
 @dataclass(frozen=True)
@@ -94,9 +100,12 @@ def resolve_baseline(req: TrackRequest, settings: OrgSettings, catalogue: Catalo
     raise UnknownTaskType(req.task_type)
 
 
-def resolve_cost(req: TrackRequest, settings: OrgSettings, org: str, price: Pricer) -> RunCost:
+def resolve_cost(
+    req: TrackRequest, settings: OrgSettings, org: str, price: Pricer, *, at: datetime, fx: FxTable
+) -> RunCost:
     """`agent_cost` as given; else priced from model and tokens (top level, else the audit
-    sample's, which the older doc used) and converted to the org's currency; else none."""
+    sample's, which the older doc used) at the prices in force `at` (when the task occurred)
+    and converted to the org's currency; else none."""
     if req.agent_cost is not None:
         return RunCost(_dec(req.agent_cost).quantize(MICRO, ROUND_HALF_UP), "provided")
     audit = req.audit_sample or {}
@@ -106,13 +115,13 @@ def resolve_cost(req: TrackRequest, settings: OrgSettings, org: str, price: Pric
         model, tin, tout = audit.get("model"), audit.get("tokens_in"), audit.get("tokens_out")
     if not model or (tin is None and tout is None):
         return RunCost(None, "none")
-    usd, version = price(org, model, tin, tout)
-    fx = settings.usd_to_org()
-    if usd is None or fx is None:
-        # Unknown model, or no rate into the org's currency: unknown, never "free".
+    usd, version = price(org, model, tin, tout, at)
+    rate = usd_to(settings.currency, settings.fx_rates, fx)
+    if usd is None or rate is None:
+        # Unknown model, or a currency no rate is known for: unknown, never "free".
         return RunCost(None, "none", price_book_version=version)
-    amount = (_dec(usd) * _dec(fx)).quantize(MICRO, ROUND_HALF_UP)
-    return RunCost(amount, "computed", usd, version)
+    amount = (_dec(usd) * _dec(rate.rate)).quantize(MICRO, ROUND_HALF_UP)
+    return RunCost(amount, "computed", usd, version, _shown(rate))
 
 
 def hours_saved(baseline_minutes: float, agent_seconds: float | None, outcome: str) -> Decimal:
@@ -124,30 +133,29 @@ def hours_saved(baseline_minutes: float, agent_seconds: float | None, outcome: s
     return max(hours, Decimal("0.000"))
 
 
-def usd_cost(usd: float | None, settings: OrgSettings) -> RunCost:
-    """A cost already priced in USD (a traced run's LLM calls) in the org's currency: computed,
-    or none when unknown or when the currency has no FX rate."""
-    fx = settings.usd_to_org()
-    if usd is None or fx is None:
+def usd_cost(usd: float | None, settings: OrgSettings, fx: FxTable) -> RunCost:
+    """A cost already priced in USD (a traced run's LLM and tool calls) in the org's currency:
+    computed, or none when unknown or when the currency has no FX rate."""
+    rate = usd_to(settings.currency, settings.fx_rates, fx)
+    if usd is None or rate is None:
         return RunCost(None, "none", usd)
-    return RunCost((_dec(usd) * _dec(fx)).quantize(MICRO, ROUND_HALF_UP), "computed", usd)
+    amount = (_dec(usd) * _dec(rate.rate)).quantize(MICRO, ROUND_HALF_UP)
+    return RunCost(amount, "computed", usd, fx=_shown(rate))
+
+
+def _shown(fx: Fx) -> Fx | None:
+    return None if fx.source == "identity" else fx
 
 
 def compute(
-    req: TrackRequest,
-    settings: OrgSettings,
-    catalogue: Catalogue,
-    org: str,
-    price: Pricer,
-    *,
-    cost: RunCost | None = None,
+    req: TrackRequest, settings: OrgSettings, catalogue: Catalogue, cost: RunCost
 ) -> Savings:
-    """`cost` when known already (a traced run's), else resolved from the request."""
+    """The savings of a task whose `cost` is resolved (`resolve_cost` for a tracked task,
+    `usd_cost` for a traced run)."""
     baseline = resolve_baseline(req, settings, catalogue)
     hours = hours_saved(baseline.minutes, req.agent_duration_seconds, req.outcome)
     # From the rounded hours, so hours_saved x rate = cost_saved is what a reader can check.
     saved = (hours * _dec(settings.hourly_rate)).quantize(MONEY, ROUND_HALF_UP)
-    cost = cost or resolve_cost(req, settings, org, price)
     net = saved - (cost.amount or Decimal(0))
     return Savings(
         baseline, settings.hourly_rate, settings.currency, hours, saved, cost, net.quantize(MICRO)

@@ -70,7 +70,7 @@ class KeyLocks:
         return len(self._locks)
 
 
-class RecentKeys:
+class RecentIdempotencyKeys:
     """Idempotency keys seen in the last 24 h, oldest first, with responses while they fit.
 
     `may_exist` is False only when the key is surely new: while the map is complete (nothing

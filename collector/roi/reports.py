@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from collector.api.shapes import rfc3339
-from collector.roi.store import TABLE, EventFilter, where_sql
+from collector.roi.store import TABLE, RoiEventFilter, where_sql
 from collector.store.query import MAX_GROUPS, MAX_SERIES_ROWS, epoch_us
 from collector.store.writer import Store
 
@@ -64,7 +64,7 @@ def metadata_path(key: str) -> str:
 
 
 def report(
-    store: Store, f: EventFilter, group: GroupBy | None, width_us: int | None
+    store: Store, f: RoiEventFilter, group: GroupBy | None, width_us: int | None
 ) -> dict[str, Any]:
     """Totals for the window; per-group rows if grouped; per-bucket rows if an interval."""
     where, wparams = where_sql(f)
@@ -98,7 +98,7 @@ def report(
 
 
 def _fill(
-    rows: list[tuple[Any, ...]], f: EventFilter, width: int, grouped: bool
+    rows: list[tuple[Any, ...]], f: RoiEventFilter, width: int, grouped: bool
 ) -> list[dict[str, Any]]:
     """Flat rows (time, group, metrics…). Ungrouped, every bucket of the window is present
     (zeros where nothing happened), so a Grafana graph shows gaps as zero, not as a line."""

@@ -1,5 +1,6 @@
 """ROI of traced runs: each finished run of a workflow mapped to a task type (`roi:` in the config)
-becomes an ROI event, with the arithmetic of `POST /v1/track` and the run's priced LLM calls.
+becomes an ROI event, with the arithmetic of `POST /v1/track` and the cost of the run's priced
+LLM and tool calls.
 
 A `RunConsumer` ("roi_runs") fed by `collector/runs/follow.py` from the `runs` change feed; it
 writes `roi_events` rows in the transaction that moves its watermark, one event per (org, run_id).
@@ -10,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from collector.auth.settings import PerOrgSettings, stored_documents
+from collector.prices.fx import FxTable, shipped_only
 from collector.roi import guard as roi_guard
 from collector.roi import store as roi_store
 from collector.roi.compute import UnknownTaskType, compute, usd_cost
@@ -54,9 +58,20 @@ class RoiRuns:
     """The "roi_runs" consumer. Idempotent per (org, run_id): a run that comes again unchanged
     writes nothing; a changed one (a late span, a timeout that completed) replaces its event."""
 
-    def __init__(self, config: RoiConfig, catalogue: Catalogue) -> None:
+    def __init__(
+        self,
+        config: RoiConfig,
+        catalogue: Catalogue,
+        fx: Callable[[], FxTable] | None = None,
+        org_settings: PerOrgSettings | None = None,
+    ) -> None:
+        """`fx` gives the reference FX table in use (default: the shipped one);
+        `org_settings` every org's settings with the config file's layer (the service's;
+        without it, what the store holds)."""
         self._config = config
         self._catalogue = catalogue
+        self._fx = fx or shipped_only()
+        self._org_settings = org_settings
         self._warned: set[tuple[str, str]] = set()
 
     @property
@@ -68,6 +83,9 @@ class RoiRuns:
 
     async def after_commit(self) -> None:
         return None
+
+    def due(self) -> bool:
+        return False
 
     def consume(
         self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
@@ -106,9 +124,10 @@ class RoiRuns:
         ended: datetime = run["ended_at"]
         duration = None if run.get("duration_ms") is None else run["duration_ms"] / 1000
         calls, unknown = run.get("llm_call_count") or 0, run.get("cost_unknown_calls") or 0
-        # Every call unpriced: the cost is unknown, not 0. Some unpriced: the known part, with
-        # the number left out in metadata.
-        usd = None if calls and unknown >= calls else run.get("cost_usd")
+        # Every call unpriced (and no priced tool call): the cost is unknown, not 0. Some
+        # unpriced: the known part, with the number left out in metadata.
+        known = not (calls and unknown >= calls) or bool(run.get("tool_cost_usd"))
+        usd = run.get("cost_usd") if known else None
         metadata = {"source": SOURCE, "run_status": run["status"], "cost_unknown_calls": unknown}
         req = TrackRequest(
             agent_id=str(run["workflow_name"])[:255],
@@ -120,12 +139,12 @@ class RoiRuns:
             span_id=run.get("span_id"),
             run_id=run["run_id"],
         )
-        cost = usd_cost(None if usd is None else float(usd), settings)
+        cost = usd_cost(None if usd is None else float(usd), settings, self._fx())
         facts = (req.agent_id, task_type, req.outcome, duration, cost.usd, ended)
         if old is not None and _same(old[1], (*facts, run["status"])):
             return None
         try:
-            s = compute(req, settings, self._catalogue, org, _no_price, cost=cost)
+            s = compute(req, settings, self._catalogue, cost)
         except UnknownTaskType:
             if (org, task_type) not in self._warned:
                 self._warned.add((org, task_type))
@@ -144,15 +163,11 @@ class RoiRuns:
         return record
 
     def _settings(self, cur: duckdb.DuckDBPyConnection, orgs: list[str]) -> dict[str, OrgSettings]:
-        rows = cur.execute(
-            "SELECT name, settings FROM orgs WHERE name IN (SELECT unnest(?::VARCHAR[]))", [orgs]
-        ).fetchall()
-        raw = {name: json.loads(text) if text else {} for name, text in rows}
-        return {org: parse_settings(raw.get(org, {}), self._catalogue)[0] for org in orgs}
-
-
-def _no_price(org: str, model: str, tin: int | None, tout: int | None) -> tuple[None, None]:
-    return None, None
+        if self._org_settings is not None:
+            documents = self._org_settings.documents_in(cur, orgs)
+        else:
+            documents = stored_documents(cur, orgs)
+        return {org: parse_settings(documents.get(org, {}), self._catalogue)[0] for org in orgs}
 
 
 def _stored(

@@ -1,17 +1,22 @@
 """An org's ROI settings: hourly rate, currency, baselines, FX rates, plan and limits.
 
-Stored as keys of the `orgs.settings` JSON column (other keys there belong to other features
-and are kept); changed with a JSON merge patch (RFC 7386) and validated as a whole.
+Keys of the org's settings document (`collector/auth/settings.py`: the config file's
+`auth.orgs[].settings` under what an admin set with `PATCH /v1/settings` or
+`/api/org-settings`); `settings_group` hands their schema and their check to that module, and
+`parse_settings` reads them for the ROI API and the ROI of traced runs.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from collector.api import schema as sc
+from collector.auth.settings import SettingsGroup
 from collector.roi.tasktypes import NAME_RE, Catalogue, valid_minutes
 
 PLANS = ("free", "pro", "enterprise")
@@ -19,16 +24,6 @@ PLANS = ("free", "pro", "enterprise")
 PLAN_RATE = MappingProxyType({"free": 60, "pro": 200, "enterprise": 1000})
 PLAN_MONTHLY_EVENTS: MappingProxyType[str, int | None] = MappingProxyType(
     {"free": 10_000, "pro": None, "enterprise": None}
-)
-KEYS = (
-    "hourly_rate",
-    "currency",
-    "fallback_baseline_minutes",
-    "custom_task_types",
-    "task_type_overrides",
-    "fx_rates",
-    "plan",
-    "limits",
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _LIMIT_KEYS = ("requests_per_second", "monthly_events")
@@ -66,12 +61,6 @@ class OrgSettings:
             return self.monthly_events
         return PLAN_MONTHLY_EVENTS[self.plan]
 
-    def usd_to_org(self) -> float | None:
-        """Units of the org's currency per USD; None when no rate is set for it."""
-        if self.currency == "USD":
-            return 1.0
-        return self.fx_rates.get(self.currency)
-
     def public(self) -> dict[str, Any]:
         return {
             "hourly_rate": _plain(self.hourly_rate),
@@ -90,32 +79,10 @@ class OrgSettings:
             },
         }
 
-    def stored(self) -> dict[str, Any]:
-        """What goes into `orgs.settings`: explicit limits only, so plan defaults can change."""
-        out = self.public()
-        out["limits"] = {
-            "requests_per_second": self.requests_per_second,
-            "monthly_events": self.monthly_events,
-        }
-        return out
-
 
 def _plain(x: float) -> float | int:
     # 45 reads as 45 (as the doc's example shows), not 45.0.
     return int(x) if float(x).is_integer() else x
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge recursively, null removes a key, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
 
 
 def parse_settings(raw: Any, catalogue: Catalogue) -> tuple[OrgSettings, list[dict[str, str]]]:
@@ -212,6 +179,46 @@ def parse_settings(raw: Any, catalogue: Catalogue) -> tuple[OrgSettings, list[di
         monthly_events=caps["monthly_events"],
     )
     return settings, problems
+
+
+_MINUTES = sc.number(description="minutes > 0, at most a year", exclusiveMinimum=0)
+_LIMIT = sc.nullable(sc.integer(1, 10**9, description="null: the plan's"))
+PROPERTIES: dict[str, sc.Schema] = {
+    "hourly_rate": sc.number(0, MAX_RATE, description="what an hour of the human work costs"),
+    "currency": sc.string(3, pattern="^[A-Z]{3}$", description="ISO 4217, e.g. EUR"),
+    "fallback_baseline_minutes": sc.nullable(_MINUTES),
+    "custom_task_types": sc.obj(
+        {},
+        extra=sc.obj(
+            {"baseline_minutes": _MINUTES, "description": sc.string()},
+            ["baseline_minutes"],
+            extra=False,
+        ),
+        maxProperties=MAX_CUSTOM_TYPES,
+        description="task type -> its baseline (not a built-in's name)",
+    ),
+    "task_type_overrides": sc.obj(
+        {}, extra=_MINUTES, maxProperties=MAX_CUSTOM_TYPES, description="task type -> minutes"
+    ),
+    "fx_rates": sc.obj({}, extra=sc.number(), description="currency -> units per USD"),
+    "plan": sc.enum(PLANS),
+    "limits": sc.obj(
+        {"requests_per_second": _LIMIT, "monthly_events": _LIMIT},
+        extra=False,
+        description="the plan's caps, overridden",
+    ),
+}
+KEYS = tuple(PROPERTIES)
+
+
+def settings_group(catalogue: Catalogue) -> SettingsGroup:
+    """The ROI keys of the per-org settings, checked as `/v1/track` reads them."""
+
+    def resolve(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        settings, problems = parse_settings(document, catalogue)
+        return settings.public(), problems
+
+    return SettingsGroup("roi", PROPERTIES, resolve)
 
 
 def _number(value: Any) -> bool:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from collector.api import shapes as js
+from collector.prices.fx import Fx
 from collector.roi.compute import Savings
 from collector.roi.request import TrackRequest
 from collector.roi.settings import OrgSettings
@@ -38,7 +39,13 @@ def response_body(
         "resolved_cost_source": s.cost.source,
         "net_saved": float(s.net_saved),
         "occurred_at": js.iso(occurred),
+        # Extension: the USD -> currency rate a computed cost used, and the day it is of.
+        **({"fx": fx_shape(s.cost.fx)} if s.cost.fx is not None else {}),
     }
+
+
+def fx_shape(fx: Fx) -> dict[str, Any]:
+    return {"rate": fx.rate, "date": fx.date, "source": fx.source}
 
 
 def event_record(

@@ -119,7 +119,7 @@ def count_since(store: Store, org: str, since: datetime) -> int:
 
 
 @dataclass(frozen=True)
-class EventFilter:
+class RoiEventFilter:
     org: str
     start: datetime
     end: datetime
@@ -132,7 +132,7 @@ class EventFilter:
     metadata: tuple[tuple[str, str], ...] = ()  # (JSON path, value as text)
 
 
-def where_sql(f: EventFilter) -> tuple[str, list[Any]]:
+def where_sql(f: RoiEventFilter) -> tuple[str, list[Any]]:
     """A WHERE clause of placeholders only; values and JSON paths go in as parameters."""
     parts = ["org = ?", "occurred_at BETWEEN ? AND ?"]
     params: list[Any] = [f.org, f.start, f.end]
@@ -156,7 +156,7 @@ def where_sql(f: EventFilter) -> tuple[str, list[Any]]:
 
 
 def list_events(
-    store: Store, f: EventFilter, after: tuple[int, str] | None, limit: int
+    store: Store, f: RoiEventFilter, after: tuple[int, str] | None, limit: int
 ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
     """A page, newest first (occurred_at, then event_id), and the position after it."""
     where, params = where_sql(f)

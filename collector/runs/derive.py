@@ -40,6 +40,7 @@ from processors.runs.tree import SpanFacts
 log = logging.getLogger(__name__)
 
 WATERMARK = "runs"
+IDLE_TICK_S = 5.0  # steps are woken by commits; this tick only finds runs overdue for a root
 _NS = 1_000_000_000
 _GAP_NS = 600 * _NS  # traces whose spans lie closer than this are read back by one query
 _MAX_READS = 16  # read-back queries a step at most (more: one query over their whole range)
@@ -103,6 +104,30 @@ def _to_ipc(table: pa.Table) -> bytes:
 
 def _from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
+
+
+def trace_spans(
+    cur: duckdb.DuckDBPyConnection,
+    cols: str,
+    org: str,
+    trace_ids: list[str],
+    started: tuple[int, int],
+) -> pa.Table:
+    """Columns `cols` of the stored spans of these traces of `org` that started in `started`
+    (bounds, inclusive, that let Parquet min/max statistics skip old files)."""
+    # The ids go in as an Arrow table: a long Python list parameter costs DuckDB far more to
+    # bind than the scan itself.
+    cur.register("_wanted", pa.table({"trace_id": sorted(trace_ids)}))
+    try:
+        table = cur.execute(
+            f"""SELECT {cols} FROM {Signal.TRACES.value}
+                WHERE org = ? AND start_time_unix_nano BETWEEN ? AND ?
+                  AND trace_id IN (SELECT trace_id FROM _wanted)""",
+            [org, *started],
+        ).to_arrow_table()
+    finally:
+        cur.unregister("_wanted")
+    return table
 
 
 def _inline(fn: Callable[..., Any], *args: Any) -> Any:
@@ -403,18 +428,9 @@ class RunDeriver:
         cols = ", ".join(self._assembler.columns)
         out = []
         for org, lo, hi, trace_ids in _groups(bounds):
-            # The ids go in as an Arrow table: a long Python list parameter costs DuckDB
-            # far more to bind than the scan itself.
-            cur.register("_wanted", pa.table({"trace_id": trace_ids}))
             out.append(
-                cur.execute(
-                    f"""SELECT hash(org, trace_id) AS _h, {cols} FROM {Signal.TRACES.value}
-                        WHERE org = ? AND start_time_unix_nano BETWEEN ? AND ?
-                          AND trace_id IN (SELECT trace_id FROM _wanted)""",
-                    [org, lo, hi],
-                ).to_arrow_table()
+                trace_spans(cur, f"hash(org, trace_id) AS _h, {cols}", org, trace_ids, (lo, hi))
             )
-            cur.unregister("_wanted")
         return out
 
     def _derive(self, spans: pa.Table, plan: _Plan, now: int) -> dict[str, pa.Table]:
@@ -505,7 +521,9 @@ class RunDeriver:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Step every `interval_ms` (at once while behind) until `stop` is set."""
+        """Step on commits, at most once every `interval_ms` (at once while behind), until
+        `stop` is set; without commits, every `IDLE_TICK_S` (at least `interval_ms`) for runs
+        overdue for their root."""
         if not self._config.enabled:
             return
 
@@ -513,7 +531,16 @@ class RunDeriver:
             self.step()
             return self.behind
 
-        await run_steps(step, stop, self._config.interval_ms / 1000, "run derivation")
+        wake = self._store.commits.event()
+        interval = max(self._config.interval_ms / 1000, IDLE_TICK_S)
+        await run_steps(
+            step,
+            stop,
+            interval,
+            "run derivation",
+            wake=wake,
+            min_gap_s=self._config.interval_ms / 1000,
+        )
 
 
 def _groups(

@@ -5,20 +5,23 @@ and the loop that runs steps. The run deriver and every run follower consumer st
 Positions live in the store's `watermarks` table (`collector/store/watermarks.py`); a step reads
 DuckLake's change feed between `since` and `until`, writes its results and moves the watermark in
 one transaction, so a crash anywhere redoes that step, and a step of a second stepper that read
-the same `since` fails instead of committing its work twice.
+the same `since` fails instead of committing its work twice. On a shared store that transaction
+also carries the job's lease fence (`collector/cluster/fence.py`, applied by the writer): a node
+that lost the lease commits nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import duckdb
 
+from collector.cluster.fence import LeaseLost
 from collector.model import StoreUnavailable
+from collector.store.conflict import is_fenced
 from collector.store.lake import LAKE
 from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
 from collector.store.writer import Store
@@ -98,7 +101,9 @@ class Feed:
 
     def move(self, cur: duckdb.DuckDBPyConnection, window: Window) -> None:
         """In the step's transaction: check nobody moved the watermark since `window.since` was
-        read, then move it to `window.until` (not at all for an empty window)."""
+        read, then move it to `window.until` (not at all for an empty window). On a shared
+        store the writer has stamped the transaction with the job's fence: the commit is refused
+        if this node's lease on the job moved meanwhile."""
         stored = read_watermark(cur, self.name)
         if (-1 if stored is None else stored) != window.since:
             raise WatermarkMoved(f"{self.name} watermark is {stored}, the step read {window.since}")
@@ -128,23 +133,51 @@ async def run_steps(
     stop: asyncio.Event,
     interval_s: float,
     what: str,
+    *,
     after: Callable[[], Awaitable[None]] | None = None,
+    wake: asyncio.Event | None = None,
+    min_gap_s: float = 0.0,
 ) -> None:
-    """Run `step` in a thread every `interval_s` (at once while it is behind) until `stop` is
-    set; `after` runs on the event loop after each step. A failed step committed nothing, so it
-    is logged and retried next interval; a closed store pauses the loop the same way."""
+    """Run `step` in a thread every `interval_s` (at once while it is behind, and as soon as
+    `wake` is set: a commit landed, but no sooner than `min_gap_s` after the last step began)
+    until `stop` is set; `after` runs on the event loop after each step. A failed step
+    committed nothing, so it is logged and retried next interval; a closed store pauses the
+    loop the same way. A step refused by its lease's fence ends the loop (`LeaseLost`):
+    another node steps now."""
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
         behind = False
+        began = loop.time()
+        if wake is not None:
+            wake.clear()  # a commit from now on wakes the next wait
         try:
             behind = await asyncio.to_thread(step)
         except StoreUnavailable:
             log.warning("%s paused: the store is unavailable", what)
-        except Exception:
+        except Exception as e:
+            if is_fenced(e):
+                raise LeaseLost(f"{what}: the lease moved to another node") from e
             log.exception("%s step failed; retrying", what)
         if after is not None:
             await after()
         if behind:
             await asyncio.sleep(0)
             continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await _sleep(stop, interval_s, wake)
+        # Commits land every few milliseconds under load: steps that wait for a few of them
+        # take more at once, for less work a span.
+        rest = began + min_gap_s - loop.time()
+        if rest > 0:
+            await _sleep(stop, rest, None)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None) -> None:
+    """Until `stop` or `wake` is set, or `seconds` pass."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waits.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -45,8 +45,13 @@ class RunConsumer(Protocol):
         self, cur: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]], now_ns: int
     ) -> None:
         """Handle `runs` (finished, latest version of each, ordered by `ended_at`) inside the
-        transaction that moves the watermark; called with `[]` on idle ticks. A run re-derived
-        later comes again, so this must be idempotent per (org, run_id)."""
+        transaction that moves the watermark; called with `[]` on a tick when `due()`. A run
+        re-derived later comes again, so this must be idempotent per (org, run_id)."""
+        ...
+
+    def due(self) -> bool:
+        """Whether time-based work waits (e.g. alert windows aggregated since the last tick),
+        so that `consume([])` has something to write on a tick where no run finished."""
         ...
 
     async def after_commit(self) -> None:
@@ -93,6 +98,7 @@ class RunFollower:
         self._interval_s = interval_s
         self._clock = clock
         self._idle_move_s = idle_move_s
+        self._settled = -1  # the store's snapshot when this follower last finished a step
         self._monotonic = monotonic
         self._moved_at: dict[str, float] = {}
         self._feeds = {n: Feed(store, n, max_snapshots=max_snapshots) for n in names}
@@ -125,8 +131,16 @@ class RunFollower:
             self.create_tables()
         now = self._clock() if now_ns is None else now_ns
         current = current_snapshot(self._store)
+        if (
+            current == self._settled
+            and not self.behind
+            and not any(c.due() for c in self._consumers)
+        ):
+            # No snapshot since this follower's own last writes: nothing can have finished.
+            return 0
         handed = 0
         behind = False
+        wrote, failed = 0, False
         batches: dict[int, _Batch] = {}  # consumers at the same watermark share one read
         for consumer in self._consumers:
             feed = self._feeds[consumer.name]
@@ -137,6 +151,8 @@ class RunFollower:
                 batch = batches[window.since] = self._read(feed, window, last_move)
             feed.remember(window, quiet=batch.quiet)
             behind = behind or batch.behind
+            if batch.window.empty and not batch.runs and not consumer.due():
+                continue  # an idle tick: no transaction, no snapshot, nothing to read
             commit = functools.partial(
                 self._commit, consumer=consumer, feed=feed, batch=batch, now=now
             )
@@ -148,12 +164,23 @@ class RunFollower:
             except Exception:
                 feed.forget()  # read it again next step
                 log.exception("run consumer %s failed; retrying next step", consumer.name)
+                failed = True
                 continue
             feed.committed(batch.window)
+            wrote += 1
             handed += len(batch.runs)
             if not batch.window.empty:
                 self._moved_at[consumer.name] = self._monotonic()
         self.behind = behind
+        # Our own watermark moves are snapshots too: remember where they left the store, so
+        # that the next step, woken by them, finds nothing and writes nothing.
+        if failed:
+            self._settled = -1  # the failed consumer's runs wait: step again
+        elif wrote:
+            after = current_snapshot(self._store)
+            # Settled only if every snapshot since `current` is one of our commits: another
+            # writer's (the deriver's runs) landing meanwhile must be read next step.
+            self._settled = after if after <= current + wrote else -1
         return handed
 
     def _read(self, feed: Feed, window: Window, last_move: float) -> _Batch:
@@ -216,7 +243,8 @@ class RunFollower:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Step every `interval_s` (at once while behind) until `stop` is set."""
+        """Step on every commit (at once while behind), and at least every `interval_s` for
+        time-based work (alert windows), until `stop` is set."""
         if not self._consumers:
             return
 
@@ -224,7 +252,10 @@ class RunFollower:
             self.step()
             return self.behind
 
-        await run_steps(step, stop, self._interval_s, "run consumers", after=self.after_commit)
+        wake = self._store.commits.event()
+        await run_steps(
+            step, stop, self._interval_s, "run consumers", after=self.after_commit, wake=wake
+        )
 
 
 def table_rows(table: Any) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from collector.store.keys import span_key
 from collector.store.tiers import U64, Tiers
 
 
-class RecentKeys:
+class RecentSpanHashes:
     """Span hashes of the last `window_s` seconds, in `Tiers` of `epochs` epochs a window.
 
     An epoch is dropped whole once its newest hash is older than the window, so a hash is
@@ -56,7 +56,7 @@ class SpanDedup:
 
     def __init__(self, window_s: float) -> None:
         self._window_s = window_s
-        self._recent = RecentKeys(window_s)
+        self._recent = RecentSpanHashes(window_s)
         self.last_dropped = 0
         """Spans the last `new_spans` call found already stored."""
         self.keyed: pa.Table | None = None

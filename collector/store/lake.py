@@ -1,5 +1,6 @@
 """Opening the DuckLake store: where it lives and how it commits (`StoreSettings`), and a
-DuckDB connection with the lake attached, extensions loaded only from their wheels.
+DuckDB connection with the lake attached (catalog in a DuckDB file or PostgreSQL, data in a local
+folder or S3), extensions loaded only from their wheels.
 
 `collector/store/writer.py` opens the service's one instance with it; tools and tests open the same
 store with it while the server is stopped.
@@ -7,12 +8,22 @@ store with it while the server is stopped.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from collector.store.config import BatchConfig, StorageConfig
+from collector.store.config import (
+    POSTGRES,
+    S3,
+    BatchConfig,
+    S3Config,
+    StorageConfig,
+    parse_conninfo,
+)
+from collector.store.schema import Column
 
 LAKE = "lake"
 
@@ -29,6 +40,16 @@ class StoreSettings:
     fsync: bool = True
     query_timeout_s: float = 30.0
     memory_limit_mib: int = 512
+    s3: S3Config | None = None
+
+    @property
+    def shared(self) -> bool:
+        """The catalog is in PostgreSQL: other nodes commit to the same store."""
+        return self.catalog.startswith(POSTGRES)
+
+    @property
+    def remote_data(self) -> bool:
+        return self.data_path.startswith(S3)
 
     @classmethod
     def from_config(cls, storage: StorageConfig, batch: BatchConfig | None = None) -> StoreSettings:
@@ -44,18 +65,36 @@ class StoreSettings:
             dedup_window_s=float(storage.dedup_window_s),
             fsync=storage.fsync,
             memory_limit_mib=storage.memory_limit_mib,
+            s3=storage.s3,
         )
+
+
+def extension_path(package: str, name: str) -> str:
+    """A signed DuckDB extension shipped by the wheel `package` (pinned to DuckDB's version)."""
+    import importlib
+
+    pkg = importlib.import_module(package)
+    assert pkg.__file__ is not None
+    root = Path(pkg.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    path = root / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise RuntimeError(f"{name} extension not found at {path}; pin duckdb == its version")
+    return str(path)
 
 
 def ducklake_extension_path() -> str:
     """The signed DuckLake extension shipped by the `duckdb-extension-ducklake` wheel."""
-    import duckdb_extension_ducklake as pkg
+    return extension_path("duckdb_extension_ducklake", "ducklake")
 
-    root = Path(pkg.__file__).parent / "extensions" / f"v{duckdb.__version__}"
-    path = root / "ducklake.duckdb_extension"
-    if not path.exists():
-        raise RuntimeError(f"DuckLake extension not found at {path}; pin duckdb == its version")
-    return str(path)
+
+# The PostgreSQL extension's wheel is `duckdb-extension-postgres-scanner`: its file is named for
+# the entry point DuckDB looks up (the `-postgres` wheel's is not, and fails to load).
+POSTGRES_EXTENSION = ("duckdb_extension_postgres_scanner", "postgres_scanner")
+HTTPFS_EXTENSION = ("duckdb_extension_httpfs", "httpfs")
+
+
+class CatalogUnreachable(RuntimeError):
+    """The catalog or the object store could not be opened; the message hides any secret."""
 
 
 def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -70,16 +109,115 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
             "memory_limit": f"{settings.memory_limit_mib}MB",
             # Local files are in the OS page cache already; a second copy costs RSS.
             "enable_external_file_cache": False,
-            "temp_directory": str(Path(settings.catalog).resolve().parent / "duckdb.tmp"),
+            "temp_directory": str(_temp_directory(settings)),
         }
     )
     con.execute(f"LOAD '{ducklake_extension_path()}'")
-    Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+    attach(con, settings, LAKE, read_only)
+    return con
+
+
+def _temp_directory(settings: StoreSettings) -> Path:
+    """Where DuckDB spills what exceeds its memory bound: beside a catalog file, else (a
+    PostgreSQL catalog) in the machine's temp folder."""
+    if settings.shared:
+        return Path(tempfile.gettempdir(), "agentledger-duckdb.tmp")
+    return Path(settings.catalog).resolve().parent / "duckdb.tmp"
+
+
+def attach(
+    con: duckdb.DuckDBPyConnection, settings: StoreSettings, alias: str, read_only: bool = False
+) -> None:
+    """Attach the lake `settings` describes to `con` as `alias`, loading what it needs."""
+    if settings.shared:
+        con.execute(f"LOAD '{extension_path(*POSTGRES_EXTENSION)}'")
+    if settings.remote_data:
+        con.execute(f"LOAD '{extension_path(*HTTPFS_EXTENSION)}'")
+        con.execute(s3_secret_sql(settings.s3 or S3Config()))
+    else:
+        Path(settings.data_path).mkdir(parents=True, exist_ok=True)
     opts = f"DATA_PATH '{_sql_str(settings.data_path)}'"
     if read_only:
         opts += ", READ_ONLY"
-    con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {LAKE} ({opts})")
-    return con
+    try:
+        con.execute(f"ATTACH 'ducklake:{_sql_str(settings.catalog)}' AS {alias} ({opts})")
+    except duckdb.Error as e:
+        if not settings.shared:
+            raise
+        # The driver's message may quote the connection string, password included.
+        raise CatalogUnreachable(
+            f"cannot open the PostgreSQL catalog: {hide_secrets(str(e), settings)}"
+        ) from None
+
+
+def probe(settings: StoreSettings) -> list[str]:
+    """Whether this node can reach the shared store: the PostgreSQL catalog's server and the S3
+    bucket. The problems found, secrets hidden (empty: both answered)."""
+    problems = []
+    if settings.shared:
+        import psycopg
+
+        try:
+            conninfo = settings.catalog.removeprefix(POSTGRES)
+            with psycopg.connect(conninfo, connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            problems.append(f"PostgreSQL catalog: {hide_secrets(str(e).strip(), settings)}")
+    if settings.remote_data:
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        try:
+            con.execute(f"LOAD '{extension_path(*HTTPFS_EXTENSION)}'")
+            con.execute(s3_secret_sql(settings.s3 or S3Config()))
+            con.execute("SELECT count(*) FROM glob(?)", [settings.data_path + "*"]).fetchall()
+        except duckdb.Error as e:
+            problems.append(f"S3 data path: {hide_secrets(str(e).strip(), settings)}")
+        finally:
+            con.close()
+    return problems
+
+
+def s3_secret_sql(s3: S3Config) -> str:
+    """DuckDB's CREATE SECRET for the object store (kept in memory only: never persisted)."""
+    parts = ["TYPE s3", f"REGION '{_sql_str(s3.region)}'", f"URL_STYLE '{s3.url_style}'"]
+    parts.append(f"USE_SSL {'true' if s3.use_ssl else 'false'}")
+    for key, value in (
+        ("ENDPOINT", s3.endpoint),
+        ("KEY_ID", s3.key_id),
+        ("SECRET", s3.secret),
+        ("SESSION_TOKEN", s3.session_token),
+    ):
+        if value:
+            parts.append(f"{key} '{_sql_str(value)}'")
+    return f"CREATE OR REPLACE TEMPORARY SECRET agentledger_s3 ({', '.join(parts)})"
+
+
+def hide_secrets(text: str, settings: StoreSettings) -> str:
+    """`text` with the catalog's password and the S3 key and secret replaced by ***."""
+    hidden = []
+    if settings.shared:
+        try:
+            hidden.append(parse_conninfo(settings.catalog.removeprefix(POSTGRES)).get("password"))
+        except ValueError:
+            hidden.append(settings.catalog)
+    if settings.s3 is not None:
+        hidden += [settings.s3.secret, settings.s3.key_id, settings.s3.session_token]
+    for value in hidden:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+def add_new_columns(
+    cur: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column]
+) -> list[str]:
+    """Add to the lake's `table` the columns of `columns` it lacks, and name them: a store made
+    before a column existed gains it on start. ALTER TABLE appends, and rows are inserted by
+    position, so a column added after a release must be the last of its list."""
+    have = {r[0] for r in cur.execute(f"DESCRIBE {LAKE}.{table}").fetchall()}
+    added = [c for c in columns if c.name not in have]
+    for column in added:
+        cur.execute(f"ALTER TABLE {LAKE}.{table} ADD COLUMN {column.name} {column.sql}")
+    return [c.name for c in added]
 
 
 def _sql_str(s: str) -> str:

@@ -78,7 +78,7 @@ SPAN_NORMALISED: tuple[Column, ...] = (
     _c("reasoning_tokens", _I64, "BIGINT"),
     _c("usage_is_aggregate", _BOOL, "BOOLEAN", "usage repeated from children (agent spans)"),
     _c("cost_usd", _F64, "DOUBLE"),
-    _c("cost_source", _STR, "VARCHAR", "provided | computed | none"),
+    _c("cost_source", _STR, "VARCHAR", "provided | computed | none (LLM and priced tool spans)"),
     _c("price_book_version", _STR, "VARCHAR"),
     _c("tool_name", _STR, "VARCHAR"),
     _c("tool_call_id", _STR, "VARCHAR"),
@@ -88,6 +88,16 @@ SPAN_NORMALISED: tuple[Column, ...] = (
     _c("is_error", _BOOL, "BOOLEAN"),
     _c("input_text", _STR, "VARCHAR", "input excerpt"),
     _c("output_text", _STR, "VARCHAR", "output excerpt"),
+    # Where a computed cost's price came from (processors/cost.py); added after the first
+    # release, so kept last (older stores gain them by ALTER TABLE, which appends).
+    _c(
+        "price_source",
+        _STR,
+        "VARCHAR",
+        "override:org | override | operator | agentledger | genai-prices | tool-config[:org]",
+    ),
+    _c("price_effective_from", _STR, "VARCHAR", "first day (UTC) of the price applied, if dated"),
+    _c("price_mode", _STR, "VARCHAR", "service tier or batch price applied (NULL: standard)"),
 )
 
 LOG_COLUMNS: tuple[Column, ...] = (
@@ -144,6 +154,11 @@ def arrow_schema(signal: Signal) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.arrow) for c in TABLES[signal]])
 
 
+def missing_columns(signal: Signal, have: set[str]) -> list[Column]:
+    """Columns of a signal's table added to the schema since a stored table was created."""
+    return [c for c in TABLES[signal] if c.name not in have]
+
+
 def create_table_sql(signal: Signal) -> str:
     cols = ",\n  ".join(f"{c.name} {c.sql}" for c in TABLES[signal])
     return f"CREATE TABLE IF NOT EXISTS {signal.value} (\n  {cols}\n)"
@@ -177,7 +192,12 @@ RUN_COLUMNS: tuple[Column, ...] = (
     _c("started_at", _TS, "TIMESTAMPTZ"),
     _c("ended_at", _TS, "TIMESTAMPTZ", "NULL while running"),
     _c("duration_ms", _I64, "BIGINT", "NULL while running"),
-    _c("cost_usd", _F64, "DOUBLE", "known cost of the run's own LLM calls (not child runs)"),
+    _c(
+        "cost_usd",
+        _F64,
+        "DOUBLE",
+        "known cost of the run's own LLM and tool calls (not child runs)",
+    ),
     _c("cost_unknown_calls", _I32, "INTEGER", "LLM calls with no known cost"),
     _c("input_tokens", _I64, "BIGINT"),
     _c("output_tokens", _I64, "BIGINT"),
@@ -212,6 +232,7 @@ RUN_COLUMNS: tuple[Column, ...] = (
         "BLOB",
         "the run's LLM and tool span ids (as in span_runs), 8 raw bytes each, by start",
     ),
+    _c("tool_cost_usd", _F64, "DOUBLE", "the part of cost_usd its priced tool calls cost"),
 )
 
 SPAN_RUN_COLUMNS: tuple[Column, ...] = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -24,17 +25,34 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from collector.model import Accepted, Rows, Signal, StoreUnavailable
+from collector.cluster import fence as fences
+from collector.model import Accepted, MalformedPayload, Rows, Signal, StoreUnavailable
+from collector.store import conflict
+from collector.store.commits import CommitSignal
 from collector.store.dedup import SpanDedup
 from collector.store.lake import LAKE, StoreSettings, connect
 from collector.store.readers import CursorPool, SnapshotReader
-from collector.store.schema import create_table_sql
+from collector.store.schema import create_table_sql, missing_columns
 from collector.store.stats import StoreStats
 
 # Opening the lake lives in collector/store/lake.py; callers may keep importing it from here.
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Errors of a commit that come from the rows themselves: the same rows fail again on a retry.
+_DATA_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+    duckdb.ConstraintException,
+)
+# After a failed commit, files it wrote are removed at most this often (a full disk fails
+# every commit, and listing the data files is not free).
+_ORPHAN_SWEEP_S = 5.0
+# On a shared store, a file no catalog knows is an orphan only once it is older than any
+# commit of another node can take to land (its files are written before its catalog rows).
+_SHARED_ORPHAN_AGE_S = 3600
 
 
 # Tables of our own records (orgs, keys, derived-processing watermarks); small and updated.
@@ -61,6 +79,9 @@ class _Append:
 class _Call:
     fn: Callable[[duckdb.DuckDBPyConnection], Any]
     future: Future[Any] = field(default_factory=Future)
+    # The lease of the job that asked (collector/cluster/fence.py), taken from the caller's
+    # context: the writer thread stamps the transaction with it.
+    fence: fences.Fence | None = field(default_factory=fences.current)
 
 
 class Store:
@@ -75,27 +96,36 @@ class Store:
         self._dedup = SpanDedup(settings.dedup_window_s)
         self._last_file_id = -1
         self.stats = StoreStats()
+        self.commits = CommitSignal()
+        """Fired after each commit (of another node too, on a shared store)."""
         self.admit: Callable[[Rows], None] | None = None
         """Checked before every append is queued (the disk cap); raises to refuse the rows."""
         self.spans_committed: Callable[[int, int], None] | None = None
         """Told (snapshot, spans) after each commit that stored spans (the derivation lag)."""
+        self.files_lock = threading.Lock()
+        """Held by whoever writes data files outside a commit of the writer thread (compaction's
+        merges), so removing a failed commit's files never takes one being written."""
+        self._orphans_due = False
+        self._last_sweep = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> None:
         con = connect(self.settings)
-        for signal in Signal:
-            con.execute(
-                create_table_sql(signal).replace(
-                    "TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."
-                )
-            )
-        for ddl in META_DDL:
-            con.execute(ddl.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}."))
+        ddl = [
+            sql.replace("TABLE IF NOT EXISTS ", f"TABLE IF NOT EXISTS {LAKE}.")
+            for sql in [create_table_sql(signal) for signal in Signal] + list(META_DDL)
+        ]
+        # One transaction, one snapshot. Nodes starting together create the same tables: the
+        # loser of that race retries and then finds them there.
+        conflict.retry(functools.partial(_in_transaction, con, ddl), "create tables")
+        conflict.retry(functools.partial(_add_missing_columns, con), "add columns")
         self._con = con
         self._readers = CursorPool(con, LAKE, self.settings.query_timeout_s)
         self._dedup.load(con, f"{LAKE}.{Signal.TRACES.value}")
-        self._new_data_files(con)  # start the fsync watermark at the files already there
+        if not self.settings.remote_data:
+            self._new_data_files(con)  # start the fsync watermark at the files already there
+        self._remove_orphans(con)  # what a crash left half written
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -171,6 +201,8 @@ class Store:
         return self._readers
 
     def size_bytes(self) -> int:
+        if self.settings.remote_data or self.settings.shared:
+            return self.catalog_bytes()
         total = 0
         data = Path(self.settings.data_path).resolve()
         catalog_dir = Path(self.settings.catalog).resolve().parent
@@ -182,6 +214,18 @@ class Store:
                     with contextlib.suppress(OSError):  # compacted away meanwhile
                         total += os.stat(os.path.join(dirpath, f)).st_size
         return total
+
+    def catalog_bytes(self) -> int:
+        """Bytes of the live data and delete files as the catalog records them (the measure of a
+        store in object storage, where nothing can be walked cheaply)."""
+        meta = f"__ducklake_metadata_{LAKE}"
+        found = self.query(
+            f"""SELECT (SELECT coalesce(sum(file_size_bytes), 0) FROM {meta}.ducklake_data_file
+                        WHERE end_snapshot IS NULL)
+                     + (SELECT coalesce(sum(file_size_bytes), 0) FROM {meta}.ducklake_delete_file
+                        WHERE end_snapshot IS NULL)"""
+        )
+        return int(found[0][0] or 0)
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -241,22 +285,41 @@ class Store:
         cur.close()
 
     def _run_call(self, cur: duckdb.DuckDBPyConnection, call: _Call) -> None:
+        def once() -> Any:
+            try:
+                cur.execute("BEGIN")
+                if call.fence is not None:
+                    call.fence.apply(cur)
+                result = call.fn(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                _rollback(cur)
+                raise
+            return result
+
         try:
-            cur.execute("BEGIN")
-            result = call.fn(cur)
-            cur.execute("COMMIT")
-            call.future.set_result(result)
+            result = conflict.retry(once, "write", self._count_conflict)
         except BaseException as e:
-            _rollback(cur)
             call.future.set_exception(e)
+            return
+        self.commits.fire()
+        call.future.set_result(result)
+
+    def _count_conflict(self) -> None:
+        self.stats.commit_conflicts += 1
 
     def _commit_group(self, cur: duckdb.DuckDBPyConnection, group: list[_Append]) -> None:
         started = time.perf_counter()
         try:
-            results, new_hashes = self._write(cur, group)
+            results, new_hashes = self._write_retrying(cur, group)
         except Exception as e:
             _rollback(cur)
-            self.stats.commit_failures += 1
+            self.stats.record_failure(
+                time.monotonic(),
+                f"{type(e).__name__}: {e}"[:300],
+                of_store=not isinstance(e, _DATA_ERRORS),
+            )
+            self._orphans_due = True
             if len(group) > 1:
                 # One bad request must not fail everyone it shared a commit with: commit each
                 # alone, so only the one that really fails is refused (and retried by its client).
@@ -267,13 +330,32 @@ class Store:
                     self._commit_group(cur, [item])
                 return
             log.exception("commit failed")
-            group[0].done(StoreUnavailable(f"commit failed: {e}"))
+            self._sweep_orphans(cur)
+            group[0].done(_commit_error(group[0].rows, e))
             return
         self._dedup.remember(new_hashes)
+        self.commits.fire()
+        if self._orphans_due:
+            self._sweep_orphans(cur)
         elapsed = time.perf_counter() - started
         self.stats.record_commit(elapsed, sum(r.accepted for r in results))
         for item, result in zip(group, results, strict=True):
             item.done(result)
+
+    def _write_retrying(
+        self, cur: duckdb.DuckDBPyConnection, group: list[_Append]
+    ) -> tuple[list[Accepted], np.ndarray]:
+        """`_write`, again after a commit conflict with another node: nothing of a conflicting
+        attempt was committed, and the dedup remembers hashes only after a success."""
+
+        def once() -> tuple[list[Accepted], np.ndarray]:
+            try:
+                return self._write(cur, group)
+            except BaseException:
+                _rollback(cur)
+                raise
+
+        return conflict.retry(once, "group commit", self._count_conflict)
 
     def _write(
         self, cur: duckdb.DuckDBPyConnection, group: list[_Append]
@@ -316,7 +398,8 @@ class Store:
             cur.execute(f"INSERT INTO {name} SELECT * FROM _rows_in")
             cur.unregister("_rows_in")
         cur.execute("COMMIT")
-        if self.settings.fsync:
+        # Object storage acknowledges a PUT once the object is durable: nothing to sync there.
+        if self.settings.fsync and not self.settings.remote_data:
             self._fsync_new_files(cur)
         if stored_spans and self.spans_committed is not None:
             # The snapshot just made, or a later one if another cursor committed meanwhile.
@@ -328,11 +411,16 @@ class Store:
         for g in group:
             if g.rows.signal is Signal.TRACES:
                 results.append(
-                    Accepted(keep_per_item[span_i], dup_per_item[span_i], g.rows.rejected)
+                    Accepted(
+                        keep_per_item[span_i],
+                        dup_per_item[span_i],
+                        g.rows.rejected,
+                        g.rows.rejection_message,
+                    )
                 )
                 span_i += 1
             else:
-                results.append(Accepted(g.rows.count, 0, g.rows.rejected))
+                results.append(Accepted(g.rows.count, 0, g.rows.rejected, g.rows.rejection_message))
         return results, new_hashes
 
     def _new_data_files(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
@@ -373,6 +461,47 @@ class Store:
             finally:
                 os.close(fd)
 
+    def _sweep_orphans(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Remove the files a failed commit left (on a full disk, one empty Parquet file per
+        table it wrote), at most every few seconds while commits keep failing."""
+        now = time.monotonic()
+        if not self._orphans_due or now - self._last_sweep < _ORPHAN_SWEEP_S:
+            return
+        self._last_sweep = now
+        self._orphans_due = False
+        self._remove_orphans(cur)
+
+    def _remove_orphans(self, cur: duckdb.DuckDBPyConnection) -> None:
+        # On the writer thread no commit of this node is under way, and with the lock no merge:
+        # every data file the catalog does not know is left over (DuckLake lists and removes
+        # them). On a shared store another node may be writing files it has not committed yet,
+        # so only files older than any commit can take are removed there.
+        age = (
+            f"older_than => now() - INTERVAL {_SHARED_ORPHAN_AGE_S} SECOND"
+            if self.settings.shared
+            else "cleanup_all => true"
+        )
+        with self.files_lock:
+            try:
+                removed = cur.execute(
+                    f"CALL ducklake_delete_orphaned_files('{LAKE}', {age})"
+                ).fetchall()
+            except duckdb.Error as e:
+                log.warning("could not remove the files of failed commits: %s", e)
+                self._orphans_due = True
+                return
+        if removed:
+            self.stats.orphans_removed += len(removed)
+            log.warning("removed %d data file(s) that failed commits left behind", len(removed))
+
+
+def _commit_error(rows: Rows, e: Exception) -> Exception:
+    """What the sender of rows whose commit failed is told: OTLP rows the store refuses as
+    data are a permanent error (retrying sends the same values); anything else is retryable."""
+    if rows.signal is not None and isinstance(e, _DATA_ERRORS):
+        return MalformedPayload(f"the store refused the values of this request: {e}")
+    return StoreUnavailable(f"commit failed: {e}")
+
 
 def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) -> None:
     if fut.done():
@@ -381,6 +510,31 @@ def _resolve(fut: asyncio.Future[Accepted], result: Accepted | BaseException) ->
         fut.set_exception(result)
     else:
         fut.set_result(result)
+
+
+def _add_missing_columns(cur: duckdb.DuckDBPyConnection) -> None:
+    """A store created before a column was added gains it (appended, as in the schema); looked
+    up again on each try, as another node may have just added it."""
+    alters = []
+    for signal in Signal:
+        have = {r[0] for r in cur.execute(f"DESCRIBE {LAKE}.{signal.value}").fetchall()}
+        alters += [
+            f"ALTER TABLE {LAKE}.{signal.value} ADD COLUMN {column.name} {column.sql}"
+            for column in missing_columns(signal, have)
+        ]
+    if alters:
+        _in_transaction(cur, alters)
+
+
+def _in_transaction(cur: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
+    cur.execute("BEGIN")
+    try:
+        for sql in statements:
+            cur.execute(sql)
+        cur.execute("COMMIT")
+    except BaseException:
+        _rollback(cur)
+        raise
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:

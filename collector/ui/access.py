@@ -34,7 +34,7 @@ class SignInRefused(Exception):
     """A key that cannot sign in; the message is shown on the sign-in form."""
 
 
-class Access:
+class KeyAccess:
     def __init__(self, auth: Authenticator, logs: LogsAuth) -> None:
         self._auth = auth
         self._logs = logs
@@ -84,7 +84,7 @@ class Viewer:
 
     org: str
     keys: tuple[tuple[str, Credential], ...]
-    access: Access
+    access: KeyAccess
 
     @property
     def labels(self) -> list[str]:
@@ -102,7 +102,7 @@ class Viewer:
         return self.key_for(need) is not None
 
 
-def viewer(access: Access, keys: tuple[str, ...]) -> Viewer | None:
+def viewer(access: KeyAccess, keys: tuple[str, ...]) -> Viewer | None:
     """The viewer of a session's keys: those still valid, all of one org; None if none is."""
     valid: list[tuple[str, Credential]] = []
     for key in keys:

@@ -2,7 +2,7 @@
 enabling or disabling a rule (`PATCH /api/alert-events/{id}`, `/api/alert-rules/{id}/enable`,
 `/disable`: an admin key).
 
-The feed reads `collector/alerts/store.py` like the read API; writes go through `AlertsApi.resolve`
+The feed reads `collector/read/alerts.py` like the read API; writes go through `AlertsApi.resolve`
 and `AlertsApi.set_enabled` (`collector/alerts/api.py`), the code of those routes.
 """
 
@@ -14,10 +14,10 @@ from urllib.parse import urlencode
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from collector.alerts import store as st
 from collector.alerts.api import rule_json
 from collector.api.params import decode_cursor, encode_cursor
 from collector.errors import ApiError
+from collector.read import alerts as read_alerts
 from collector.ui.app import Page, UiApp
 from collector.ui.dashboard import RANGES, params
 
@@ -54,22 +54,22 @@ class Alerts:
         q = params(page, self.ui.clock())
         state = page.query.get("state", "")
         if page.viewer.can("read"):
-            where = st.EventFilter(
+            where = read_alerts.AlertEventFilter(
                 org=page.org,
                 window=q.window(),
                 rule_id=page.query.get("rule_id") or None,
                 resolved={"open": False, "resolved": True}.get(state),
             )
-            after = decode_cursor(q, st.EVENT_SORT, "BIGINT")
+            after = decode_cursor(q, read_alerts.EVENT_SORT, "BIGINT")
             problems = list(q.problems)
             if not problems:
                 position = None if after is None else (int(after[0]), after[1])
                 events, nxt = await self.ui.read(
-                    st.list_events, self.ui.store, where, position, PAGE_SIZE
+                    read_alerts.list_events, self.ui.store, where, position, PAGE_SIZE
                 )
                 if nxt is not None:
                     kept = [(k, v) for k, v in page.query.multi_items() if k != "cursor"]
-                    cursor = encode_cursor(st.EVENT_SORT, nxt[0], nxt[1])
+                    cursor = encode_cursor(read_alerts.EVENT_SORT, nxt[0], nxt[1])
                     next_url = "/ui/alerts?" + urlencode([*kept, ("cursor", cursor)])
         rules = None
         if page.viewer.can("admin"):

@@ -35,13 +35,13 @@ from collector.model import StoreUnavailable
 from collector.secretbox import SecretBox
 from collector.store.writer import Store
 from collector.ui import format as fmt
-from collector.ui.access import Access, Kind, Need, SignInRefused, Viewer, viewer
+from collector.ui.access import KeyAccess, Kind, Need, SignInRefused, Viewer, viewer
 from collector.ui.config import UiConfig
 from collector.ui.session import (
     COOKIE,
     SIGN_IN_COOKIE,
-    Session,
     Sessions,
+    UiSession,
     clear_cookie,
     same_token,
     set_cookie,
@@ -89,7 +89,7 @@ class Page:
     """One request to a page: who asks, their session, the parsed form of a write."""
 
     request: Request
-    session: Session
+    session: UiSession
     viewer: Viewer
     form: Form = field(default_factory=lambda: Form([]))
 
@@ -129,7 +129,7 @@ class UiApp:
         self.alerts = alerts
         self.clock = clock
         self.sessions = Sessions(box, config.session_hours * 3600)
-        self.access = Access(auth, logs.auth)
+        self.access = KeyAccess(auth, logs.auth)
         env = jinja2.Environment(
             loader=jinja2.PackageLoader("collector.ui", "templates"),
             autoescape=True,
@@ -202,7 +202,7 @@ class UiApp:
 
         return endpoint
 
-    def _refuse_write(self, request: Request, session: Session, form: Form) -> str | None:
+    def _refuse_write(self, request: Request, session: UiSession, form: Form) -> str | None:
         if not _same_origin(request):
             return "This form was sent from another site."
         if not same_token(session.csrf, form.get("csrf")):

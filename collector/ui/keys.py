@@ -19,7 +19,7 @@ from collector.ui.app import Page, UiApp
 
 
 def routes(ui: UiApp) -> list[Route]:
-    pages = Keys(ui)
+    pages = KeysPage(ui)
     return [
         Route("/ui/keys", ui.page(pages.list, "admin"), methods=["GET"]),
         Route("/ui/keys", ui.page(pages.create, "admin", write=True), methods=["POST"]),
@@ -31,7 +31,7 @@ def routes(ui: UiApp) -> list[Route]:
     ]
 
 
-class Keys:
+class KeysPage:
     def __init__(self, ui: UiApp) -> None:
         self.ui = ui
 

@@ -3,7 +3,7 @@
 A session holds the keys its user signed in with, sealed (AES-256-GCM, `collector/secretbox.py`)
 into an HttpOnly, SameSite=Strict cookie: the browser never holds a key in clear and cannot alter
 the session. Each request re-checks the keys (`collector/ui/access.py`), so revoking a key ends
-every session that holds it. Pages put `Session.csrf` into each form that writes.
+every session that holds it. Pages put `UiSession.csrf` into each form that writes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ _MAX_ENDED = 100_000
 
 
 @dataclass(frozen=True)
-class Session:
+class UiSession:
     sid: str
     keys: tuple[str, ...] = field(repr=False)  # never in a repr, a log line or a page
     csrf: str = field(repr=False)
@@ -54,12 +54,14 @@ class Sessions:
         self._lock = threading.Lock()
         self._ended: dict[str, float] = {}  # sid -> its expiry
 
-    def issue(self, keys: tuple[str, ...], previous: Session | None = None) -> tuple[str, Session]:
+    def issue(
+        self, keys: tuple[str, ...], previous: UiSession | None = None
+    ) -> tuple[str, UiSession]:
         """A new session of `keys` (its cookie value and itself). Each sign-in gets a fresh id
         and CSRF token, so nothing an attacker planted before survives it."""
         if previous is not None:
             self.end(previous)
-        session = Session(
+        session = UiSession(
             sid=secrets.token_hex(16),
             keys=keys[:MAX_KEYS],
             csrf=secrets.token_urlsafe(32),
@@ -70,7 +72,7 @@ class Sessions:
         sealed = self._box.seal(_LABEL + json.dumps(payload, separators=(",", ":")))
         return _to_cookie(sealed), session
 
-    def open(self, cookie: str | None) -> Session | None:
+    def open(self, cookie: str | None) -> UiSession | None:
         """The session of a cookie; None when it is missing, altered, of another key, expired
         or signed out."""
         if not cookie or len(cookie) > 4096:
@@ -80,7 +82,7 @@ class Sessions:
             if not plain.startswith(_LABEL):
                 return None
             data = json.loads(plain[len(_LABEL) :])
-            session = Session(
+            session = UiSession(
                 sid=str(data["i"]),
                 keys=tuple(str(k) for k in data["k"]),
                 csrf=str(data["c"]),
@@ -95,7 +97,7 @@ class Sessions:
                 return None
         return session
 
-    def end(self, session: Session) -> None:
+    def end(self, session: UiSession) -> None:
         """Sign out: this session's cookie no longer opens (in this process; the cookie is also
         deleted, and it expires by itself)."""
         now = self._clock()

@@ -19,7 +19,7 @@ MIN_WIDTH_PCT = 0.4  # an instant step is still a visible mark
 
 
 @dataclass(frozen=True)
-class Step:
+class WaterfallRow:
     span: TraceSpan
     depth: int
     left_pct: float
@@ -46,7 +46,7 @@ class Tick:
 
 @dataclass(frozen=True)
 class Waterfall:
-    steps: list[Step]
+    steps: list[WaterfallRow]
     ticks: list[Tick]
     total_ms: float
     hidden: int  # spans not drawn: past MAX_STEPS
@@ -113,7 +113,7 @@ def layout(
         width = max((max(end, span.start_ns) - span.start_ns) / width_ns * 100, MIN_WIDTH_PCT)
         left = min(left, 100 - MIN_WIDTH_PCT)
         steps.append(
-            Step(
+            WaterfallRow(
                 span=span,
                 depth=depth,
                 left_pct=round(left, 3),

@@ -14,6 +14,10 @@ from processors.normalise import semconv
 
 Usage = dict[str, int | None]
 
+# A count past this is no count a model reported (2**40 is a trillion tokens): it is treated as
+# unreported, so sums over a run stay far inside the store's BIGINT.
+MAX_TOKENS = 2**40
+
 
 def usage(a: dict[str, Any], is_run: bool) -> Usage | None:
     """input/output/cache_read/cache_write/reasoning tokens, or None when the span reports none."""
@@ -147,25 +151,29 @@ def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if -MAX_TOKENS <= value <= MAX_TOKENS else None
     if isinstance(value, float) and math.isfinite(value):
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
+        return int(value) if -MAX_TOKENS <= value <= MAX_TOKENS else None
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if isinstance(value, str) and value.isdecimal() and len(value) <= 13:
         return int(value)
     return None
 
 
 def _float(value: Any) -> float | None:
+    """A finite number, or None: an infinite or NaN cost is no cost."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _first_int(a: dict[str, Any], keys: tuple[str, ...]) -> int | None:

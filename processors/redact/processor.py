@@ -8,9 +8,9 @@ one (`redact_rules.Redactor`); the batch goes on to the next processor and then 
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,7 +20,13 @@ from processors.redact.rules import RedactConfig, Redactor, RedactRule, glob_pre
 __all__ = ["REDACTIONS_METRIC", "RedactConfig", "RedactProcessor", "RedactRule", "Redactor"]
 
 REDACTIONS_METRIC = "agentledger_redactions_total"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _dumps(value: Any) -> str:
+    # orjson: the attribute maps of OTLP items, which decode has already checked are valid
+    # UTF-8 with finite numbers, ~5x faster than the stdlib encoder.
+    return orjson.dumps(value).decode()
+
 
 # Free-text columns (core and normalised) scanned with the value rules, per signal.
 _TEXT_COLUMNS: dict[Signal, tuple[str, ...]] = {
@@ -167,7 +173,7 @@ class RedactProcessor:
             assert values is not None
             text = values[i]
             if text not in done:
-                raw = json.loads(text)
+                raw = orjson.loads(text)
                 new = redact(raw)
                 done[text] = text if new is raw else _dumps(new)
             values[i] = done[text]

@@ -140,10 +140,11 @@ def assemble(
 @dataclass(frozen=True)
 class _Usage:
     tokens: tuple[int, int, int, int, int]
-    cost_usd: float
+    cost_usd: float  # LLM calls and tool calls
     cost_unknown_calls: int
     llm_calls: int
     counted: bool  # some usage of this run or a run below it was counted
+    tool_cost_usd: float = 0.0
 
 
 class _Builder:
@@ -265,9 +266,13 @@ class _Builder:
             if not any(s.cost_usd is not None for s in chain if s.span_type == "llm"):
                 unknown += 1
         sums = [sum(getattr(s, f) or 0 for s in used) for f in _TOKEN_FIELDS]
+        # Priced tool calls (a paid search, a scraper) count beside the LLM calls; a tool span
+        # wrapping another is one call, as for `tool_use_count`.
+        tools = float(sum(s.cost_usd for s in self._leaf_tools(key) if s.cost_usd is not None))
         return _Usage(
             tokens=(sums[0], sums[1], sums[2], sums[3], sums[4]),
-            cost_usd=float(sum(s.cost_usd for s in used if s.cost_usd is not None)),
+            tool_cost_usd=tools,
+            cost_usd=float(sum(s.cost_usd for s in used if s.cost_usd is not None)) + tools,
             cost_unknown_calls=unknown,
             llm_calls=len(calls),
             counted=bool(used) or below,
@@ -424,6 +429,7 @@ class _Builder:
             duration_ms=(ended - started) // 1_000_000 if ended is not None else None,
             cost_usd=usage.cost_usd,
             cost_unknown_calls=usage.cost_unknown_calls,
+            tool_cost_usd=usage.tool_cost_usd,
             input_tokens=usage.tokens[0],
             output_tokens=usage.tokens[1],
             cache_read_tokens=usage.tokens[2],

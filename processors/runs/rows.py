@@ -65,6 +65,7 @@ class RunRow:
     # types), 8 raw bytes each; None when there are more than MAX_LISTED_CALLS (a row stays
     # small) or an id is not 16 hex digits.
     call_span_ids: bytes | None = None
+    tool_cost_usd: float = 0.0  # the part of cost_usd its priced tool calls cost
 
 
 class SpanRun(NamedTuple):

@@ -98,7 +98,9 @@ def test_an_empty_file_is_the_defaults(raw: object) -> None:
 
 
 def test_explicit_catalog_and_data_path_are_kept() -> None:
-    storage = parse_config({"storage": {"catalog": "pg.ducklake", "data_path": "s3://b/"}}, {})
+    s3 = {"key_id": "k", "secret": "s"}
+    raw = {"storage": {"catalog": "pg.ducklake", "data_path": "s3://b/", "s3": s3}}
+    storage = parse_config(raw, {})
     assert storage.storage.catalog_path() == "pg.ducklake"
     assert storage.storage.data_path_resolved() == "s3://b/"
 
@@ -119,8 +121,8 @@ def test_typo_key_is_reported_with_path_and_suggestion() -> None:
 def test_unknown_top_level_key_without_a_close_match() -> None:
     assert messages({"zzz": 1}) == {
         "zzz": "unknown key (expected one of: receivers, processors, exporters, extensions, "
-        "service, storage, limits, api, auth, mcp, retention, compaction, prices, roi, outbound, "
-        "notifications, judge, secrets, alerts, evals, ui)"
+        "service, storage, cluster, limits, api, auth, mcp, retention, compaction, prices, roi, "
+        "outbound, notifications, judge, secrets, alerts, evals, ui)"
     }
 
 

@@ -57,10 +57,12 @@ def config_yaml(
     storage: str = "",
     limits: str = "",
     orgs: bool = True,
+    org_settings: dict[str, str] | None = None,
 ) -> str:
     """The test config. `grpc`, `http`, `storage` and `limits` are more entries of those
     sections' flow mappings (e.g. `grpc="max_recv_msg_size_mib: 1"`); `orgs=False` declares
-    no orgs (a store that only the bootstrap provisions); `extra` is appended as more YAML."""
+    no orgs (a store that only the bootstrap provisions); `org_settings` maps an org to its
+    `settings:` flow mapping; `extra` is appended as more YAML."""
 
     def more(entries: str) -> str:
         return f", {entries}" if entries else ""
@@ -71,7 +73,9 @@ def config_yaml(
             f'{{scope: {scope}, key: "{KEYS[(org, scope)]}"}}'
             for scope in ("ingest", "read", "admin")
         )
-        declared.append(f"    - {{name: {org}, keys: [{keys}]}}")
+        own = (org_settings or {}).get(org)
+        settings = f", settings: {own}" if own else ""
+        declared.append(f"    - {{name: {org}, keys: [{keys}]{settings}}}")
     return (
         "receivers:\n  otlp:\n    protocols:\n"
         f'      grpc: {{endpoint: "127.0.0.1:0"{more(grpc)}}}\n'

@@ -2,7 +2,8 @@
 
 Over `limits.max_queue_items` or `max_queue_mib` the server answers HTTP 503 + Retry-After and
 gRPC UNAVAILABLE + RetryInfo; it keeps running, still accepts data afterwards, and every
-acknowledged span is in the store while no refused one is.
+acknowledged span is in the store while no refused one is. A request that could never fit the
+memory bound, even alone, is refused for good (413 / RESOURCE_EXHAUSTED without RetryInfo).
 """
 
 from __future__ import annotations
@@ -181,9 +182,10 @@ def test_every_acknowledged_span_is_stored_and_no_refused_one(
 
 
 def test_http_over_the_byte_bound_is_503(tmp_path: Path) -> None:
-    s = make_server(tmp_path, limits="max_queue_mib: 1", storage="commit_interval_ms: 150").start()
+    s = make_server(tmp_path, limits="max_queue_mib: 3", storage="commit_interval_ms: 150").start()
     try:
-        # About 0.4 MiB a request: three waiting at once pass the 1 MiB bound.
+        # About 0.4 MiB a request, which holds ~1.2 MiB while decoded and ~2 MiB with its rows:
+        # one alone fits the 3 MiB bound, two at once do not.
         bodies = [
             spans_request(f"bytes-{i}", 4_000, seed=400 + i).SerializeToString() for i in range(8)
         ]
@@ -200,6 +202,55 @@ def test_http_over_the_byte_bound_is_503(tmp_path: Path) -> None:
         stored = dict(s.query("SELECT service_name, count(*) FROM spans GROUP BY ALL"))
         for i, code in enumerate(codes):
             assert stored.get(f"bytes-{i}") == (4_000 if code == 200 or i == 0 else None), i
+    finally:
+        if s.proc is not None and s.proc.poll() is None:
+            s.stop()
+
+
+def test_a_request_that_can_never_fit_the_memory_bound_is_refused_for_good(tmp_path: Path) -> None:
+    s = make_server(tmp_path, limits="max_queue_mib: 1").start()
+    try:
+        body = spans_request("huge", 4_000, seed=500).SerializeToString()  # ~0.4 MiB, x3 > 1 MiB
+        with httpx.Client(base_url=s.base_url, timeout=60) as client:
+            r = client.post("/v1/traces", content=body, headers=AUTH)
+            assert r.status_code == 413 and "retry-after" not in r.headers
+            assert "max_queue_mib" in status_pb2.Status.FromString(r.content).message
+            ok = client.post(
+                "/v1/traces", content=spans_request("small", 5).SerializeToString(), headers=AUTH
+            )
+            assert ok.status_code == 200
+            page = client.get("/metrics").text
+        assert metric(page, "agentledger_requests_refused_total", reason="too_large") == 1
+        with grpc.insecure_channel(s.grpc) as channel:
+            export = channel.unary_unary(EXPORT, request_serializer=lambda b: b)
+            try:
+                export(body, metadata=[("authorization", AUTH["authorization"])], timeout=60)
+                raise AssertionError("accepted")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "grpc-status-details-bin" not in dict(e.trailing_metadata() or ())
+    finally:
+        if s.proc is not None and s.proc.poll() is None:
+            s.stop()
+
+
+def test_a_request_that_would_wait_too_long_is_503(tmp_path: Path) -> None:
+    """Admission by the time a request would wait (backlog / measured rate), whatever the
+    bounds on memory and items: 40 exporters at once, a 0.2 s bound."""
+    s = make_server(tmp_path, limits="max_wait_s: 0.2").start()
+    try:
+        bodies = [
+            spans_request(f"wait-{i}", 1_000, seed=600 + i).SerializeToString() for i in range(120)
+        ]
+        responses = asyncio.run(_post_all(s.base_url, bodies, clients=40))
+        codes = [r.status_code for r in responses]
+        assert set(codes) == {200, 503}, codes
+        refused = [r for r in responses if r.status_code == 503]
+        assert all(r.headers["retry-after"] == "1" for r in refused)
+        assert any("would wait" in status_pb2.Status.FromString(r.content).message for r in refused)
+        with httpx.Client(base_url=s.base_url, timeout=30) as client:
+            page = client.get("/metrics").text
+        assert metric(page, "agentledger_requests_refused_total", reason="wait") >= 1
     finally:
         if s.proc is not None and s.proc.poll() is None:
             s.stop()

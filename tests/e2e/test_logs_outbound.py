@@ -19,6 +19,7 @@ from collector.outbound.client import verify
 from tests.e2e.server import KEYS, Server, make_server
 from tests.fixtures.fake_judges import KEY as JUDGE_KEY
 from tests.fixtures.fake_judges import FakeJudges
+from tests.fixtures.loopback import loopback_name
 from tests.fixtures.receiver import Answer, Receiver
 
 INGEST, ADMIN, READ = (KEYS[("acme", s)] for s in ("ingest", "admin", "read"))
@@ -294,3 +295,45 @@ def test_ssrf_refusals(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/api/logs", headers=auth(READ)).json()["total"] == 0
     finally:
         server.stop()
+
+
+def test_every_user_given_url_gets_the_delivery_check_at_creation(tmp_path: Path) -> None:
+    """A host written percent-encoded, and a host name that resolves to loopback, are refused
+    with a 422 naming the field wherever a user gives a URL: a log's callbackUrl and url
+    attachments, the workspace's Slack and outbound webhooks, alert rules' Slack and webhook
+    channels. Nothing is stored."""
+    name = loopback_name()
+    urls = ["http://%31%32%37.0.0.1/hook"]
+    if name is not None:  # every machine seen has one; without, the encoded form still runs
+        urls.append(f"http://{name}:9/hook")
+    server = make_server(tmp_path).start()  # outbound.allow_private is off by default
+    try:
+        base = server.base_url
+        for url in urls:
+            for extra, field in (
+                ({"callbackUrl": url}, "callbackUrl"),
+                ({"attachments": [{"url": url}]}, "attachments[0].url"),
+            ):
+                body = {"project": "p", "output": "x", **extra}
+                r = httpx.post(f"{base}/api/logs", headers=auth(INGEST), json=body)
+                _refused(r, field, url)
+            for setting in ("slackWebhookUrl", "outboundWebhookUrl"):
+                r = httpx.patch(f"{base}/api/settings", headers=auth(ADMIN), json={setting: url})
+                _refused(r, setting, url)
+            for channel in ({"type": "slack", "url": url}, {"type": "webhook", "url": url}):
+                rule = {"name": "r", "condition": "run_status", "channels": [channel]}
+                r = httpx.post(f"{base}/api/alert-rules", headers=auth(ADMIN), json=rule)
+                _refused(r, "channels[0]", url)
+        assert httpx.get(f"{base}/api/logs", headers=auth(READ)).json()["total"] == 0
+        settings = httpx.get(f"{base}/api/settings", headers=auth(ADMIN)).json()
+        assert settings["slackWebhookUrl"] is None and settings["outboundWebhookUrl"] is None
+        rules = httpx.get(f"{base}/api/alert-rules", headers=auth(ADMIN)).json()
+        assert rules["alert_rules"] == []
+    finally:
+        server.stop()
+
+
+def _refused(r: httpx.Response, field: str, url: str) -> None:
+    assert r.status_code == 422, (field, url, r.text)
+    [detail] = [d for d in r.json()["details"] if d["field"] == field]
+    assert "refused" in detail["message"], (field, url, detail)

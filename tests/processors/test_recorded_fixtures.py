@@ -15,7 +15,7 @@ import pytest
 
 from collector.model import Signal
 from collector.pipeline import process_payload
-from collector.prices.book import load_price_book
+from collector.prices.layers import stack
 from processors.cost import CostConfig, CostProcessor
 from processors.normalise.span import NormaliseConfig, NormaliseProcessor
 from tests.fixtures import fake_openai
@@ -25,7 +25,7 @@ RESPONSE_MODEL = fake_openai.MODEL  # gpt-4o-mini-2024-07-18, an alias of gpt-4o
 REQUEST_MODEL = "gpt-4o-mini"
 T0, T1 = fake_openai.TURNS
 
-# gpt-4o-mini in config/prices.json, USD per 1M tokens: input 0.15, cache read 0.075, output and
+# gpt-4o-mini in genai-prices, USD per 1M tokens: input 0.15, cache read 0.075, output and
 # reasoning 0.6. Turn 0: 120 in (20 cached), 30 out (8 reasoning); turn 1: 180 in (64), 25 out (5).
 COST_T0 = (100 * 0.15 + 20 * 0.075 + 30 * 0.6) / 1e6  # 3.45e-05
 COST_T1 = (116 * 0.15 + 64 * 0.075 + 25 * 0.6) / 1e6  # 3.72e-05
@@ -123,7 +123,7 @@ def _chains() -> dict[Signal, list[Any]]:
     return {
         Signal.TRACES: [
             NormaliseProcessor(NormaliseConfig()),
-            CostProcessor(CostConfig(), load_price_book()),
+            CostProcessor(CostConfig(), stack(None)),
         ]
     }
 
@@ -226,7 +226,9 @@ def test_llm_cost(name: str) -> None:
         assert r["cost_source"] == expect.cost_source
         assert r["cost_usd"] == pytest.approx(cost, rel=1e-9)
         if expect.cost_source == "computed":
-            assert r["price_book_version"] == load_price_book().version
+            # gpt-4o-mini is genai-prices' to price (the shipped book only corrects it).
+            assert r["price_source"] == "genai-prices"
+            assert r["price_book_version"].startswith("genai-prices ")
 
 
 @pytest.mark.parametrize("name", RECORDED)

@@ -19,6 +19,7 @@ from collector.alerts import store as st
 from collector.alerts.config import AlertsConfig
 from collector.alerts.consumer import AlertsConsumer
 from collector.outbound.outbox import Outbox
+from collector.read import alerts as read_alerts
 from collector.runs.follow import RunFollower
 from collector.store.query import Window
 from collector.store.writer import Store
@@ -72,7 +73,9 @@ class Rig:
 
     def events(self, **kw: Any) -> list[dict[str, Any]]:
         window = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
-        page, _ = st.list_events(self.store, st.EventFilter("acme", window, **kw), None, 100)
+        page, _ = read_alerts.list_events(
+            self.store, read_alerts.AlertEventFilter("acme", window, **kw), None, 100
+        )
         return page
 
 
@@ -156,8 +159,8 @@ def test_a_run_rule_fires_once_per_run_across_rederivation_and_restart(tmp_path:
         add_run(store, "run-b", T0 + 2 * S, cost_usd=1.2)
         r.step()
         assert [e["run_id"] for e in r.events()] == ["run-b"]
-        assert st.run_events(store, "acme", "run-b")[0]["id"] == r.events()[0]["id"]
-        assert st.run_events(store, "globex", "run-b") == []
+        assert read_alerts.run_events(store, "acme", "run-b")[0]["id"] == r.events()[0]["id"]
+        assert read_alerts.run_events(store, "globex", "run-b") == []
 
 
 def test_a_step_that_fails_is_redone_without_a_second_event(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from collector.auth.config import KeyConfig
-from collector.config import parse_config
+from collector.config import org_settings_groups, parse_config
 from collector.configparse import ConfigError, ConfigIssue
 from tests.collector.confighelp import ADMIN, INGEST, READ, messages
 
@@ -127,3 +127,50 @@ def test_org_name_must_be_a_slug(name: str) -> None:
 def test_org_name_slug_accepts_the_documented_alphabet() -> None:
     config = parse_config({"auth": {"orgs": [{"name": "a-b_9"}, {"name": "x" * 64}]}}, {})
     assert [org.name for org in config.auth.orgs] == ["a-b_9", "x" * 64]
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def settings(value: object, org: str = "acme") -> dict[str, object]:
+    return {"auth": {"orgs": [{"name": "globex"}, {"name": org, "settings": value}]}}
+
+
+def test_org_settings_load_typed() -> None:
+    config = parse_config(
+        settings(
+            {"compare_enabled": "${env:COMPARE}", "hourly_rate": "${env:RATE}", "plan": "pro"}
+        ),
+        {"COMPARE": "false", "RATE": "45"},
+    )
+    assert config.org_settings(org_settings_groups()) == {
+        "acme": {"compare_enabled": False, "hourly_rate": 45, "plan": "pro"}
+    }
+
+
+def test_org_settings_errors_carry_their_yaml_path() -> None:
+    found = messages(
+        settings(
+            {
+                "compare_enabld": True,
+                "currency": "eur",
+                "limits": {"requests_per_second": 0},
+                "task_type_overrides": {"ticket_triage": -1},
+                "plan": "gold",
+            }
+        )
+    )
+    assert set(found) == {
+        "auth.orgs[1].settings.compare_enabld",
+        "auth.orgs[1].settings.currency",
+        "auth.orgs[1].settings.limits.requests_per_second",
+        "auth.orgs[1].settings.task_type_overrides.ticket_triage",
+        "auth.orgs[1].settings.plan",
+    }
+    assert "did you mean 'compare_enabled'?" in found["auth.orgs[1].settings.compare_enabld"]
+    assert "ISO 4217" in found["auth.orgs[1].settings.currency"]
+
+
+def test_org_settings_must_be_a_mapping() -> None:
+    found = messages(settings(["compare_enabled"]))
+    assert found == {"auth.orgs[1].settings": "expected a mapping, got a list"}

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 import warnings
@@ -20,11 +21,12 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from collector.auth.keys import Authenticator
+from collector.mcp import store as mcp_store
 from collector.mcp.api import McpApi
 from collector.mcp.config import McpConfig
 from collector.mcp.read_api import McpReadApi
 from collector.read.views import create_views
-from collector.store.lake import StoreSettings
+from collector.store.lake import LAKE, StoreSettings
 from collector.store.schema import create_derived_sql
 from collector.store.writer import Store
 
@@ -176,9 +178,8 @@ def _without(name: str) -> dict[str, Any]:
         ({**DOC_EXAMPLE, "latency": True}, "latency"),
         ({**DOC_EXAMPLE, "latency": -1}, "latency"),
         ({**DOC_EXAMPLE, "latency": 2**40}, "latency"),
-        ({**DOC_EXAMPLE, "args": "{not json"}, "args"),
-        ({**DOC_EXAMPLE, "args": {"query": "x"}}, "args"),
-        ({**DOC_EXAMPLE, "result": "plain words"}, "result"),
+        ({**DOC_EXAMPLE, "args": {"query": "x"}}, "args"),  # an object, not its JSON text
+        ({**DOC_EXAMPLE, "result": 42}, "result"),
         ({**DOC_EXAMPLE, "checkpoints": {"name": "a"}}, "checkpoints"),
         ({**DOC_EXAMPLE, "checkpoints": ["a"]}, "checkpoints[0]"),
         ({**DOC_EXAMPLE, "checkpoints": [{"timestamp": 1}]}, "checkpoints[0].name"),
@@ -210,7 +211,7 @@ def test_each_invalid_field_is_a_422_naming_it(
 
 def test_every_problem_is_listed_at_once(client: tuple[TestClient, Store]) -> None:
     c, _ = client
-    r = _event(c, {"primitive_type": "nope", "latency": 1.5, "args": "{"})
+    r = _event(c, {"primitive_type": "nope", "latency": 1.5, "args": ["x"]})
     fields = sorted(d["field"] for d in r.json()["details"])
     assert fields == [
         "args",
@@ -220,6 +221,80 @@ def test_every_problem_is_listed_at_once(client: tuple[TestClient, Store]) -> No
         "session_id",
         "success",
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "result"),
+    [
+        ("{not json", '{"ok": true}'),
+        ('{"q": 1}', "Traceback (most recent call last): ..."),
+        ("plain words", "{'python': 'repr'}"),
+        ("", "NaN"),
+    ],
+)
+def test_text_that_is_not_json_is_kept_as_sent_and_flagged(
+    client: tuple[TestClient, Store], args: str, result: str
+) -> None:
+    """The doc says "JSON-encoded", but an SDK that sends other text loses no call: the text is
+    stored as given, flagged, and the read route shows the flag."""
+    c, store = client
+    body = {**DOC_EXAMPLE, "args": args, "result": result, "success": False}
+    r = _event(c, body)
+    assert r.status_code == 200, r.text
+    rows = store.query("SELECT args, args_not_json, result, result_not_json, error FROM mcp_events")
+    args_bad, result_bad = _not_json(args), _not_json(result)
+    assert rows == [(args, args_bad, result, result_bad, result)]
+    [call] = _get(c, f"/api/mcp/sessions/{DOC_EXAMPLE['session_id']}").json()["calls"]
+    assert (call["args"], call["args_not_json"]) == (args, args_bad)
+    assert (call["result"], call["result_not_json"]) == (result, result_bad)
+
+
+def _not_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return True
+    return False
+
+
+def test_json_payloads_are_not_flagged(client: tuple[TestClient, Store]) -> None:
+    c, _ = client
+    assert _event(c, DOC_EXAMPLE).status_code == 200
+    [call] = _get(c, f"/api/mcp/sessions/{DOC_EXAMPLE['session_id']}").json()["calls"]
+    assert (call["args_not_json"], call["result_not_json"]) == (False, False)
+
+
+def test_a_store_from_before_the_flags_gains_them_on_start(tmp_path: Path) -> None:
+    """`mcp_events` as an older version created it (no flag columns), with a call in it: on
+    start the columns are added, the old call reads as not flagged, new calls are flagged."""
+    store = Store(StoreSettings(str(tmp_path / "c.ducklake"), str(tmp_path / "data")))
+    store.open()
+    old = [c for c in mcp_store.EVENT_COLUMNS if not c.name.endswith("_not_json")]
+    assert len(old) == len(mcp_store.EVENT_COLUMNS) - 2
+    body = ", ".join(f"{c.name} {c.sql}" for c in old)
+    store.call(lambda cur: cur.execute(f"CREATE TABLE {LAKE}.mcp_events ({body})"))
+    store.call(
+        lambda cur: cur.execute(
+            f"INSERT INTO {LAKE}.mcp_events (org, event_id, session_id, seq, received_at, "
+            "started_at, primitive_name, primitive_type, success, latency_ms, args, "
+            "args_truncated, result_truncated, checkpoints, metadata) VALUES ('acme', 'old-1', "
+            "'s-old', 1, now(), now(), 'search', 'tool', true, 5, '{}', false, false, [], '{}')"
+        )
+    )
+    store.close()
+    with contextlib.contextmanager(_client)(tmp_path, McpConfig()) as (c, store):
+        columns = [r[0] for r in store.query("DESCRIBE mcp_events")]
+        assert columns[-2:] == ["args_not_json", "result_not_json"]
+        [call] = _get(c, "/api/mcp/sessions/s-old").json()["calls"]
+        assert (call["event_id"], call["args_not_json"], call["result_not_json"]) == (
+            "old-1",
+            False,
+            False,
+        )
+        new = {**DOC_EXAMPLE, "session_id": "s-new", "args": "not json"}
+        assert _event(c, new).status_code == 200
+        [call] = _get(c, "/api/mcp/sessions/s-new").json()["calls"]
+        assert (call["args"], call["args_not_json"]) == ("not json", True)
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,11 @@ from collector.outbound.client import (
     OutboundClient,
     OutboundFailed,
     OutboundRefused,
+    check_destination,
     check_url,
     deliver,
     fetch,
     post_json,
-    resolve_checked,
     retry_after,
     sign,
     verify,
@@ -121,27 +121,64 @@ class FakeDns:
         return list(turns.pop(0) if len(turns) > 1 else turns[0])  # type: ignore[arg-type]
 
 
-def test_resolve_checked_checks_every_address() -> None:
+def test_check_destination_checks_every_address() -> None:
     resolver = FakeDns(
         ok_test=["93.184.216.34"],
         bad_test=["93.184.216.34", "10.0.0.7"],
         meta_test=["169.254.169.254"],
         v6_test=["2606:4700::1", "::1"],
+        home_test=["127.0.0.1"],
     )
-    asyncio.run(resolve_checked("https://ok.test/x", STRICT, resolver=resolver))
-    for host, why in (("bad.test", "10.0.0.7"), ("meta.test", "link-local"), ("v6.test", "::1")):
+    asyncio.run(check_destination("https://ok.test/x", STRICT, resolver=resolver))
+    for host, why in (
+        ("bad.test", "10.0.0.7"),
+        ("meta.test", "link-local"),
+        ("v6.test", "::1"),
+        ("home.test", r"home\.test resolves to 127\.0\.0\.1: a loopback address"),
+    ):
         with pytest.raises(OutboundRefused, match=why):
-            asyncio.run(resolve_checked(f"https://{host}/", STRICT, resolver=resolver))
+            asyncio.run(check_destination(f"https://{host}/", STRICT, resolver=resolver))
     with pytest.raises(OutboundRefused, match="scheme"):
-        asyncio.run(resolve_checked("ftp://ok.test/", STRICT, resolver=resolver))
+        asyncio.run(check_destination("ftp://ok.test/", STRICT, resolver=resolver))
+    # allow_private: nothing to refuse, so nothing is resolved.
+    asyncio.run(check_destination("https://home.test/", LOCAL, resolver=resolver))
+    assert resolver.calls.count("home.test") == 1
 
 
-def test_unresolvable_name_is_refused_up_front() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://%31%32%37.0.0.1/",  # 127.0.0.1 as a browser decodes it
+        "http://%6c%6f%63%61%6c%68%6f%73%74/",  # localhost
+        "http://127.0.0.1%2e/",
+        "http://ok%2etest/",
+    ],
+)
+def test_a_percent_encoded_host_is_refused_whatever_the_policy(url: str) -> None:
+    for policy in (STRICT, LOCAL):
+        with pytest.raises(OutboundRefused, match="percent-encoded"):
+            check_url(url, policy)
+        with pytest.raises(OutboundRefused, match="percent-encoded"):
+            asyncio.run(check_destination(url, policy, resolver=FakeDns()))
+
+
+def test_a_name_that_does_not_resolve_now_is_left_to_delivery() -> None:
+    """Refused is what a delivery would refuse; a name without an address now is a retryable
+    network error at delivery, not a refusal, so it is not refused up front either."""
+
     async def nowhere(host: str, port: int) -> list[str]:
         raise OSError("Name or service not known")
 
-    with pytest.raises(OutboundRefused, match="cannot resolve"):
-        asyncio.run(resolve_checked("https://nowhere.test/", STRICT, resolver=nowhere))
+    asyncio.run(check_destination("https://nowhere.test/", STRICT, resolver=nowhere))
+
+    async def slow(host: str, port: int) -> list[str]:
+        await asyncio.sleep(5)
+        return ["127.0.0.1"]
+
+    started = time.monotonic()
+    quick = OutboundPolicy(timeout_s=0.2)
+    asyncio.run(check_destination("https://slow.test/", quick, resolver=slow))
+    assert time.monotonic() - started < 2
 
 
 def test_connects_to_the_resolved_address_with_the_host_header(rx: Receiver) -> None:
@@ -165,7 +202,7 @@ def test_dns_rebinding_is_caught_at_connect_time(rx: Receiver) -> None:
     url = f"http://rebind.test:{rx.port}/"
 
     async def go() -> None:
-        await resolve_checked(url, STRICT, resolver=resolver)
+        await check_destination(url, STRICT, resolver=resolver)
         async with OutboundClient(STRICT, resolver=resolver) as client:
             await client.request("GET", url)
 

@@ -1,24 +1,48 @@
-"""The shipped price book loads, is complete, and model names in their many spellings find it.
+"""Price books load, model names in their many spellings find their entry, dated entries apply
+from their day, and the shipped corrections book says where each price came from.
 
-Reads `config/prices.json` through `load_price_book` and checks matching and overrides.
+Matching is checked on `legacy_book.json` (the hand-kept 161-model book genai-prices replaced).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from collector.prices.book import PriceBook, candidate_names, load_price_book, parse_price_book
 
+LEGACY = Path(__file__).with_name("legacy_book.json")
+
 
 @pytest.fixture(scope="module")
 def book() -> PriceBook:
-    return load_price_book()
+    return load_price_book(LEGACY)
 
 
-def test_shipped_book_has_version_and_every_vendor(book: PriceBook) -> None:
+def test_shipped_corrections_name_their_source() -> None:
+    shipped = load_price_book()
+    assert shipped.version and shipped.compiled_at and shipped.models
+    assert all(m.source for m in shipped.models)
+
+
+def test_dated_entries_apply_from_their_day() -> None:
+    dated = parse_price_book({"version": "1", "compiled_at": "2026-01-01", "models": [
+        {"id": "m", "input": 1, "output": 1},
+        {"id": "m", "input": 2, "output": 2, "effective_from": "2026-03-01"},
+        {"id": "n", "input": 3, "output": 3, "effective_from": "2026-03-01"},
+    ]})  # fmt: skip
+    before, after = datetime(2026, 2, 28, 23, 59, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+    assert [dated.lookup("m", None, t).rates.input for t in (before, after)] == [1, 2]  # type: ignore[union-attr]
+    assert dated.lookup("n", None, before) is None  # nothing said of the days before
+    with pytest.raises(ValueError, match="effective_from"):
+        parse_price_book({"version": "1", "compiled_at": "x", "models": [
+            {"id": "m", "input": 1, "output": 1, "effective_from": "March"}]})  # fmt: skip
+
+
+def test_legacy_book_has_every_vendor(book: PriceBook) -> None:
     assert book.version and book.compiled_at
     assert len(book.models) >= 150
     providers = {m.provider for m in book.models}

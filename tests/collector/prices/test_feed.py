@@ -1,5 +1,6 @@
 """The price feed against a local HTTP server whose price list changes: merged books swapped in,
-the last good one kept on failures and across restarts, and decode workers re-priced.
+genai-prices data files used instead of the bundled data, the last good one kept on failures and
+across restarts, and decode workers re-priced.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from collector.config import parse_config
 from collector.configparse import ConfigError
 from collector.model import Signal
 from collector.pipeline import DecodePool
-from collector.prices.book import SHIPPED_PATH, PriceBook
-from collector.prices.feed import STATE_FILE, BookSource, PriceFeed, PricesConfig, redact_url
+from collector.prices.book import PriceBook
+from collector.prices.feed import STATE_FILE, BookSource, PriceFeed, PricesConfig
+from collector.prices.pricing import Usage
 from collector.telemetry import Metrics
 from tests.otlp_factory import export_request, kv
 from tests.promtext import metric
@@ -75,8 +78,12 @@ class Clock:
         return self.now
 
 
+LEGACY = Path(__file__).with_name("legacy_book.json")  # an operator's book to merge into
+
+
 def input_rate(book: PriceBook) -> float:
-    found = book.lookup("gpt-4o", "openai")
+    """gpt-4o's latest rate (a fetched change is dated the fake clock's day, in 2027)."""
+    found = book.lookup("gpt-4o", "openai", datetime(2100, 1, 1, tzinfo=UTC))
     assert found is not None
     return found.rates.input
 
@@ -84,17 +91,19 @@ def input_rate(book: PriceBook) -> float:
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
     path = tmp_path / "prices.json"
-    shutil.copy(SHIPPED_PATH, path)
+    shutil.copy(LEGACY, path)
     return path
 
 
 def make_feed(
     base: Path, url: str, clock: Clock, seen: list[PriceBook], metrics: Metrics | None = None
 ) -> tuple[PriceFeed, BookSource, Metrics]:
+    """A feed whose every change appends to `seen` the book a worker process then loads."""
     source = BookSource(str(base), url, str(base.parent / STATE_FILE))
     config = PricesConfig(path=str(base), url=url, refresh_interval_s=3600, retry_interval_s=60)
     metrics = metrics or Metrics()
-    return PriceFeed(config, source, seen.append, metrics, clock=clock), source, metrics
+    feed = PriceFeed(config, source, lambda: seen.append(source.load()), metrics, clock=clock)
+    return feed, source, metrics
 
 
 def test_a_changing_price_list_is_merged_swapped_and_kept(
@@ -123,7 +132,7 @@ def test_a_changing_price_list_is_merged_swapped_and_kept(
     text = metrics.render()
     assert metric(text, "agentledger_price_book_refreshes_total", result="updated") == 2
     assert metric(text, "agentledger_price_book_refreshes_total", result="unchanged") == 1
-    info = {"version": feed.book.version, "origin": "fetched"}
+    info = {"version": feed.book.version, "origin": "fetched", "genai": "genai-prices 0.2.5"}
     assert metric(text, "agentledger_price_book_info", **info) == 1
 
 
@@ -209,14 +218,16 @@ def test_the_kept_book_is_dropped_when_the_base_book_or_url_changes(
     state.status = 200
     clock.now += 60
     assert feed.tick() == "updated"
-    merged = feed.book.lookup("gpt-4o", "openai")
+    merged = feed.book.lookup("gpt-4o", "openai", datetime(2100, 1, 1, tzinfo=UTC))
     assert merged is not None and (merged.rates.input, merged.rates.output) == (4.0, 10.0)
 
 
 def test_without_a_url_the_book_file_is_watched(base: Path) -> None:
     seen: list[PriceBook] = []
     source = BookSource(str(base))
-    feed = PriceFeed(PricesConfig(path=str(base)), source, seen.append, Metrics())
+    feed = PriceFeed(
+        PricesConfig(path=str(base)), source, lambda: seen.append(source.load()), Metrics()
+    )
     assert feed.tick() is None
     base.write_text(
         base.read_text().replace('"input": 2.5, "output": 10.0', '"input": 3.0, "output": 10.0', 1)
@@ -226,21 +237,69 @@ def test_without_a_url_the_book_file_is_watched(base: Path) -> None:
     assert feed.tick() == "failed" and input_rate(feed.book) == 3.0
 
 
-def test_urls_are_logged_without_credentials() -> None:
-    assert redact_url("https://user:pw@prices.example:8443/v1/models?key=s3cret") == (
-        "https://prices.example:8443/v1/models"
+def genai_data(input_mtok: str) -> list[dict[str, Any]]:
+    """A genai-prices data file (its `data.json` shape) with one provider and one model."""
+    model = {"id": "acme-1", "match": {"equals": "acme-1"}}
+    model["prices"] = {"input_mtok": input_mtok, "output_mtok": "2"}
+    provider = {"id": "acme", "name": "Acme", "api_pattern": "https://acme"}
+    return [{**provider, "model_match": {"starts_with": "acme"}, "models": [model]}]
+
+
+def test_a_genai_prices_data_file_replaces_the_bundled_data_and_is_kept(
+    upstream: tuple[Upstream, str], base: Path
+) -> None:
+    state, url = upstream
+    state.body = json.dumps(genai_data("1.5")).encode()
+    clock, seen = Clock(), []
+    feed, source, metrics = make_feed(base, url, clock, seen)
+    million, at = Usage(input=1_000_000), datetime(2026, 6, 1, tzinfo=UTC)
+
+    def acme_1(source: BookSource) -> float | None:
+        quote = source.pricing().quote("acme-1", None, million, at, None)
+        if quote is None:
+            return None
+        assert (quote.source, quote.version) == ("genai-prices", "genai-prices data of 2027-01-15")
+        return quote.usd
+
+    assert acme_1(source) is None  # the bundled data does not know it
+    assert feed.tick() == "updated" and len(seen) == 1 and feed.origin == "fetched"
+    assert acme_1(source) == 1.5
+    # The books above it still answer first: gpt-4o is in the operator's book.
+    gpt4o = source.pricing().quote("gpt-4o", "openai", million, at, None)
+    assert gpt4o is not None and gpt4o.source == "operator"
+    info = {"origin": "fetched", "genai": "genai-prices data of 2027-01-15"}
+    assert metric(metrics.render(), "agentledger_price_book_info", **info) == 1
+
+    clock.now += 3600
+    assert feed.tick() == "unchanged" and len(seen) == 1
+    state.body = json.dumps([{"id": "acme", "models": "none"}]).encode()  # refused whole
+    clock.now += 3600
+    assert feed.tick() == "failed" and acme_1(source) == 1.5
+
+    # A changed operator book is swapped in under the same fetched data, not fetched over.
+    hits = state.hits
+    base.write_text(
+        base.read_text().replace('"input": 2.5, "output": 10.0', '"input": 3.0, "output": 10.0', 1)
     )
+    assert feed.tick() == "reloaded" and state.hits == hits and acme_1(source) == 1.5
+    assert feed.origin == "fetched" and len(seen) == 2
+
+    state.status = 503  # a restart without network keeps the fetched data
+    again, source, _ = make_feed(base, url, clock, [])
+    assert again.origin == "fetched" and again.genai == "genai-prices data of 2027-01-15"
+    assert acme_1(source) == 1.5
 
 
 def test_config_names_the_book_and_the_feed(tmp_path: Path) -> None:
     raw = {
         "storage": {"path": str(tmp_path)},
-        "prices": {"path": str(SHIPPED_PATH), "url": "https://x/api/v1/models"},
+        "prices": {"path": str(LEGACY), "url": "https://x/api/v1/models"},
     }
     parts = registry.components(parse_config(raw, {}))
     assert parts.prices == BookSource(
-        str(SHIPPED_PATH), "https://x/api/v1/models", str(tmp_path / STATE_FILE)
-    )
+        str(LEGACY), "https://x/api/v1/models", str(tmp_path / STATE_FILE),
+        str(tmp_path / "prices.json"),
+    )  # fmt: skip
     with pytest.raises(ConfigError) as bad:
         parse_config({"prices": {"url": "ftp://x", "refresh_interval_s": 0, "path": ""}}, {})
     assert sorted(i.path for i in bad.value.issues) == [
@@ -290,11 +349,12 @@ def test_decode_workers_price_with_the_new_book_after_a_reload(
 
     try:
         assert cost() == 2.5
-        feed = PriceFeed(config.prices, parts.prices, lambda _: pool.reload(), Metrics())
+        feed = PriceFeed(config.prices, parts.prices, pool.reload, Metrics())
         assert feed.tick() == "updated"
         assert cost() == 4.0
         cost_processor = registry.build_processor(parts, "cost")  # what a restart builds
         assert cost_processor is not None
-        assert cost_processor.book_for("acme").version == feed.book.version  # type: ignore[attr-defined]
+        pricing = cost_processor.pricing_for("acme")  # type: ignore[attr-defined]
+        assert pricing.version.startswith(f"{feed.book.version}+")  # the operator's book on top
     finally:
         pool.shutdown()

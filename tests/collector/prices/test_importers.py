@@ -9,7 +9,7 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -92,8 +92,13 @@ LITELLM: dict[str, Any] = {
 TODAY = date(2027, 1, 15)
 
 
+# An operator's book to merge into: the hand-kept book genai-prices replaced.
+LEGACY = Path(__file__).with_name("legacy_book.json")
+WHEN = datetime(2027, 1, 15, 12, tzinfo=UTC)
+
+
 def _shipped() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(SHIPPED_PATH.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(LEGACY.read_text(encoding="utf-8"))
     return data
 
 
@@ -101,9 +106,11 @@ def test_detects_both_formats_and_refuses_others() -> None:
     assert priceimport.detect_format(OPENROUTER) == "openrouter"
     assert priceimport.detect_format(LITELLM) == "litellm"
     garbage: Any
-    for garbage in ([], {"models": 1}, "x", {"a": 1}):
+    for garbage in ({"models": 1}, "x", {"a": 1}):
         with pytest.raises(ValueError, match="not a price list"):
             priceimport.detect_format(garbage)
+    with pytest.raises(ValueError, match="genai-prices data file"):
+        priceimport.detect_format([])
 
 
 def test_openrouter_rates_per_million_with_variants_and_bad_entries_skipped() -> None:
@@ -167,12 +174,15 @@ def test_merge_updates_exact_names_adds_new_and_keeps_the_rest() -> None:
     assert (merged.updated, merged.added) == (2, 3)
     book = parse_price_book(merged.book)
     assert book.version == "2027-01-15.1" and book.compiled_at == "2027-01-15"
-    assert len(book.models) == len(shipped["models"]) + 3
+    # 3 new models, and a version dated today of each of the 2 updated ones (the old stay).
+    assert len(book.models) == len(shipped["models"]) + 3 + 2
+    before = book.lookup("gemini-2.5-pro", None, datetime(2027, 1, 14, tzinfo=UTC))
+    assert before is not None and before.rates.input == 1.25 and before.effective_from is None
 
-    gemini = book.lookup("gemini-2.5-pro")
+    gemini = book.lookup("gemini-2.5-pro", None, WHEN)
     assert gemini is not None and gemini.rates.input == 1.0 and gemini.rates.cache_write == 1.25
     assert gemini.tiers[0][1].output == 12.0 and gemini.aliases  # aliases kept
-    sonnet = book.lookup("claude-sonnet-4")
+    sonnet = book.lookup("claude-sonnet-4", None, WHEN)
     assert sonnet is not None and sonnet.id == "claude-sonnet-4-20250514"
     assert (sonnet.rates.input, sonnet.rates.cache_write, sonnet.rates.reasoning) == (
         2.0,
@@ -181,12 +191,13 @@ def test_merge_updates_exact_names_adds_new_and_keeps_the_rest() -> None:
     )
     assert sonnet.tiers[0][0] == 200000  # the source had no tiers: the book's are kept
     # A dated name that only resolves by stripping its date is a model of its own.
-    gpt4o = book.lookup("gpt-4o")
+    gpt4o = book.lookup("gpt-4o", None, WHEN)
     assert gpt4o is not None and gpt4o.rates.input == 2.5
-    dated = book.lookup("gpt-4o-2025-01-01")
+    dated = book.lookup("gpt-4o-2025-01-01", None, WHEN)
     assert dated is not None and dated.id == "gpt-4o-2025-01-01" and dated.rates.input == 3.0
-    assert book.lookup("o9-mini") is not None and book.lookup("o9") is not None
-    kept = book.lookup("gpt-5")
+    assert book.lookup("o9-mini", None, WHEN) is not None
+    assert book.lookup("o9", None, WHEN) is not None
+    kept = book.lookup("gpt-5", None, WHEN)
     assert kept is not None and kept.rates.input == 1.25
 
     again = priceimport.merge(merged.book, (), TODAY)
@@ -231,7 +242,7 @@ def server() -> Iterator[str]:
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
     path = tmp_path / "prices.json"
-    shutil.copy(SHIPPED_PATH, path)
+    shutil.copy(LEGACY, path)
     return path
 
 
@@ -241,11 +252,11 @@ def test_cli_updates_the_book_from_openrouter_over_http(
     assert main(["prices", "update", "--from", f"{server}/api/v1/models", "--out", str(out)]) == 0
     assert "1 updated, 1 added" in capsys.readouterr().out
     book = load_price_book(out)
-    sonnet = book.lookup("anthropic/claude-sonnet-4", "anthropic")
+    sonnet = book.lookup("anthropic/claude-sonnet-4", "anthropic", datetime.now(UTC))
     assert sonnet is not None and sonnet.rates_for(1000).input == 2.0
     assert sonnet.rates_for(300_000).input == 6.0
-    shipped = load_price_book()
-    assert book.version != shipped.version and len(book.models) == len(shipped.models) + 1
+    legacy = load_price_book(LEGACY)
+    assert book.version != legacy.version and len(book.models) == len(legacy.models) + 2
     assert list(out.parent.iterdir()) == [out], "no temp file left behind"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from collector.auth.settings import PerOrgSettings
 from collector.read import compare as qc
 from collector.store.writer import Store
 from tests.collector.store.test_query import S, insert, rid, run_row, span, span_run
@@ -32,7 +33,8 @@ def set_org(store: Store, org: str, settings: str | None) -> None:
 
 
 def test_compare_is_on_unless_the_org_setting_says_false(store: Store) -> None:
-    assert qc.compare_enabled(store, "nobody")  # no org row at all
+    settings = PerOrgSettings(store, [qc.SETTINGS])
+    assert qc.compare_enabled(settings.document_now("nobody"))  # no org row at all
     cases = {
         "empty": "{}",
         "on": '{"compare_enabled": true}',
@@ -41,9 +43,9 @@ def test_compare_is_on_unless_the_org_setting_says_false(store: Store) -> None:
         "falsy": '{"compare_enabled": 0}',  # only the JSON `false` turns it off
         "null": None,
     }
-    for org, settings in cases.items():
-        set_org(store, org, settings)
-    assert {org: qc.compare_enabled(store, org) for org in cases} == {
+    for org, value in cases.items():
+        set_org(store, org, value)
+    assert {org: qc.compare_enabled(settings.document_now(org)) for org in cases} == {
         "empty": True,
         "on": True,
         "off": False,

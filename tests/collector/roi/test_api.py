@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from collector.auth.keys import Authenticator, ensure_org
-from collector.prices.book import load_price_book
+from collector.prices.layers import stack
 from collector.roi.api import RoiApi
 from collector.roi.tasktypes import load_catalogue
 from collector.store.lake import StoreSettings
@@ -52,13 +52,15 @@ def open_store(tmp: Path) -> Store:
     return s
 
 
-def make_api(store: Store) -> tuple[RoiApi, Authenticator]:
+def make_api(
+    store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> tuple[RoiApi, Authenticator]:
     auth = Authenticator(store)
     for (org, scope), key in KEYS.items():
         auth.declare(org, scope, key)  # type: ignore[arg-type]
         ensure_org(store, org)
     auth.declare("acme", "ingest", OTHER_INGEST)
-    api = RoiApi(store, auth, load_catalogue(), CostProcessor(CostConfig(), load_price_book()))
+    api = RoiApi(store, auth, load_catalogue(), CostProcessor(CostConfig(), stack(None)), clock)
     api.create_tables()
     return api, auth
 
@@ -100,6 +102,19 @@ def test_the_docs_example(client: TestClient) -> None:
     assert '"resolved_hourly_rate": 45,' in r.text  # 45, not 45.0, as the doc shows
     received = datetime.fromisoformat(body["occurred_at"])
     assert abs(received - datetime.now(UTC)) < timedelta(seconds=10)
+
+
+def test_a_task_is_priced_as_of_its_occurred_at(store: Store) -> None:
+    # DeepSeek's list price moved on 2025-09-05 (0.27 -> 0.56 USD a million input tokens): a
+    # task that occurred before, reported after, costs the earlier price.
+    api, _ = make_api(store, lambda: datetime(2025, 9, 20, 12, tzinfo=UTC))
+    task = {**EXAMPLE, "model": "deepseek-chat", "tokens_in": 1_000_000, "tokens_out": 0}
+    with TestClient(Starlette(routes=api.routes())) as c:
+        then = {**task, "occurred_at": "2025-09-01T12:00:00Z"}
+        earlier = c.post("/v1/track", headers=bearer(INGEST), json=then).json()
+        now = c.post("/v1/track", headers=bearer(INGEST), json=task).json()
+    assert (earlier["agent_cost"], earlier["resolved_cost_source"]) == (0.27, "computed")
+    assert (now["agent_cost"], now["resolved_cost_source"]) == (0.56, "computed")
 
 
 def test_errors_as_the_doc_table(client: TestClient) -> None:
@@ -187,7 +202,8 @@ def test_settings_shape_and_task_types(client: TestClient) -> None:
     assert got["limits"] == {"requests_per_second": 200, "monthly_events": None}
     assert got["custom_task_types"]["po_approval"]["baseline_minutes"] == 12
     bad = client.patch("/v1/settings", headers=bearer(ADMIN), json={"currency": "eu", "x": 1})
-    assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "x"
+    assert bad.status_code == 422
+    assert {d["field"] for d in bad.json()["details"]} == {"currency", "x"}
     types = client.get("/v1/task-types", headers=bearer(READ)).json()["task_types"]
     by_name = {t["name"]: t for t in types}
     assert by_name["ticket_triage"]["baseline_minutes"] == 6

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from collector.auth.settings import merge_patch
 from collector.errors import ApiError
-from collector.prices.book import load_price_book
+from collector.prices.book import parse_price_book
+from collector.prices.fx import load_table
+from collector.prices.layers import stack
 from collector.roi.compute import (
+    Pricer,
+    Savings,
     UnknownTaskType,
     compute,
     hours_saved,
     processor_pricer,
     resolve_baseline,
+    resolve_cost,
 )
 from collector.roi.request import parse_track
-from collector.roi.settings import CustomType, OrgSettings, merge_patch, parse_settings
+from collector.roi.settings import CustomType, OrgSettings, parse_settings
 from collector.roi.tasktypes import load_catalogue, parse_catalogue
 from processors.cost import CostConfig, CostProcessor
 
 CATALOGUE = load_catalogue()
-PRICE = processor_pricer(CostProcessor(CostConfig(), load_price_book()))
+PRICE = processor_pricer(CostProcessor(CostConfig(), stack(None)))
 EUR = OrgSettings(hourly_rate=45, currency="EUR", fx_rates={"EUR": 0.92})
+FX = load_table()
+AT = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
 def track(**fields: Any) -> Any:
@@ -31,8 +40,14 @@ def track(**fields: Any) -> Any:
     return parse_track({**body, **fields})
 
 
+def savings(req: Any, settings: OrgSettings, price: Pricer = PRICE, at: datetime = AT) -> Savings:
+    """What /v1/track computes for a task that occurred `at`."""
+    cost = resolve_cost(req, settings, "acme", price, at=at, fx=FX)
+    return compute(req, settings, CATALOGUE, cost)
+
+
 def test_the_docs_example_numbers() -> None:
-    s = compute(track(agent_duration_seconds=4), EUR, CATALOGUE, "acme", PRICE)
+    s = savings(track(agent_duration_seconds=4), EUR)
     assert (s.baseline.minutes, s.baseline.source) == (4.0, "builtin")
     assert s.hours_saved == Decimal("0.066")  # (240 - 4) / 3600 = 0.06555… → 0.066
     assert s.cost_saved == Decimal("2.97")  # 0.066 x 45, from the rounded hours (not 2.95)
@@ -48,7 +63,7 @@ def test_hours_round_half_up_and_never_go_negative() -> None:
 
 
 def test_failure_saves_nothing_but_still_costs() -> None:
-    s = compute(track(outcome="failure", agent_cost=0.5), EUR, CATALOGUE, "acme", PRICE)
+    s = savings(track(outcome="failure", agent_cost=0.5), EUR)
     assert (s.hours_saved, s.cost_saved, s.net_saved) == (0, 0, Decimal("-0.5"))
     assert s.cost.source == "provided"
 
@@ -75,17 +90,49 @@ def test_baseline_stack_in_order() -> None:
 
 def test_computed_cost_is_converted_into_the_org_currency() -> None:
     req = track(model="openai/gpt-4o-mini", tokens_in=1_000_000, tokens_out=1_000_000)
-    s = compute(req, EUR, CATALOGUE, "acme", PRICE)
+    s = savings(req, EUR)
     # 0.15 + 0.60 USD at 0.92 EUR per USD.
     assert (s.cost.source, s.cost.amount, s.cost.usd) == ("computed", Decimal("0.69"), 0.75)
     assert s.net_saved == s.cost_saved - Decimal("0.69")
-    no_fx = compute(req, OrgSettings(currency="GBP"), CATALOGUE, "acme", PRICE)
+    assert s.cost.fx is not None and (s.cost.fx.rate, s.cost.fx.source) == (0.92, "org")
+    # No fx_rates of its own: the shipped ECB reference table (2024-06-28), shown with its date.
+    # GBP per USD = 0.84638 / 1.0705; 0.75 USD of it, to 6 places.
+    gbp = savings(req, OrgSettings(currency="GBP"))
+    assert gbp.cost.source == "computed"
+    assert gbp.cost.amount == (Decimal("0.75") * Decimal(repr(0.84638 / 1.0705))).quantize(
+        Decimal("0.000001")
+    )
+    assert gbp.cost.fx is not None and gbp.cost.fx.date == "2024-06-28"
+    eur = savings(req, OrgSettings(currency="EUR"))
+    assert eur.cost.amount == Decimal("0.700607")  # 0.75 / 1.0705
+    # `none` only for a currency no table knows.
+    no_fx = savings(req, OrgSettings(currency="XTS"))
     assert no_fx.cost.source == "none" and no_fx.cost.amount is None
-    unknown = compute(track(model="nope-1", tokens_in=5), EUR, CATALOGUE, "acme", PRICE)
+    unknown = savings(track(model="nope-1", tokens_in=5), EUR)
     assert unknown.cost.source == "none"
     # The older doc put model and tokens in audit_sample: still priced.
     old = track(audit_sample={"model": "gpt-4o-mini", "tokens_in": 1_000_000})
-    assert compute(old, OrgSettings(), CATALOGUE, "acme", PRICE).cost.amount == Decimal("0.15")
+    assert savings(old, OrgSettings()).cost.amount == Decimal("0.15")
+
+
+def test_a_task_is_priced_with_the_price_in_force_when_it_occurred() -> None:
+    book = parse_price_book(
+        {
+            "version": "ops-1",
+            "compiled_at": "2026-06-01",
+            "models": [
+                {"id": "acme-llm", "provider": "openai", "input": 1.0, "output": 1.0},
+                {"id": "acme-llm", "provider": "openai", "input": 3.0, "output": 3.0,
+                 "effective_from": "2026-06-01"},
+            ],
+        }
+    )  # fmt: skip
+    price = processor_pricer(CostProcessor(CostConfig(), stack(book)))
+    req = track(model="acme-llm", tokens_in=1_000_000, tokens_out=0)
+    usd = OrgSettings()
+    before = savings(req, usd, price, datetime(2026, 5, 31, 23, 59, tzinfo=UTC))
+    assert (before.cost.amount, before.cost.source) == (Decimal("1"), "computed")
+    assert savings(req, usd, price, datetime(2026, 6, 1, tzinfo=UTC)).cost.amount == Decimal("3")
 
 
 def test_validation_lists_every_failing_field() -> None:
@@ -158,7 +205,7 @@ def test_settings_merge_patch_and_validation() -> None:
     assert merged == {"currency": "EUR", "fx_rates": {"EUR": 0.9}, "x": 1, "hourly_rate": 45}
     settings, problems = parse_settings(merged, CATALOGUE)
     # Self-hosted orgs default to the unlimited plan: 1000 a second per key, no monthly cap.
-    assert problems == [] and settings.usd_to_org() == 0.9 and settings.rate_limit == 1000
+    assert problems == [] and settings.fx_rates == {"EUR": 0.9} and settings.rate_limit == 1000
     _, problems = parse_settings(
         {
             "currency": "euro",

@@ -16,6 +16,7 @@ import pytest
 
 from collector.config import parse_config
 from collector.configparse import ConfigError
+from collector.prices.fx import FxTable
 from collector.read import runs as qr
 from collector.read import shapes as rs
 from collector.read.detail import run_roi
@@ -179,7 +180,7 @@ def test_only_mapped_workflows_per_org_and_known_task_types(
 
 
 def test_unknown_costs_stay_unknown(store: Store) -> None:
-    set_org(store, "acme", {"currency": "EUR"})  # no FX rate for EUR
+    set_org(store, "acme", {"currency": "XTS"})  # a currency no FX table knows
     d, f = deriver(store), follower(store)
     append(store, [agent(T1, 1), llm(T1, 2, 1)])
     d.step()
@@ -187,6 +188,32 @@ def test_unknown_costs_stay_unknown(store: Store) -> None:
     [e] = events(store)
     assert (e["agent_cost"], e["cost_source"], e["agent_cost_usd"]) == (None, "none", 0.01)
     assert e["net_saved"] == e["cost_saved"]
+
+
+def test_an_eur_org_without_rates_gets_the_reference_rate(store: Store) -> None:
+    set_org(store, "acme", {"currency": "EUR"})  # no fx_rates of its own
+    d, f = deriver(store), follower(store)
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    d.step()
+    f.step()
+    [e] = events(store)
+    # 0.01 USD at the shipped ECB table of 2024-06-28: 1 / 1.0705 EUR per USD.
+    assert (e["agent_cost"], e["cost_source"]) == (0.009341, "computed")
+    assert json.loads(e["response"])["fx"]["date"] == "2024-06-28"
+
+
+def test_a_fetched_fx_table_converts_traced_runs(store: Store) -> None:
+    set_org(store, "acme", {"currency": "GBP"})
+    fetched = FxTable("EUR", "2026-11-30", "ecb", {"USD": 1.25, "GBP": 0.8})
+    roi = RoiRuns(RoiConfig(workflows={"triage": "ticket_triage"}), CATALOGUE, lambda: fetched)
+    d, f = deriver(store), RunFollower(store, [roi])
+    f.create_tables()
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    d.step()
+    f.step()
+    [e] = events(store)
+    assert (e["agent_cost"], e["cost_source"]) == (0.0064, "computed")  # 0.01 x 0.8 / 1.25
+    assert json.loads(e["response"])["fx"] == {"rate": 0.64, "date": "2026-11-30", "source": "ecb"}
 
 
 def test_the_roi_section_is_validated() -> None:

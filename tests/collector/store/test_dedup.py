@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from collector.store.dedup import RecentKeys
+from collector.store.dedup import RecentSpanHashes
 
 
 def u64(*values: int) -> np.ndarray:
@@ -16,14 +16,14 @@ def u64(*values: int) -> np.ndarray:
 
 
 def test_empty_contains_nothing() -> None:
-    keys = RecentKeys(window_s=60)
+    keys = RecentSpanHashes(window_s=60)
     assert len(keys) == 0
     assert keys.may_contain(u64(1, 2, 3)).tolist() == [False, False, False]
     assert keys.may_contain(u64()).tolist() == []
 
 
 def test_added_hashes_are_found_and_others_not() -> None:
-    keys = RecentKeys(window_s=60)
+    keys = RecentSpanHashes(window_s=60)
     top = 2**64 - 1
     keys.add(u64(50, 10, 30, top), now=100.0)  # unsorted on purpose
     keys.add(u64(20), now=101.0)
@@ -44,7 +44,7 @@ def test_added_hashes_are_found_and_others_not() -> None:
 
 
 def test_adding_nothing_makes_no_generation_but_still_expires() -> None:
-    keys = RecentKeys(window_s=10)
+    keys = RecentSpanHashes(window_s=10)
     keys.add(u64(1), now=0.0)
     keys.add(u64(), now=5.0)
     assert len(keys) == 1 and keys.may_contain(u64(1)).tolist() == [True]
@@ -54,7 +54,7 @@ def test_adding_nothing_makes_no_generation_but_still_expires() -> None:
 
 
 def test_generations_expire_after_the_window() -> None:
-    keys = RecentKeys(window_s=10)
+    keys = RecentSpanHashes(window_s=10)
     keys.add(u64(1, 2), now=0.0)
     keys.add(u64(3), now=5.0)
     keys.add(u64(4), now=10.0)  # exactly the window after the first: still kept
@@ -67,7 +67,7 @@ def test_generations_expire_after_the_window() -> None:
 
 
 def test_many_generations_merge_without_losing_hashes() -> None:
-    keys = RecentKeys(window_s=1_000)
+    keys = RecentSpanHashes(window_s=1_000)
     for i in range(10):
         keys.add(u64(i, 100 + i, 7), now=float(i))  # 7 repeats in every generation
     all_added = u64(*range(10), *range(100, 110), 7)
@@ -78,7 +78,7 @@ def test_many_generations_merge_without_losing_hashes() -> None:
 
 
 def test_generations_stay_logarithmic_within_an_epoch() -> None:
-    keys = RecentKeys(window_s=1_000, epochs=8)  # epochs of 125 s
+    keys = RecentSpanHashes(window_s=1_000, epochs=8)  # epochs of 125 s
     for i in range(1000):
         keys.add(u64(2 * i, 2 * i + 1), now=i / 100)  # all in the first epoch
     assert keys.generations <= 11  # log2(1000) + 1
@@ -87,7 +87,7 @@ def test_generations_stay_logarithmic_within_an_epoch() -> None:
 
 
 def test_an_ended_epoch_merges_into_one_generation() -> None:
-    keys = RecentKeys(window_s=80, epochs=8)  # epochs of 10 s
+    keys = RecentSpanHashes(window_s=80, epochs=8)  # epochs of 10 s
     for i in range(7):
         keys.add(u64(i), now=float(i))  # epoch 0: 1 + 2 + 4 hashes in three generations
     assert keys.generations == 3
@@ -97,7 +97,7 @@ def test_an_ended_epoch_merges_into_one_generation() -> None:
 
 
 def test_an_epoch_expires_with_its_newest_entry() -> None:
-    keys = RecentKeys(window_s=80, epochs=8)  # epochs of 10 s
+    keys = RecentSpanHashes(window_s=80, epochs=8)  # epochs of 10 s
     keys.add(u64(1), now=0.0)
     keys.add(u64(2), now=9.0)  # the same epoch: {1, 2}, newest 9
     keys.add(u64(3), now=15.0)
@@ -111,7 +111,7 @@ def test_an_epoch_expires_with_its_newest_entry() -> None:
 
 
 def test_cap_drops_the_oldest_generations_first() -> None:
-    keys = RecentKeys(window_s=1_000, max_keys=10)
+    keys = RecentSpanHashes(window_s=1_000, max_keys=10)
     keys.add(u64(*range(0, 6)), now=1.0)
     keys.add(u64(*range(10, 14)), now=2.0)
     assert len(keys) == 10
@@ -123,7 +123,7 @@ def test_cap_drops_the_oldest_generations_first() -> None:
 
 def test_large_random_sets_have_no_false_negatives() -> None:
     rng = np.random.default_rng(7)
-    keys = RecentKeys(window_s=1_000)
+    keys = RecentSpanHashes(window_s=1_000)
     added = []
     for i in range(20):
         batch = rng.integers(0, 2**63, size=500, dtype=np.uint64) * np.uint64(2)  # even only

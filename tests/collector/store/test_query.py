@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from collector.mcp import store as mcp_store
 from collector.model import Signal
 from collector.read import metrics as qm
 from collector.read import runs as qr
@@ -54,6 +55,7 @@ def store(bare_store: Store) -> Store:
             cur.execute(create_derived_sql(name))
 
     bare_store.call(create)
+    bare_store.call(mcp_store.create_tables)
     create_views(bare_store)  # as the service does at start
     return bare_store
 

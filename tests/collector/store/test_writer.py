@@ -23,8 +23,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.decode import decode
-from collector.model import Accepted, Rows, Signal, StoreUnavailable
-from collector.store.lake import StoreSettings, prime_table_stats
+from collector.model import Accepted, MalformedPayload, Rows, Signal, StoreUnavailable
+from collector.store.lake import StoreSettings, connect, prime_table_stats
 from collector.store.schema import to_table
 from collector.store.writer import Store
 from tests.otlp_factory import export_request, kv
@@ -146,6 +146,34 @@ def test_duplicates_are_recognised_after_reopening(tmp_path: Path) -> None:
     try:
         assert append_all(again, [span_rows([span(2), span(3)])]) == [Accepted(1, 1, 0)]
         assert count_spans(again) == 3
+    finally:
+        again.close()
+
+
+def test_a_store_from_before_the_price_columns_gains_them(tmp_path: Path) -> None:
+    first = Store(settings(tmp_path))
+    first.open()
+    append_all(first, [span_rows([span(1)])])
+    first.close()
+    con = connect(settings(tmp_path))  # the store as an older release left it: no price columns
+    for column in ("price_mode", "price_effective_from", "price_source"):
+        con.execute(f"ALTER TABLE lake.spans DROP COLUMN {column}")
+    con.close()
+
+    again = Store(settings(tmp_path))
+    again.open()
+    try:
+        rows = span_rows([span(2)])
+        priced = rows.table.set_column(
+            rows.table.schema.get_field_index("price_source"), "price_source",
+            pa.array(["genai-prices"]),
+        )  # fmt: skip
+        append_all(again, [Rows(Signal.TRACES, "acme", priced, 0)])
+        found = again.query("SELECT span_id, price_source, price_mode FROM spans ORDER BY span_id")
+        assert found == [
+            ("0000000000000001", None, None),  # stored before: the new columns are empty
+            ("0000000000000002", "genai-prices", None),  # written into the right column
+        ]
     finally:
         again.close()
 
@@ -304,3 +332,29 @@ def test_never_written_tables_get_statistics_and_keep_their_rows(store: Store) -
     assert store.query("SELECT count(*) FROM blank") == [(0,)]
     assert store.query("SELECT * FROM held") == [("acme", 1)]
     assert store.call(prime_table_stats) == []  # once is enough
+
+
+def test_values_the_store_refuses_are_a_permanent_error_for_otlp_rows(store: Store) -> None:
+    rows = span_rows([span(1)])
+    bad = rows.table.set_column(
+        rows.table.schema.get_field_index("attributes"), "attributes", pa.array(["{not json"])
+    )
+
+    async def go() -> BaseException | Accepted:
+        try:
+            return await store.append(Rows(Signal.TRACES, "acme", bad))
+        except Exception as e:
+            return e
+
+    result = asyncio.run(go())
+    assert isinstance(result, MalformedPayload), result
+    assert "refused the values" in str(result)
+    assert store.stats.commit_failures == 1
+    assert store.stats.failing_since is None  # the rows were at fault, not the store
+    assert append_all(store, [span_rows([span(2)])]) == [Accepted(1, 0, 0)]
+
+
+def test_the_reason_for_rejected_items_is_reported_back(store: Store) -> None:
+    rows = span_rows([span(1)])
+    refused = Rows(rows.signal, rows.org, rows.table, rejected=1, rejection_message="why")
+    assert append_all(store, [refused]) == [Accepted(1, 0, 1, "why")]

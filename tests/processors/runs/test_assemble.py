@@ -357,3 +357,22 @@ def test_empty_and_mixed_input() -> None:
     assert assemble([], NOW, CFG) == TraceRuns()
     with pytest.raises(ValueError, match="more than one"):
         assemble([span(1, None), span(2, None)._replace(trace_id=OTHER)], NOW, CFG)
+
+
+def test_priced_tool_calls_count_in_the_run_cost() -> None:
+    """A paid search beside the LLM calls: run cost = LLM + tools, and the tool part apart;
+    a tool span wrapping another is one call (only the inner one's cost counts)."""
+    rows = runs_of(
+        [
+            agent(1, None),
+            llm(2, 1, cost=0.01),
+            tool(3, 1, name="web_search", cost_usd=0.005, cost_source="computed"),
+            tool(4, 1, name="scrape_outer", cost_usd=0.5, cost_source="computed"),
+            tool(5, 4, name="scrape", cost_usd=0.002, cost_source="computed"),
+            tool(6, 1, name="calculator"),  # not priced
+        ]
+    )
+    run = rows[f"{1:016x}"]
+    assert run.tool_cost_usd == pytest.approx(0.007)
+    assert run.cost_usd == pytest.approx(0.017)
+    assert run.cost_unknown_calls == 0  # unpriced tools are not unknown LLM calls

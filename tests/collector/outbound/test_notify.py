@@ -1,4 +1,4 @@
-"""Tests of exporters/notify.py: Slack blocks, signed webhooks checked by a local receiver,
+"""Tests of collector/outbound/notify.py: Slack blocks, signed webhooks checked by a local receiver,
 email through a local SMTP server (plain, STARTTLS, TLS, AUTH), retries and failures, and the
 registry's build_channel."""
 
@@ -12,14 +12,14 @@ import pytest
 
 from collector.outbound.client import OutboundFailed, OutboundRefused, verify
 from collector.outbound.config import OutboundPolicy, SmtpSettings
-from collector.registry import build_channel
-from exporters.notify import (
+from collector.outbound.notify import (
     EmailChannel,
     Notification,
     SlackChannel,
     WebhookChannel,
     slack_message,
 )
+from collector.registry import build_channel
 from tests.fixtures.receiver import Answer, Receiver
 from tests.fixtures.smtp import SmtpServer
 

@@ -15,12 +15,19 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Protocol
 
-from collector.outbound.client import OutboundFailed, backoff, check_url, deliver_or_error, label
+from collector.outbound.client import (
+    OutboundFailed,
+    backoff,
+    check_destination,
+    check_url,
+    deliver_or_error,
+    label,
+)
 from collector.outbound.config import OutboundPolicy, SmtpSettings
 
 __all__ = [
     "Channel", "EmailChannel", "Notification", "SlackChannel", "SmtpSettings", "WebhookChannel",
-    "email_message", "slack_message",
+    "channel_from_spec", "check_channel", "email_message", "slack_message",
 ]  # fmt: skip
 
 
@@ -272,3 +279,15 @@ def channel_from_spec(
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ValueError("a webhook channel's `secret` is a non-empty string (or left out)")
     return WebhookChannel(url, secret, policy)
+
+
+async def check_channel(
+    spec: Mapping[str, Any], *, smtp: SmtpSettings | None, policy: OutboundPolicy
+) -> None:
+    """A channel spec a user gives, checked as it is created: `channel_from_spec`'s checks, and
+    for a Slack or webhook channel the URL's host as a delivery will judge it
+    (`check_destination`: a name that resolves to loopback is refused now, not at the first
+    alert). ValueError (OutboundRefused is one) saying what is wrong."""
+    channel_from_spec(spec, smtp=smtp, policy=policy)
+    if spec.get("type") in ("slack", "webhook"):
+        await check_destination(str(spec["url"]), policy)
