@@ -171,6 +171,7 @@ def _recompute(config: Config, org: str | None) -> int:
 
     from collector import registry
     from collector.prices.reprice import reprice
+    from collector.progress import Progress
     from collector.runs.recost import RunTotals
     from collector.store.lake import StoreSettings, connect
 
@@ -185,9 +186,11 @@ def _recompute(config: Config, org: str | None) -> int:
         print(f"error: cannot open the store (is the server running?): {e}", file=sys.stderr)
         return 1
     con.execute("USE lake")
+    progress = Progress("re-pricing LLM and tool calls")
     try:
-        result = reprice(con, cost, RunTotals(registry.runs_config(parts)), org)
+        result = reprice(con, cost, RunTotals(registry.runs_config(parts)), org, progress=progress)
     finally:
+        progress.done()
         con.close()
     print(
         f"re-priced {result.examined} LLM and tool calls; {result.changed} changed; "

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from collector.model import Batch, Processor, Signal
+from collector.progress import Progress
 from collector.runs.recost import RunTotals
 
 PRICED = [
@@ -70,11 +71,13 @@ def reprice(
     cost: Processor,
     totals: RunTotals,
     org: str | None = None,
+    *,
     chunk: int = 50_000,
+    progress: Progress | None = None,
 ) -> RepriceResult:
     """Recompute the cost of every LLM and tool span that did not carry its own cost, and the
     totals of their runs with `totals`, a chunk of calls per transaction (so stored run totals
-    always add up to their stored calls)."""
+    always add up to their stored calls); `progress` is told of each chunk examined."""
     examined = changed = runs = 0
     by_model: dict[str, Change] = {}
     for org_name, rows in _chunks(con, org, chunk):
@@ -89,6 +92,8 @@ def reprice(
         after = list(zip(batch.columns["cost_usd"], batch.columns["cost_source"], strict=True))
         moved = [i for i in range(n) if before[i] != after[i]]
         examined += n
+        if progress is not None:
+            progress.advance(n)
         if not moved:
             continue
         for i in moved:

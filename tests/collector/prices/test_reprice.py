@@ -5,6 +5,7 @@ the totals of their runs in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from collector.model import Rows, Signal
 from collector.pipeline import process_payload
 from collector.prices.layers import stack
 from collector.prices.reprice import reprice
+from collector.progress import Progress
 from collector.runs.derive import RunDeriver
 from collector.runs.recost import RunTotals
 from collector.store.lake import StoreSettings, connect
@@ -129,10 +131,12 @@ def test_recompute_prices_calls_and_their_runs_and_keeps_provided_costs(tmp_path
     cost = CostProcessor(CostConfig(orgs={"acme": acme}), stack(None))
     con = connect(settings)
     con.execute("USE lake")
-    result = reprice(con, cost, RunTotals(RunsConfig()))
+    progress = Progress("re-pricing", stream=io.StringIO())
+    result = reprice(con, cost, RunTotals(RunsConfig()), chunk=4, progress=progress)
     con.close()
     # Provided-cost spans are not examined; acme's unknown call and its search changed.
     assert (result.examined, result.changed, result.runs) == (6, 2, 1)
+    assert progress.count == 6  # told of every chunk (of at most four calls) as it went
     assert _costs(settings) == [
         ("acme", "0000000000000001", "computed", 2.0),  # 1M·$1 + 0.1M·$10
         ("acme", "0000000000000002", "computed", gpt4o),
@@ -168,7 +172,9 @@ def test_prices_recompute_command(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [r[3] for r in _runs(settings)] == [0, 0]  # no call of either run is unknown now
     # A second run changes nothing.
     assert main(["prices", "recompute", "--config", str(config)]) == 0
-    assert "0 changed; totals of 0 runs updated" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "0 changed; totals of 0 runs updated" in out
+    assert err == ""  # progress is drawn on a terminal only, never into a pipe
 
 
 def test_a_bad_override_fails_validation(
