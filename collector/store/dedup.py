@@ -42,6 +42,8 @@ class RecentSpanHashes:
         return self._tiers.find(hashes)[0]
 
     def add(self, hashes: U64, now: float) -> None:
+        if self._window_s <= 0:  # storage.dedup_window_s: 0 remembers nothing
+            return
         self._tiers.add(hashes, now)
         cutoff = now - self._window_s
         tiers = self._tiers

@@ -132,3 +132,9 @@ def test_large_random_sets_have_no_false_negatives() -> None:
     everything = np.concatenate(added)
     assert keys.may_contain(everything).all()
     assert not keys.may_contain(everything + np.uint64(1)).any()  # odd: never added
+
+
+def test_a_zero_window_remembers_nothing() -> None:
+    keys = RecentSpanHashes(window_s=0)
+    keys.add(u64(1, 2), now=5.0)
+    assert len(keys) == 0 and not keys.may_contain(u64(1, 2)).any()
