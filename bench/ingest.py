@@ -66,6 +66,60 @@ def payloads(count: int, spans: int) -> list[bytes]:
     return out
 
 
+def write_config(
+    tmp: str,
+    *,
+    workers: int = 2,
+    normalise: bool = True,
+    derive: bool = True,
+    redact: bool = False,
+    extra: str = "",
+    queue: int = 200_000,
+) -> Path:
+    """The server's config file in `tmp` (data under `tmp`/data): the ingest and read keys, the
+    processors asked for."""
+    chain = "[normalise, cost]" if normalise else "[]"
+    runs = f"runs: {{enabled: {str(derive).lower()}}}"
+    procs = f"{{normalise: {{}}, cost: {{}}, {runs}}}" if normalise else f"{{{runs}}}"
+    if redact:
+        chain = "[redact" + (", normalise, cost]" if normalise else "]")
+        procs = "{redact: {blocked_keys: ['*password*']}, " + procs[1:]
+    cfg = Path(tmp) / "bench.yaml"
+    cfg.write_text(
+        CONFIG.format(
+            data=f"{tmp}/data",
+            workers=workers,
+            key=KEY,
+            read=READ,
+            queue=queue,
+            processors=procs,
+            chain=chain,
+        )
+        + extra
+    )
+    return cfg
+
+
+def start_server(cfg: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """`agentledger serve` on `cfg` once it is ready: (process, gRPC and HTTP host:port)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    assert server.stdout is not None
+    for line in server.stdout:
+        if line.startswith("ready:"):
+            grpc_ep = re.search(r"grpc=(\S+)", line)
+            http_ep = re.search(r"http=(\S+)", line)
+            assert grpc_ep and http_ep, line
+            return server, grpc_ep.group(1), http_ep.group(1)
+    server.kill()
+    raise RuntimeError("the server exited before it was ready")
+
+
 def parse_ceiling(data: list[bytes], spans: int) -> float:
     start = time.perf_counter()
     n = 0
@@ -208,40 +262,16 @@ def main() -> None:
     ceiling = parse_ceiling(data, SPANS)
 
     tmp = tempfile.mkdtemp(prefix="al-bench-")
-    chain = "[]" if args.no_normalise else "[normalise, cost]"
-    runs = f"runs: {{enabled: {str(not args.no_derive).lower()}}}"
-    procs = f"{{{runs}}}" if args.no_normalise else f"{{normalise: {{}}, cost: {{}}, {runs}}}"
-    if args.redact:
-        chain = "[redact" + ("]" if args.no_normalise else ", normalise, cost]")
-        procs = "{redact: {blocked_keys: ['*password*']}, " + procs[1:]
-    cfg = Path(tmp) / "bench.yaml"
-    cfg.write_text(
-        CONFIG.format(
-            data=f"{tmp}/data",
-            workers=args.workers,
-            key=KEY,
-            read=READ,
-            queue=200_000,
-            processors=procs,
-            chain=chain,
-        )
-        + args.config_extra
+    cfg = write_config(
+        tmp,
+        workers=args.workers,
+        normalise=not args.no_normalise,
+        derive=not args.no_derive,
+        redact=args.redact,
+        extra=args.config_extra,
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
+    server, grpc_ep, http_ep = start_server(cfg)
     try:
-        assert server.stdout is not None
-        grpc_ep = http_ep = ""
-        for line in server.stdout:
-            if line.startswith("ready:"):
-                grpc_ep = re.search(r"grpc=(\S+)", line).group(1)
-                http_ep = re.search(r"http=(\S+)", line).group(1)
-                break
         target = grpc_ep if args.transport == "grpc" else http_ep
         # Warm the decode workers (spawned lazily) before timing.
         asyncio.run(drive(args.transport, target, data[:8], 2, 30))

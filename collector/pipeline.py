@@ -34,6 +34,7 @@ from collector.model import (
     Counters,
     Exporter,
     IngestRequest,
+    Overloaded,
     Processor,
     Rows,
     Signal,
@@ -281,6 +282,9 @@ class DecodePool:
         self._executor: Executor | None = None
         self._chains: dict[Signal, list[Processor]] = {}
         self._generation = 0
+        # Requests decoding or queued for a worker: a few per worker keep them busy, and
+        # `call`s (run derivation) then wait behind those few, not behind every request.
+        self._slots: asyncio.Semaphore | None = None
 
     def start(self) -> None:
         if self._workers == 0:
@@ -337,29 +341,32 @@ class DecodePool:
                     on_part(len(part), sum(t.nbytes for t in one.tables))
                 done.add(one)
             return self._rows(signal, org, done.table(signal), done)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(2 * self._workers)
         futures: list[Future[tuple[bytes, int, list[str], Counters]]] = []
         try:
-            sizes = [len(part) for part in parts]
-            futures = [
-                executor.submit(
-                    _work_in_process,
-                    signal,
-                    org,
-                    part,
-                    encoding,
-                    generation=self._generation,
-                    limits=self._limits,
-                )
-                for part in parts
-            ]
-            del parts
-            done = Processed()
-            for future, size in zip(futures, sizes, strict=True):
-                data, rejected, reasons, counters = await asyncio.wrap_future(future)
-                if on_part is not None:
-                    on_part(size, len(data))
-                table = pa.ipc.open_stream(data).read_all()
-                done.add(Processed([table], rejected, reasons, counters))
+            async with self._slots:
+                sizes = [len(part) for part in parts]
+                futures = [
+                    executor.submit(
+                        _work_in_process,
+                        signal,
+                        org,
+                        part,
+                        encoding,
+                        generation=self._generation,
+                        limits=self._limits,
+                    )
+                    for part in parts
+                ]
+                del parts
+                done = Processed()
+                for future, size in zip(futures, sizes, strict=True):
+                    data, rejected, reasons, counters = await asyncio.wrap_future(future)
+                    if on_part is not None:
+                        on_part(size, len(data))
+                    table = pa.ipc.open_stream(data).read_all()
+                    done.add(Processed([table], rejected, reasons, counters))
         except BrokenProcessPool as e:
             # A worker died (OOM kill, crash): replace the pool; this request is retryable.
             log.error("decode worker died; restarting the pool")
@@ -416,8 +423,11 @@ class Pipeline:
         exporters: Mapping[Signal, Sequence[Exporter]],
         limits: Limits,
         metrics: Metrics,
+        spans_gate: Callable[[], None] | None = None,
     ) -> None:
+        """`spans_gate` raises `Overloaded` while spans must wait (derivation is behind)."""
         self._pool = pool
+        self._spans_gate = spans_gate
         self._exporters = exporters
         self._metrics = metrics
         self.admission = Admission(limits, metrics)
@@ -441,6 +451,13 @@ class Pipeline:
         labels = {"transport": req.transport, "signal": req.signal.name.lower()}
         if self._draining:
             raise StoreUnavailable("the collector is shutting down")
+        if req.signal is Signal.TRACES and self._spans_gate is not None:
+            try:
+                self._spans_gate()
+            except Overloaded:
+                reason = "derivation_lag"
+                self._metrics.inc("agentledger_requests_refused_total", reason=reason, **labels)
+                raise
         size = len(req.payload)
         hold = self.admission.admit(size, req.encoding, labels)
         self._idle.clear()

@@ -69,8 +69,9 @@ from collector.roi.api import RoiApi
 from collector.roi.runs import RoiRuns
 from collector.roi.tasktypes import load_catalogue
 from collector.runs.derive import WATERMARK as DERIVE_WATERMARK
-from collector.runs.derive import RunDeriver
+from collector.runs.derive import DeriveStats, RunDeriver
 from collector.runs.follow import RunConsumer, RunFollower
+from collector.runs.lag import DerivationLag
 from collector.secretbox import SecretBox
 from collector.store.lake import StoreSettings, prime_table_stats
 from collector.store.writer import Store
@@ -132,6 +133,7 @@ class Service:
         self._flusher: asyncio.Task[None] | None = None
         self._first_keys: Mapping[Scope, str] | None = None
         self._deriver: RunDeriver | None = None
+        self.lag: DerivationLag | None = None  # with derivation on this node
         self._roi: RoiApi | None = None
         self._stop_deriving = asyncio.Event()
         self._follower: RunFollower | None = None
@@ -167,7 +169,13 @@ class Service:
             self.metrics,
         )
         runs = RunsProcessor(registry.runs_config(parts))
-        self._deriver = RunDeriver(self.store, runs, offload=self._pool.call)
+        if runs.config.enabled and self.coordinator is None:
+            # Spans committed and not derived yet: /metrics, /health, and ingest admission.
+            # Counted by this process; on a shared store other nodes commit and one node
+            # derives, so the bound is not kept there (docs/scaling.md).
+            self.lag = DerivationLag(runs.config.max_lag_s)
+            self.store.spans_committed = self.lag.committed
+        self._deriver = RunDeriver(self.store, runs, offload=self._pool.call, lag=self.lag)
         await asyncio.to_thread(self._deriver.create_tables)
         # Woken by commits; the tick is for alert windows, which need no finer one.
         tick = min(5.0, float(self.config.alerts.evaluation_interval_s))
@@ -212,6 +220,7 @@ class Service:
             by_signal,
             limits.admission(self._queue_bytes()),
             self.metrics,
+            spans_gate=self.lag.check if self.lag is not None else None,
         )
         primed = await self.store.acall(prime_table_stats)
         if primed:
@@ -503,8 +512,9 @@ class Service:
 
     async def _health(self, request: Request, body: Mapping[str, str] | None = None) -> Response:
         """200 while the service is up and accepts data; 503 while it starts, drains or stops,
-        or refuses new data (a full store, failing commits: `reason` says why); `body` is a
-        health_check extension's `response_body` (text for `healthy` / `unhealthy`)."""
+        or refuses new data (a full store, failing commits, derivation past its lag bound:
+        `reason` says why); `body` is a health_check extension's `response_body` (text for
+        `healthy` / `unhealthy`)."""
         refusing = self._refusing() if self._state == "ok" else None
         ok = self._state == "ok" and refusing is None
         if body is not None and ("healthy" if ok else "unhealthy") in body:
@@ -519,12 +529,18 @@ class Service:
         return JSONResponse(answer, status_code=200 if ok else 503)
 
     def _refusing(self) -> str | None:
-        """Why new data is refused right now (a full store, failing commits), if it is."""
+        """Why new data is refused right now (a full store, failing commits, run derivation
+        past its lag bound), if it is."""
         if self.maintenance is not None and self.maintenance.cap.state.full:
             return "the store is over storage.max_size_mib: new data is refused"
         stats = self.store.stats
         if stats.failing_since is not None:
             return f"the store cannot commit ({stats.last_failure}): new data is refused"
+        if self.lag is not None and self.lag.over() is not None:
+            return (
+                f"run derivation is {self.lag.seconds():.0f} s behind ingest, past "
+                f"processors.runs.max_lag_s ({self.lag.max_lag_s:g}): new spans are refused"
+            )
         return None
 
     async def _metrics_page(self, request: Request) -> Response:
@@ -567,11 +583,56 @@ class Service:
             "bytes of catalog and data files",
             lambda: float(self.store.size_bytes()),
         )
+        if self.lag is not None and self._deriver is not None:
+            self._describe_derivation(self.lag, self._deriver.stats)
         m.histogram(
             "agentledger_commit_duration_seconds",
             "time to commit a group",
             lambda: (dict(st.commit_latency_buckets), st.commit_seconds_total, st.commits),
         )
+
+    def _describe_derivation(self, lag: DerivationLag, stats: DeriveStats) -> None:
+        m = self.metrics
+        m.gauge(
+            "agentledger_derivation_lag_seconds",
+            "age of the oldest committed span not derived into runs yet",
+            lag.seconds,
+        )
+        m.gauge(
+            "agentledger_derivation_lag_spans",
+            "spans committed and not derived into runs yet",
+            lambda: float(lag.spans()),
+        )
+        m.counter(
+            "agentledger_derivation_traces_new_total",
+            "traces derived from the change feed alone (seen for the first time)",
+            lambda: float(stats.traces_new),
+        )
+        m.counter(
+            "agentledger_derivation_traces_read_back_total",
+            "traces re-derived from spans read back from the store",
+            lambda: float(stats.traces_stored),
+        )
+        m.counter(
+            "agentledger_derivation_spans_read_back_total",
+            "stored spans read back to re-derive their traces",
+            lambda: float(stats.spans_read_back),
+        )
+        m.counter(
+            "agentledger_derivation_steps_total",
+            "derivation steps that derived something",
+            lambda: float(stats.steps),
+        )
+        for phase, text in (
+            ("read", "reading changes and stored spans"),
+            ("assemble", "assembling runs in a worker (waiting for one included)"),
+            ("commit", "committing on the writer thread (waiting for it included)"),
+        ):
+            m.counter(
+                f"agentledger_derivation_{phase}_seconds_total",
+                f"seconds derivation steps spent {text}",
+                functools.partial(getattr, stats, f"{phase}_s"),
+            )
 
     def _cluster_metric_lines(self) -> list[str]:
         """This node's leases: which jobs it runs (1) or not (0), and lease changes."""

@@ -1,8 +1,11 @@
 """Derived processing: keeps the `runs` and `span_runs` tables in step with committed spans.
 
-Reads DuckLake's change feed of `spans` from the `runs` watermark, re-assembles every touched
-trace whole with the run assembler (`processors/runs/assemble.py`), and writes the rows and the
-new watermark in one transaction: a crash anywhere redoes that step, exactly once.
+Reads DuckLake's change feed of `spans` from the `runs` watermark and re-assembles every touched
+trace whole with the run assembler (`processors/runs/assemble.py`), in a worker process: a trace
+seen for the first time from the feed's own rows (only the new files are read), a trace with
+stored spans (`known.py`) read back from the store within the start times its spans lie in. The
+rows and the new watermark commit in one transaction: a crash anywhere redoes that step, exactly
+once.
 """
 
 from __future__ import annotations
@@ -11,49 +14,96 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector.model import Signal
 from collector.runs.feed import Feed, Window, run_steps
+from collector.runs.known import KnownTraces
+from collector.runs.lag import DerivationLag
 from collector.runs.overdue import OverdueRuns
 from collector.runs.upkeep import add_missing_columns, add_run_keys
 from collector.store.keys import run_key
 from collector.store.lake import LAKE
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
 from collector.store.writer import Store
-from processors.runs.assemble import RunsProcessor
+from processors.runs.assemble import RunsProcessor, assemble_facts
+from processors.runs.rows import SpanRun, facts_of
+from processors.runs.tree import SpanFacts
 
 log = logging.getLogger(__name__)
 
 WATERMARK = "runs"
 IDLE_TICK_S = 5.0  # steps are woken by commits; this tick only finds runs overdue for a root
 _NS = 1_000_000_000
+_GAP_NS = 600 * _NS  # traces whose spans lie closer than this are read back by one query
+_MAX_READS = 16  # read-back queries a step at most (more: one query over their whole range)
 TraceKey = tuple[str, str]  # (org, trace_id)
 
 
-Task = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (a trace's spans, spans it links to)
 Offload = Callable[..., Any]
 """Runs `fn(*args)` elsewhere and returns its result: the decode pool's worker processes,
 so run assembly (pure Python, ~40 µs a span) does not hold this process's GIL."""
 
 
-def assemble_tasks(
-    assembler: RunsProcessor, tasks: list[Task], now_ns: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Assemble many traces (module-level, so a worker process can run it)."""
-    out: dict[str, list[dict[str, Any]]] = {name: [] for name in DERIVED_TABLES}
-    for rows, others in tasks:
-        for name, derived in assembler.assemble(rows, now_ns, others).items():
-            out[name].extend(derived)
-    for run in out["runs"]:
+def assemble_ipc(
+    assembler: RunsProcessor, spans: bytes, linked: bytes, now_ns: int
+) -> dict[str, bytes]:
+    """Assemble every trace of an Arrow IPC stream of span rows (the traces to derive; `linked`:
+    spans of the traces they link to) and return each derived table as an Arrow IPC stream.
+    Module-level, so a worker process runs it: the rows cross the process boundary as columns,
+    and every Python object is made and dropped in the worker."""
+    by_trace = _by_trace(facts_of(_from_ipc(spans)))
+    linked_by_trace = _by_trace(facts_of(_from_ipc(linked)))
+    runs: list[dict[str, Any]] = []
+    span_runs: list[SpanRun] = []
+    for key in sorted(by_trace):
+        facts = by_trace[key]
+        targets = {t for f in facts for t, _ in f.links}
+        others = [
+            f
+            for t in sorted(targets)
+            for f in (by_trace.get((key[0], t)) or linked_by_trace.get((key[0], t)) or [])
+        ]
+        result = assemble_facts(assembler.config, facts, now_ns, others)
+        runs.extend(dict(vars(r)) for r in result.runs)
+        span_runs.extend(result.span_runs)
+    for run in runs:
         run["run_key"] = run_key(run["org"], run["run_id"])
         run["parent_run_key"] = run_key(run["org"], run.get("parent_run_id"))
+    schema = derived_arrow_schema("span_runs")
+    columns = list(zip(*span_runs, strict=True)) or [()] * len(SpanRun._fields)
+    by_name = dict(zip(SpanRun._fields, columns, strict=True))
+    return {
+        "runs": _to_ipc(pa.Table.from_pylist(runs, derived_arrow_schema("runs"))),
+        "span_runs": _to_ipc(
+            pa.table([pa.array(by_name[f.name], f.type) for f in schema], schema=schema)
+        ),
+    }
+
+
+def _by_trace(facts: list[SpanFacts]) -> dict[TraceKey, list[SpanFacts]]:
+    out: dict[TraceKey, list[SpanFacts]] = {}
+    for f in facts:
+        out.setdefault((f.org, f.trace_id), []).append(f)
     return out
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
 
 
 def trace_spans(
@@ -62,7 +112,7 @@ def trace_spans(
     org: str,
     trace_ids: list[str],
     started: tuple[int, int],
-) -> list[dict[str, Any]]:
+) -> pa.Table:
     """Columns `cols` of the stored spans of these traces of `org` that started in `started`
     (bounds, inclusive, that let Parquet min/max statistics skip old files)."""
     # The ids go in as an Arrow table: a long Python list parameter costs DuckDB far more to
@@ -77,8 +127,7 @@ def trace_spans(
         ).to_arrow_table()
     finally:
         cur.unregister("_wanted")
-    spans: list[dict[str, Any]] = table.to_pylist()
-    return spans
+    return table
 
 
 def _inline(fn: Callable[..., Any], *args: Any) -> Any:
@@ -86,16 +135,55 @@ def _inline(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @dataclass
+class _Trace:
+    """One trace a step re-derives: the start times (ns) of what made it due (its changed
+    spans, or its waiting runs), and DuckDB's `hash(org, trace_id)`."""
+
+    lo: int
+    hi: int
+    key: int
+    fed: bool  # its changed spans are in the step's window of the change feed
+
+
+@dataclass
 class _Work:
-    """What one step recomputes: traces with the start-time window their spans lie in."""
+    """What one step recomputes."""
 
     window: Window  # the snapshots the step covers
-    windows: dict[TraceKey, tuple[int, int]]
+    traces: dict[TraceKey, _Trace]
     deleted: bool = False  # spans were deleted (nothing to re-derive, but the watermark moves)
 
-    def add(self, key: TraceKey, lo: int, hi: int) -> None:
-        old = self.windows.get(key)
-        self.windows[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+    def add(self, trace: TraceKey, lo: int, hi: int, key: int, *, fed: bool) -> None:
+        old = self.traces.get(trace)
+        if old is None:
+            self.traces[trace] = _Trace(lo, hi, key, fed)
+        else:
+            old.lo, old.hi, old.fed = min(old.lo, lo), max(old.hi, hi), old.fed or fed
+
+
+@dataclass
+class _Plan:
+    """How a step gets each trace's spans: new traces from the change feed; the others read
+    back from the store within bounds that hold every span and derived row they have."""
+
+    new: list[TraceKey] = field(default_factory=list)
+    stored: dict[TraceKey, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class DeriveStats:
+    """What the deriver did, for /metrics."""
+
+    steps: int = 0
+    traces_new: int = 0  # derived from the change feed alone
+    traces_stored: int = 0  # read back from the store
+    traces_uncovered: int = 0  # of those, read back within the longest trace (not known)
+    spans_read_back: int = 0
+    # Seconds spent by steps that derived something, waits included: reading changes and
+    # spans, assembling in a worker, committing on the writer thread.
+    read_s: float = 0.0
+    assemble_s: float = 0.0
+    commit_s: float = 0.0
 
 
 class RunDeriver:
@@ -114,6 +202,7 @@ class RunDeriver:
         max_traces: int = 2000,
         clock: Callable[[], int] = time.time_ns,
         offload: Offload = _inline,
+        lag: DerivationLag | None = None,
     ) -> None:
         self._store = store
         self._offload = offload
@@ -122,9 +211,14 @@ class RunDeriver:
         self._max_snapshots = max_snapshots
         self._max_traces = max_traces
         self._clock = clock
+        self._lag = lag
         self._tables_ready = False
         self._overdue = OverdueRuns(self._config, max_traces)
         self._feed = Feed(store, WATERMARK, max_snapshots=max_snapshots)
+        self._max_trace_ns = self._config.max_trace_duration_s * _NS
+        self._known = KnownTraces(self._max_trace_ns, max_traces=self._config.max_known_traces)
+        self._known_to: int | None = None  # the snapshot `_known` is complete up to
+        self.stats = DeriveStats()
         self.behind = False
         """True when the last step stopped at a bound and more changes are waiting."""
 
@@ -158,22 +252,39 @@ class RunDeriver:
         if not self._tables_ready:
             self.create_tables()
         now = self._clock() if now_ns is None else now_ns
+        if self._known_to is None:
+            self._load_known(now)
+        started = time.perf_counter()
         work = self._changed_traces()
         self._overdue_runs(work, now)
         self._linking_runs(work)
-        if not work.windows and not work.deleted and (work.window.empty or not self.behind):
+        if not work.traces and not work.deleted and (work.window.empty or not self.behind):
             # Nothing changed: leave the watermark, so idle steps write no snapshots of their own.
+            if self._lag is not None and work.window.empty:
+                self._lag.derived(work.window.since)
             return 0
-        rows = self._derive(work, now)
+        plan = self._plan(work, now)
+        spans = self._spans(work, plan)
+        read = time.perf_counter()
+        rows = self._derive(spans, plan, now)
+        assembled = time.perf_counter()
         try:
-            self._store.call(lambda cur: self._commit(cur, work, rows))
+            self._store.call(lambda cur: self._commit(cur, work, plan, rows))
         except BaseException:
             self._feed.forget()
             raise
         self._feed.committed(work.window)
-        if work.windows:
+        self._learn(spans, work.window, now)
+        stats = self.stats
+        stats.steps += 1
+        stats.read_s += read - started
+        stats.assemble_s += assembled - read
+        stats.commit_s += time.perf_counter() - assembled
+        if self._lag is not None:
+            self._lag.derived(work.window.until)
+        if work.traces:
             self._overdue.runs_changed()
-        return len(work.windows)
+        return len(work.traces)
 
     def _changed_traces(self) -> _Work:
         window = self._feed.window()
@@ -192,7 +303,7 @@ class RunDeriver:
             # Spans are deleted only by retention and the disk cap; runs keep their own TTL,
             # so an expired span must not re-derive (and shrink) its run. A deletion still
             # moves the watermark, or snapshot expiry would wait on it forever.
-            f"""SELECT snapshot_id, org, trace_id,
+            f"""SELECT snapshot_id, org, trace_id, hash(org, trace_id),
                        min(start_time_unix_nano) FILTER (change_type <> 'delete'),
                        max(start_time_unix_nano) FILTER (change_type <> 'delete'),
                        bool_or(change_type <> 'delete')
@@ -201,35 +312,36 @@ class RunDeriver:
             [window.since + 1, window.until],
         )
         taken = window.since  # the last snapshot whose changes are in `work`
-        for snapshot, org, trace_id, lo, hi, inserted in changes:
-            if snapshot != taken and taken > window.since and len(work.windows) >= self._max_traces:
+        for snapshot, org, trace_id, key, lo, hi, inserted in changes:
+            if snapshot != taken and taken > window.since and len(work.traces) >= self._max_traces:
                 work.window = window.shrink(snapshot - 1)
                 break
             if inserted:
-                work.add((org, trace_id), int(lo or 0), int(hi or 0))
+                work.add((org, trace_id), int(lo or 0), int(hi or 0), int(key), fed=True)
             else:
                 work.deleted = True
             taken = snapshot
         self.behind = work.window.behind
-        self._feed.remember(work.window, quiet=not work.windows and not work.deleted)
+        self._feed.remember(work.window, quiet=not work.traces and not work.deleted)
         return work
 
     def _overdue_runs(self, work: _Work, now: int) -> None:
         """Runs still waiting for their root past the timeout: re-derive them as timeouts."""
-        for org, trace_id, lo, hi in self._overdue.due(self._store, now):
-            work.add((org, trace_id), lo, hi)
+        for org, trace_id, key, lo, hi in self._overdue.due(self._store, now):
+            work.add((org, trace_id), lo, hi, key, fed=False)
 
     def _linking_runs(self, work: _Work) -> None:
         """Traces whose runs link into a changed trace: their parent run may have changed."""
         by_org: dict[str, list[str]] = {}
-        for org, trace_id in work.windows:
+        for org, trace_id in work.traces:
             by_org.setdefault(org, []).append(trace_id)
         for org, trace_ids in sorted(by_org.items()):
             cur = self._store.cursor()
             try:
                 cur.register("_changed", pa.table({"trace_id": trace_ids}))
                 rows = cur.execute(
-                    """SELECT trace_id, min(epoch_ns(started_at)), max(epoch_ns(started_at))
+                    """SELECT trace_id, hash(org, trace_id),
+                              min(epoch_ns(started_at)), max(epoch_ns(started_at))
                        FROM runs WHERE org = ? AND link_trace_id IS NOT NULL
                          AND link_trace_id IN (SELECT trace_id FROM _changed)
                        GROUP BY ALL""",
@@ -237,94 +349,181 @@ class RunDeriver:
                 ).fetchall()
             finally:
                 cur.close()
-            for trace_id, lo, hi in rows:
-                work.add((org, trace_id), int(lo), int(hi))
+            for trace_id, key, lo, hi in rows:
+                work.add((org, trace_id), int(lo), int(hi), int(key), fed=False)
 
-    def _derive(self, work: _Work, now: int) -> dict[str, list[dict[str, Any]]]:
-        spans = self._load(work.windows)
-        linked_keys: dict[TraceKey, tuple[int, int]] = {}
-        for (org, _), rows in spans.items():
-            for row in rows:
-                for trace_id in _linked_traces(row.get("links")):
-                    if (org, trace_id) not in spans:
-                        lo, hi = work.windows[(org, row["trace_id"])]
-                        linked_keys[(org, trace_id)] = (lo, hi)
-        linked = self._load(linked_keys) if linked_keys else {}
-        tasks: list[Task] = []
-        for key in sorted(spans):
-            rows = spans[key]
-            targets = {t for r in rows for t in _linked_traces(r.get("links"))}
-            others = [
-                r
-                for t in sorted(targets)
-                for r in (spans.get((key[0], t)) or linked.get((key[0], t)) or [])
-            ]
-            tasks.append((rows, others))
-        result: dict[str, list[dict[str, Any]]] = self._offload(
-            assemble_tasks, self._assembler, tasks, now
-        )
-        return result
+    def _plan(self, work: _Work, now: int) -> _Plan:
+        """New traces, and the start-time bounds of the others' spans and derived rows."""
+        if self._known_to is None or work.window.since > self._known_to:
+            # Another deriver moved the watermark: what we knew has a gap.
+            self._load_known(now)
+        plan = _Plan()
+        if not work.traces:
+            return plan
+        keys = sorted(work.traces)
+        hashes = np.fromiter((work.traces[k].key for k in keys), np.uint64, len(keys))
+        found, known_lo, known_hi = self._known.find(hashes)
+        longest, covered = self._max_trace_ns, self._known.covered_from
+        for i, key in enumerate(keys):
+            t = work.traces[key]
+            if found[i]:
+                lo, hi = min(int(known_lo[i]), t.lo), max(int(known_hi[i]), t.hi)
+                if hi - longest < covered:
+                    lo = min(lo, hi - longest)  # spans before the coverage may exist
+                plan.stored[key] = (lo, hi)
+            elif t.fed and t.hi - longest >= covered:
+                plan.new.append(key)
+            else:
+                plan.stored[key] = (t.hi - longest, t.lo + longest)
+                self.stats.traces_uncovered += 1
+        self.stats.traces_new += len(plan.new)
+        self.stats.traces_stored += len(plan.stored)
+        return plan
 
-    def _load(
-        self, windows: Mapping[TraceKey, tuple[int, int]]
-    ) -> dict[TraceKey, list[dict[str, Any]]]:
-        """All stored spans of these traces, found within their start windows widened by the
-        longest trace: the bounds let Parquet min/max statistics skip old files."""
-        widen = self._config.max_trace_duration_s * _NS
-        by_org: dict[str, list[TraceKey]] = {}
-        for key in windows:
-            by_org.setdefault(key[0], []).append(key)
+    def _load_known(self, now: int) -> None:
+        cur = self._store.cursor()
+        try:
+            cur.execute("BEGIN")  # the snapshot and the traces read in one transaction
+            found = cur.execute(f"SELECT id FROM {LAKE}.current_snapshot()").fetchone()
+            self._known.load(cur, now)
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+        self._known_to = int(found[0]) if found else -1
+
+    def _spans(self, work: _Work, plan: _Plan) -> pa.Table:
+        """Every span of the traces to derive: new ones from the step's window of the change
+        feed, the others from the store."""
         cols = ", ".join(self._assembler.columns)
-        out: dict[TraceKey, list[dict[str, Any]]] = {key: [] for key in windows}
-        for org, keys in sorted(by_org.items()):
-            lo = min(windows[k][0] for k in keys) - widen
-            hi = max(windows[k][1] for k in keys) + widen
-            cur = self._store.cursor()
-            try:
-                for span in trace_spans(cur, cols, org, [k[1] for k in keys], (lo, hi)):
-                    out[(org, span["trace_id"])].append(span)
-            finally:
-                cur.close()
+        parts: list[pa.Table] = []
+        cur = self._store.cursor()
+        try:
+            if plan.new:
+                new = np.fromiter((work.traces[k].key for k in plan.new), np.uint64, len(plan.new))
+                cur.register("_new", pa.table({"h": new}))
+                parts.append(
+                    cur.execute(
+                        f"""SELECT hash(org, trace_id) AS _h, {cols}
+                            FROM ducklake_table_changes('{LAKE}', 'main', '{Signal.TRACES.value}',
+                                                        ?, ?)
+                            WHERE change_type = 'insert'
+                              AND hash(org, trace_id) IN (SELECT h FROM _new)""",
+                        [work.window.since + 1, work.window.until],
+                    ).to_arrow_table()
+                )
+                cur.unregister("_new")
+            parts += self._read_back(cur, plan.stored)
+        finally:
+            cur.close()
+        stored = sum(p.num_rows for p in parts[1 if plan.new else 0 :])
+        self.stats.spans_read_back += stored
+        return _concat(parts)
+
+    def _read_back(
+        self, cur: duckdb.DuckDBPyConnection, bounds: dict[TraceKey, tuple[int, int]]
+    ) -> list[pa.Table]:
+        """Stored spans of these traces, each read within its start-time bounds (traces whose
+        bounds lie close together share a query): the bounds let Parquet min/max statistics
+        skip the files of other times."""
+        cols = ", ".join(self._assembler.columns)
+        out = []
+        for org, lo, hi, trace_ids in _groups(bounds):
+            out.append(
+                trace_spans(cur, f"hash(org, trace_id) AS _h, {cols}", org, trace_ids, (lo, hi))
+            )
         return out
 
+    def _derive(self, spans: pa.Table, plan: _Plan, now: int) -> dict[str, pa.Table]:
+        if spans.num_rows == 0:
+            return {}
+        linked = self._linked(spans, plan)
+        data: dict[str, bytes] = self._offload(
+            assemble_ipc, self._assembler, _to_ipc(spans), _to_ipc(linked), now
+        )
+        return {name: _from_ipc(ipc) for name, ipc in data.items()}
+
+    def _linked(self, spans: pa.Table, plan: _Plan) -> pa.Table:
+        """Spans of the traces that these spans link to and that are not derived here (their
+        runs are parents of ours), read within the longest trace of the linking trace."""
+        links = spans.filter(
+            pc.and_(pc.is_valid(spans["links"]), pc.not_equal(spans["links"], "[]"))
+        ).select(["org", "trace_id", "links", "start_time_unix_nano"])
+        if links.num_rows == 0:
+            return spans.schema.empty_table()
+        here = set(zip(spans["org"].to_pylist(), spans["trace_id"].to_pylist(), strict=True))
+        wanted: dict[TraceKey, tuple[int, int]] = {}
+        for row in links.to_pylist():
+            for target in _linked_traces(row["links"]):
+                key = (row["org"], target)
+                if key in here:
+                    continue
+                start = int(row["start_time_unix_nano"])
+                lo, hi = wanted.get(key, (start, start))
+                wanted[key] = (min(lo, start), max(hi, start))
+        longest = self._max_trace_ns
+        bounds = {k: (lo - longest, hi + longest) for k, (lo, hi) in wanted.items()}
+        cur = self._store.cursor()
+        try:
+            return _concat(self._read_back(cur, bounds), spans.schema)
+        finally:
+            cur.close()
+
     def _commit(
-        self, cur: duckdb.DuckDBPyConnection, work: _Work, rows: dict[str, list[dict[str, Any]]]
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        work: _Work,
+        plan: _Plan,
+        rows: dict[str, pa.Table],
     ) -> None:
         self._feed.move(cur, work.window)
-        if work.windows:
-            keys = sorted(work.windows)
+        match = (
+            "EXISTS (SELECT 1 FROM _traces k WHERE k.org = {t}.org AND k.trace_id = {t}.trace_id)"
+        )
+        # A new trace has no derived row to replace; a stored one's rows started within the
+        # bounds of its spans (a run starts with one of its spans).
+        for org, lo, hi, trace_ids in _groups(plan.stored):
             cur.register(
-                "_traces",
-                pa.table({"org": [k[0] for k in keys], "trace_id": [k[1] for k in keys]}),
+                "_traces", pa.table({"org": [org] * len(trace_ids), "trace_id": trace_ids})
             )
-            match = (
-                "EXISTS (SELECT 1 FROM _traces k"
-                " WHERE k.org = {t}.org AND k.trace_id = {t}.trace_id)"
+            cur.execute(
+                "DELETE FROM runs WHERE started_at BETWEEN make_timestamptz(?::BIGINT) "
+                f"AND make_timestamptz(?::BIGINT) AND {match.format(t='runs')}",
+                [lo // 1000, hi // 1000],
             )
-            cur.execute(f"DELETE FROM runs WHERE {match.format(t='runs')}")
-            widen = self._config.max_trace_duration_s * _NS
-            lo = min(w[0] for w in work.windows.values()) - widen
-            hi = max(w[1] for w in work.windows.values()) + widen
             cur.execute(
                 "DELETE FROM span_runs WHERE start_time_unix_nano BETWEEN ? AND ? AND "
                 + match.format(t="span_runs"),
                 [lo, hi],
             )
             cur.unregister("_traces")
-            for name, derived in rows.items():
-                if derived:
-                    cur.register(
-                        "_derived", pa.Table.from_pylist(derived, derived_arrow_schema(name))
-                    )
-                    # By name: a store's columns are in the order they were added to it.
-                    cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _derived")
-                    cur.unregister("_derived")
+        for name, table in rows.items():
+            if table.num_rows:
+                cur.register("_derived", table)
+                # By name: a store's columns are in the order they were added to it.
+                cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _derived")
+                cur.unregister("_derived")
+
+    def _learn(self, spans: pa.Table, window: Window, now: int) -> None:
+        """After the commit: the traces just derived are known, with their spans' extent."""
+        if spans.num_rows:
+            extents = spans.group_by("_h").aggregate(
+                [("start_time_unix_nano", "min"), ("start_time_unix_nano", "max")]
+            )
+            self._known.add(
+                extents["_h"].to_numpy().astype(np.uint64),
+                extents["start_time_unix_nano_min"].to_numpy().astype(np.int64),
+                extents["start_time_unix_nano_max"].to_numpy().astype(np.int64),
+                now,
+            )
+        if self._known_to is not None and window.since <= self._known_to:
+            self._known_to = max(self._known_to, window.until)
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Step on every commit (at once while behind) until `stop` is set; without commits,
-        every `IDLE_TICK_S` (at least `interval_ms`) for runs overdue for their root."""
+        """Step on commits, at most once every `interval_ms` (at once while behind), until
+        `stop` is set; without commits, every `IDLE_TICK_S` (at least `interval_ms`) for runs
+        overdue for their root."""
         if not self._config.enabled:
             return
 
@@ -334,7 +533,47 @@ class RunDeriver:
 
         wake = self._store.commits.event()
         interval = max(self._config.interval_ms / 1000, IDLE_TICK_S)
-        await run_steps(step, stop, interval, "run derivation", wake=wake)
+        await run_steps(
+            step,
+            stop,
+            interval,
+            "run derivation",
+            wake=wake,
+            min_gap_s=self._config.interval_ms / 1000,
+        )
+
+
+def _groups(
+    bounds: dict[TraceKey, tuple[int, int]],
+) -> Iterable[tuple[str, int, int, list[str]]]:
+    """(org, lo, hi, trace ids): traces of one org whose bounds lie within `_GAP_NS` of each
+    other share one range; past `_MAX_READS` ranges an org's traces share one."""
+    by_org: dict[str, list[tuple[int, int, str]]] = {}
+    for (org, trace_id), (lo, hi) in bounds.items():
+        by_org.setdefault(org, []).append((lo, hi, trace_id))
+    for org, items in sorted(by_org.items()):
+        items.sort()
+        ranges: list[list[Any]] = []  # [lo, hi, trace ids]
+        for lo, hi, trace_id in items:
+            if ranges and lo <= ranges[-1][1] + _GAP_NS:
+                ranges[-1][1] = max(ranges[-1][1], hi)
+                ranges[-1][2].append(trace_id)
+            else:
+                ranges.append([lo, hi, [trace_id]])
+        if len(ranges) > _MAX_READS:
+            every = [t for r in ranges for t in r[2]]
+            ranges = [[ranges[0][0], max(r[1] for r in ranges), every]]
+        for lo, hi, trace_ids in ranges:
+            yield org, int(lo), int(hi), sorted(trace_ids)
+
+
+def _concat(parts: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        if schema is not None:
+            return schema.empty_table()
+        return pa.table({"_h": pa.array([], pa.uint64())})
+    return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
 
 
 def _linked_traces(links: Any) -> list[str]:

@@ -136,14 +136,18 @@ async def run_steps(
     *,
     after: Callable[[], Awaitable[None]] | None = None,
     wake: asyncio.Event | None = None,
+    min_gap_s: float = 0.0,
 ) -> None:
     """Run `step` in a thread every `interval_s` (at once while it is behind, and as soon as
-    `wake` is set: a commit landed) until `stop` is set; `after` runs on the event loop after
-    each step. A failed step committed nothing, so it
-    is logged and retried next interval; a closed store pauses the loop the same way. A step
-    refused by its lease's fence ends the loop (`LeaseLost`): another node steps now."""
+    `wake` is set: a commit landed, but no sooner than `min_gap_s` after the last step began)
+    until `stop` is set; `after` runs on the event loop after each step. A failed step
+    committed nothing, so it is logged and retried next interval; a closed store pauses the
+    loop the same way. A step refused by its lease's fence ends the loop (`LeaseLost`):
+    another node steps now."""
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
         behind = False
+        began = loop.time()
         if wake is not None:
             wake.clear()  # a commit from now on wakes the next wait
         try:
@@ -160,6 +164,11 @@ async def run_steps(
             await asyncio.sleep(0)
             continue
         await _sleep(stop, interval_s, wake)
+        # Commits land every few milliseconds under load: steps that wait for a few of them
+        # take more at once, for less work a span.
+        rest = began + min_gap_s - loop.time()
+        if rest > 0:
+            await _sleep(stop, rest, None)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None) -> None:

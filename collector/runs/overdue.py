@@ -31,9 +31,9 @@ class OverdueRuns:
     def runs_changed(self) -> None:
         self._next_ns = None
 
-    def due(self, store: Store, now: int) -> list[tuple[str, str, int, int]]:
-        """(org, trace_id, first start, last start) of the traces with overdue runs, at most
-        `max_traces`; [] when none can be due yet."""
+    def due(self, store: Store, now: int) -> list[tuple[str, str, int, int, int]]:
+        """(org, trace_id, its `hash(org, trace_id)`, first start, last start) of the traces with
+        overdue runs, at most `max_traces`; [] when none can be due yet."""
         full = time.monotonic() >= self._full_at
         if not full and self._next_ns is not None and now < self._next_ns:
             return []
@@ -46,14 +46,15 @@ class OverdueRuns:
             span = self._config.max_trace_duration_s + 2 * self._config.root_timeout_s
             since = now - span * _NS
         rows = store.query(
-            """SELECT org, trace_id, min(epoch_ns(started_at)), max(epoch_ns(started_at))
+            """SELECT org, trace_id, hash(org, trace_id),
+                      min(epoch_ns(started_at)), max(epoch_ns(started_at))
                FROM runs WHERE status = 'running'
                  AND last_span_at <= make_timestamptz(?::BIGINT // 1000)
                  AND started_at >= make_timestamptz(?::BIGINT // 1000)
                GROUP BY ALL ORDER BY 1, 2 LIMIT ?""",
             [cutoff, since, self._max_traces],
         )
-        found = [(str(o), str(t), int(lo), int(hi)) for o, t, lo, hi in rows]
+        found = [(str(o), str(t), int(h), int(lo), int(hi)) for o, t, h, lo, hi in rows]
         if len(rows) == self._max_traces:
             self._next_ns = None  # more may be waiting beyond the cap
             return found

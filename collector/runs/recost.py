@@ -45,7 +45,7 @@ class RunTotals:
         hi = max(w[1] for w in traces.values()) + self._widen
         cols = ", ".join(self._assembler.columns)
         by_trace: dict[str, list[dict[str, object]]] = {}
-        for span in trace_spans(cur, cols, org, list(traces), (lo, hi)):
+        for span in trace_spans(cur, cols, org, list(traces), (lo, hi)).to_pylist():
             by_trace.setdefault(str(span["trace_id"]), []).append(span)
         derived = [
             run

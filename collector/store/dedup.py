@@ -14,49 +14,43 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from collector.store.keys import span_key
-
-U64 = npt.NDArray[np.uint64]
+from collector.store.tiers import U64, Tiers
 
 
 class RecentSpanHashes:
-    """Sorted generations of 64-bit span hashes, one per commit, merged LSM-style.
+    """Span hashes of the last `window_s` seconds, in `Tiers` of `epochs` epochs a window.
 
-    Memory is 8 bytes a span for `window_s` seconds of traffic, capped at `max_keys`; a hash
-    match is only a candidate (the caller confirms it), so a collision never drops a span.
+    An epoch is dropped whole once its newest hash is older than the window, so a hash is
+    remembered for at most one window and one epoch. Memory is 8 bytes a hash, capped at
+    `max_keys`; a match is only a candidate (the caller confirms it), so a collision or a
+    longer memory never drops a span.
     """
 
-    def __init__(self, window_s: float, max_keys: int = 50_000_000, max_generations: int = 12):
+    def __init__(self, window_s: float, max_keys: int = 50_000_000, epochs: int = 8):
         self._window_s = window_s
         self._max_keys = max_keys
-        self._max_generations = max_generations
-        self._generations: list[tuple[float, U64]] = []  # (newest entry time, sorted hashes)
+        self._tiers = Tiers(window_s / epochs)
 
     def __len__(self) -> int:
-        return sum(len(g) for _, g in self._generations)
+        return self._tiers.size
+
+    @property
+    def generations(self) -> int:
+        return len(self._tiers.generations)
 
     def may_contain(self, hashes: U64) -> npt.NDArray[np.bool_]:
-        found = np.zeros(len(hashes), dtype=np.bool_)
-        for _, gen in self._generations:
-            idx = np.searchsorted(gen, hashes)
-            idx[idx == len(gen)] = len(gen) - 1
-            found |= gen[idx] == hashes
-        return found
+        return self._tiers.find(hashes)[0]
 
     def add(self, hashes: U64, now: float) -> None:
-        if len(hashes):
-            self._generations.append((now, np.sort(hashes)))
-        self._expire(now)
-        if len(self._generations) > self._max_generations:
-            # Merge all but the newest: their union expires when its newest entry does.
-            old = self._generations[:-1]
-            merged = np.unique(np.concatenate([g for _, g in old]))
-            self._generations = [(max(t for t, _ in old), merged), self._generations[-1]]
-
-    def _expire(self, now: float) -> None:
+        if self._window_s <= 0:  # storage.dedup_window_s: 0 remembers nothing
+            return
+        self._tiers.add(hashes, now)
         cutoff = now - self._window_s
-        self._generations = [(t, g) for t, g in self._generations if t >= cutoff]
-        while self._generations and len(self) > self._max_keys:
-            self._generations.pop(0)
+        tiers = self._tiers
+        while tiers.generations and (
+            tiers.generations[0].newest < cutoff or tiers.size > self._max_keys
+        ):
+            tiers.pop_oldest()
 
 
 class SpanDedup:

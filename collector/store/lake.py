@@ -8,6 +8,7 @@ store with it while the server is stopped.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ class StoreSettings:
     dedup_window_s: float = 900.0
     fsync: bool = True
     query_timeout_s: float = 30.0
+    memory_limit_mib: int = 512
     s3: S3Config | None = None
 
     @property
@@ -62,6 +64,7 @@ class StoreSettings:
             commit_max_rows=batch.commit_max_rows() if batch else storage.commit_max_rows,
             dedup_window_s=float(storage.dedup_window_s),
             fsync=storage.fsync,
+            memory_limit_mib=storage.memory_limit_mib,
             s3=storage.s3,
         )
 
@@ -101,11 +104,25 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
             "allow_community_extensions": False,
+            # DuckDB's default is 80% of the machine, and what it reads stays cached up to that:
+            # the server's memory grew with every file read under sustained load.
+            "memory_limit": f"{settings.memory_limit_mib}MB",
+            # Local files are in the OS page cache already; a second copy costs RSS.
+            "enable_external_file_cache": False,
+            "temp_directory": str(_temp_directory(settings)),
         }
     )
     con.execute(f"LOAD '{ducklake_extension_path()}'")
     attach(con, settings, LAKE, read_only)
     return con
+
+
+def _temp_directory(settings: StoreSettings) -> Path:
+    """Where DuckDB spills what exceeds its memory bound: beside a catalog file, else (a
+    PostgreSQL catalog) in the machine's temp folder."""
+    if settings.shared:
+        return Path(tempfile.gettempdir(), "agentledger-duckdb.tmp")
+    return Path(settings.catalog).resolve().parent / "duckdb.tmp"
 
 
 def attach(

@@ -100,6 +100,8 @@ class Store:
         """Fired after each commit (of another node too, on a shared store)."""
         self.admit: Callable[[Rows], None] | None = None
         """Checked before every append is queued (the disk cap); raises to refuse the rows."""
+        self.spans_committed: Callable[[int, int], None] | None = None
+        """Told (snapshot, spans) after each commit that stored spans (the derivation lag)."""
         self.files_lock = threading.Lock()
         """Held by whoever writes data files outside a commit of the writer thread (compaction's
         merges), so removing a failed commit's files never takes one being written."""
@@ -362,6 +364,7 @@ class Store:
         keep_per_item: list[int] = []
         dup_per_item: list[int] = []
         new_hashes = np.empty(0, dtype=np.uint64)
+        stored_spans = 0
         cur.execute("BEGIN")
         if span_tables:
             spans = pa.concat_tables(span_tables)
@@ -371,6 +374,7 @@ class Store:
             kept = (
                 spans.take(pa.array(keep, type=pa.int64())) if len(keep) < spans.num_rows else spans
             )
+            stored_spans = kept.num_rows
             if kept.num_rows:
                 cur.register("_spans_in", kept)
                 cur.execute(f"INSERT INTO {Signal.TRACES.value} SELECT * FROM _spans_in")
@@ -397,6 +401,11 @@ class Store:
         # Object storage acknowledges a PUT once the object is durable: nothing to sync there.
         if self.settings.fsync and not self.settings.remote_data:
             self._fsync_new_files(cur)
+        if stored_spans and self.spans_committed is not None:
+            # The snapshot just made, or a later one if another cursor committed meanwhile.
+            found = cur.execute(f"SELECT id FROM {LAKE}.current_snapshot()").fetchone()
+            if found is not None:
+                self.spans_committed(int(found[0]), stored_spans)
         results: list[Accepted] = []
         span_i = 0
         for g in group:

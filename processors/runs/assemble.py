@@ -50,7 +50,10 @@ class RunsConfig:
     """`loop_threshold` repeats make a loop; a run whose root has not arrived `root_timeout_s`
     after its last span is a timeout; a trace lasts at most `max_trace_duration_s` (bounds the
     scan); derivation runs every `interval_ms`. `excerpt_chars` is normalise's excerpt limit.
-    `enabled: false` makes a node that only ingests (another node, or a later start, derives)."""
+    `enabled: false` makes a node that only ingests (another node, or a later start, derives).
+    While derivation is more than `max_lag_s` behind ingest, new spans are refused (503 +
+    Retry-After; 0: never). The deriver remembers up to `max_known_traces` traces of the last
+    `max_trace_duration_s` (24 bytes each); older ones are read back from the store."""
 
     loop_threshold: int = 5
     root_timeout_s: int = 3600
@@ -58,13 +61,23 @@ class RunsConfig:
     interval_ms: int = 1000
     excerpt_chars: int = 2000
     enabled: bool = True
+    max_lag_s: int = 60
+    max_known_traces: int = 4_000_000
 
     def __post_init__(self) -> None:
         if self.loop_threshold < 2:
             raise ValueError(f"runs.loop_threshold: must be at least 2, got {self.loop_threshold}")
-        for name in ("root_timeout_s", "max_trace_duration_s", "interval_ms", "excerpt_chars"):
+        for name in (
+            "root_timeout_s",
+            "max_trace_duration_s",
+            "interval_ms",
+            "excerpt_chars",
+            "max_known_traces",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"runs.{name}: must be positive, got {getattr(self, name)}")
+        if self.max_lag_s < 0:
+            raise ValueError(f"runs.max_lag_s: must be 0 or more, got {self.max_lag_s}")
 
 
 class RunsProcessor:
@@ -94,8 +107,15 @@ class RunsProcessor:
         return {
             # Shallow copies: rows hold only scalars, and asdict's deep copy was the hot spot.
             "runs": [dict(vars(r)) for r in result.runs],
-            "span_runs": [dict(vars(r)) for r in result.span_runs],
+            "span_runs": [r._asdict() for r in result.span_runs],
         }
+
+
+def assemble_facts(
+    config: RunsConfig, spans: Sequence[SpanFacts], now_ns: int, linked: Sequence[SpanFacts]
+) -> TraceRuns:
+    """`assemble` with the arguments in the order a batch loop has them."""
+    return assemble(spans, now_ns, config, linked=linked)
 
 
 def assemble(
@@ -145,6 +165,9 @@ class _Builder:
                 self.children[up].append(key)
         self.status: dict[str, tuple[str, str | None]] = {}
         self.usage: dict[str, _Usage] = {}
+        self._loops: dict[str, str | None] = {}
+        self._leaves: dict[str, list[SpanFacts]] = {}
+        self._llm_calls: dict[str, list[SpanFacts]] = {}
 
     def build(self) -> TraceRuns:
         t = self.t
@@ -153,6 +176,7 @@ class _Builder:
             self.status[key] = self._status(key)
         inherited: dict[str, tuple[str | None, str | None]] = {}
         rows = []
+        every = sorted(t.spans.values(), key=order)
         for key in reversed(self._post_order()):
             up = t.parent[key]
             members = self._by_start(key)
@@ -162,7 +186,6 @@ class _Builder:
             user = first_value(first, "user_id")
             if up is not None:
                 session, user = session or inherited[up][0], user or inherited[up][1]
-            every = sorted(t.spans.values(), key=order)
             session, user = (
                 session or first_value(every, "session_id"),
                 user or first_value(every, "user_id"),
@@ -256,6 +279,12 @@ class _Builder:
         )
 
     def _leaf_tools(self, key: str) -> list[SpanFacts]:
+        found = self._leaves.get(key)
+        if found is None:
+            found = self._leaves[key] = self._find_leaf_tools(key)
+        return found
+
+    def _find_leaf_tools(self, key: str) -> list[SpanFacts]:
         tools = [s for s in self.t.members[key] if s.span_type == "tool"]
         wrapping = {
             a.span_id
@@ -266,6 +295,12 @@ class _Builder:
         return sorted((s for s in tools if s.span_id not in wrapping), key=order)
 
     def _calls(self, key: str) -> list[SpanFacts]:
+        found = self._llm_calls.get(key)
+        if found is None:
+            found = self._llm_calls[key] = self._find_calls(key)
+        return found
+
+    def _find_calls(self, key: str) -> list[SpanFacts]:
         llm = [s for s in self.t.members[key] if s.span_type == "llm"]
         wrapping = {
             a.span_id for s in llm for a in self._ancestors_in_run(s, key) if a.span_type == "llm"
@@ -318,6 +353,11 @@ class _Builder:
         return last[1], last[2]
 
     def _loop(self, key: str) -> str | None:
+        if key not in self._loops:
+            self._loops[key] = self._detect_loop(key)
+        return self._loops[key]
+
+    def _detect_loop(self, key: str) -> str | None:
         return detect_loop(
             [(s.tool_name, s.tool_args) for s in self._leaf_tools(key)],
             [s.input_text for s in self._calls(key)],

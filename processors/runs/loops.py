@@ -33,6 +33,9 @@ def detect_loop(
     shorter than `excerpt_chars`: agents resend a long shared prefix (system prompt, history) on
     every turn, so two excerpts cut at the limit say nothing about the whole inputs being equal.
     """
+    tool_calls, llm_inputs = list(tool_calls), list(llm_inputs)
+    if len(tool_calls) < threshold and len(llm_inputs) < threshold:
+        return None  # nothing can repeat often enough
     tools: Counter[tuple[str, str]] = Counter()
     for name, args in tool_calls:
         canonical = canonical_args(args)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from processors.runs.tree import SpanFacts
 
@@ -18,7 +21,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # spans than both is rare, and its detail finds them in `span_runs` instead.
 MAX_LISTED_CALLS = 2000
 
-SPAN_FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SpanFacts))
+SPAN_FACT_FIELDS: tuple[str, ...] = SpanFacts._fields
 _FIELD_SET = frozenset(SPAN_FACT_FIELDS) - {"links", "received_ns"}
 
 
@@ -65,9 +68,8 @@ class RunRow:
     tool_cost_usd: float = 0.0  # the part of cost_usd its priced tool calls cost
 
 
-@dataclass(frozen=True)
-class SpanRun:
-    """One row of the `span_runs` table: the run a span belongs to."""
+class SpanRun(NamedTuple):
+    """One row of the `span_runs` table: the run a span belongs to (a tuple: one a span)."""
 
     org: str
     trace_id: str
@@ -83,6 +85,31 @@ class TraceRuns:
 
     runs: tuple[RunRow, ...] = ()
     span_runs: tuple[SpanRun, ...] = ()
+
+
+def facts_of(table: pa.Table) -> list[SpanFacts]:
+    """`span_facts` of every row of a table of `spans` columns, made column by column."""
+    defaults = SpanFacts._field_defaults
+    columns: list[list[Any]] = []
+    for name in SPAN_FACT_FIELDS:
+        if name == "received_ns":
+            if "received_at" not in table.column_names:
+                columns.append([None] * table.num_rows)
+                continue
+            micros = pc.cast(table["received_at"], pa.int64())
+            columns.append(pc.multiply(micros, 1000).to_pylist())
+        elif name == "links":
+            columns.append([_links(v) for v in table["links"].to_pylist()])
+        elif name in table.column_names:
+            column = table[name]
+            default = defaults.get(name)
+            if default is not None and column.null_count:
+                column = pc.fill_null(column, default)
+            columns.append(column.to_pylist())
+        else:
+            columns.append([defaults.get(name)] * table.num_rows)
+    make = tuple.__new__
+    return [make(SpanFacts, row) for row in zip(*columns, strict=True)]
 
 
 def span_facts(row: Mapping[str, Any]) -> SpanFacts:

@@ -6,7 +6,7 @@ spans (timeouts, workflow name). Pure; used by `assemble.py`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from processors.normalise.semconv import GENERIC_RUN_NAMES
 
@@ -16,10 +16,10 @@ _TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_to
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 
 
-@dataclass(frozen=True)
-class SpanFacts:
+class SpanFacts(NamedTuple):
     """The columns of one stored span that run assembly reads (names as in the `spans` table,
-    except `links`, parsed to (trace_id, span_id) pairs, and `received_ns`)."""
+    except `links`, parsed to (trace_id, span_id) pairs, and `received_ns`). A tuple: made by
+    the thousand a step, and a tuple is made about ten times faster than a frozen dataclass."""
 
     org: str
     trace_id: str

@@ -344,3 +344,84 @@ def test_runs_list_their_calls_and_old_tables_gain_the_column(store: Store) -> N
     assert store.query("SELECT call_span_ids, run_key FROM runs WHERE trace_id = ?", [T2]) == [
         (bytes.fromhex(sid(2)), run_key("acme", T2 + sid(1)))
     ]
+
+
+def test_new_traces_come_from_the_change_feed_and_known_ones_are_read_back(store: Store) -> None:
+    d = deriver(store)
+    d.step()  # learns the stored traces (none): a trace stored before is read back once
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    assert d.step() == 1
+    assert (d.stats.traces_new, d.stats.traces_stored, d.stats.spans_read_back) == (1, 0, 0)
+    append(store, [tool(T1, 3, 1)])  # more of a known trace
+    append(store, [agent(T2, 1)])  # and a new one
+    assert d.step() == 2
+    assert (d.stats.traces_new, d.stats.traces_stored, d.stats.spans_read_back) == (2, 1, 3)
+    assert d.stats.traces_uncovered == 0
+    assert runs(store) == [
+        ("acme", T1 + sid(1), None, "success", 1, 1, 110, 0.01),
+        ("acme", T2 + sid(1), None, "success", 0, 0, 0, 0.0),
+    ]
+    assert len(span_runs(store)) == 4
+
+
+def test_a_restarted_deriver_knows_the_traces_already_stored(store: Store) -> None:
+    deriver(store).step()
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    deriver(store).step()
+    d = deriver(store)  # a new process: what it knows comes from the store
+    append(store, [tool(T1, 3, 1)])
+    assert d.step() == 1
+    assert (d.stats.traces_new, d.stats.traces_stored) == (0, 1)
+    assert runs(store) == [("acme", T1 + sid(1), None, "success", 1, 1, 110, 0.01)]
+
+
+def test_rows_of_spans_deleted_since_are_still_replaced(store: Store) -> None:
+    d = deriver(store)
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    d.step()
+    # Retention took the run span (its run and span_runs rows keep their own TTL) ...
+    store.call(lambda cur: cur.execute("DELETE FROM spans WHERE span_id = ?", [sid(1)]))
+    d.step()
+    # ... and after a restart a late span of the trace arrives: the run row started with the
+    # deleted span is replaced, not left beside the new one.
+    d = deriver(store)
+    append(store, [tool(T1, 5, 1)])
+    d.step()
+    assert [(r[1], r[3]) for r in runs(store)] == [(T1 + sid(1), "running")]
+    assert [r[1] for r in span_runs(store)] == [sid(2), sid(5)]
+
+
+def test_a_trace_older_than_what_is_known_is_read_back_within_the_longest_trace(
+    store: Store,
+) -> None:
+    config = RunsConfig(max_trace_duration_s=3600)
+    append(store, [agent(T1, 1), llm(T1, 2, 1)])
+    RunDeriver(store, RunsProcessor(config), clock=lambda: NOW).step()
+    # Two days later a new deriver knows only the last trace duration and an epoch of starts;
+    # a late span of the old trace arrives (it started within the trace's hour).
+    later = NOW + 2 * 86400 * S
+    d = RunDeriver(store, RunsProcessor(config), clock=lambda: later)
+    append(store, [tool(T1, 30, 1)])
+    assert d.step() == 1
+    assert d.stats.traces_uncovered == 1 and d.stats.spans_read_back == 3
+    assert runs(store) == [("acme", T1 + sid(1), None, "success", 1, 1, 110, 0.01)]
+
+
+def test_a_deriver_whose_watermark_another_moved_relearns_the_stored_traces(
+    store: Store,
+) -> None:
+    first = deriver(store)
+    first.step()
+    append(store, [agent(T1, 1)])
+    first.step()
+    other = deriver(store)  # e.g. a node that held the lease meanwhile
+    append(store, [agent(T2, 1), llm(T2, 2, 1)])
+    other.step()
+    append(store, [tool(T2, 3, 1)])
+    first._feed.forget()  # as after its step lost to the other's (WatermarkMoved)
+    assert first.step() == 1
+    assert first.stats.traces_stored == 1  # T2 was learnt from the store, not taken as new
+    assert [(r[1], r[4], r[5]) for r in runs(store)] == [
+        (T1 + sid(1), 0, 0),
+        (T2 + sid(1), 1, 1),
+    ]

@@ -132,6 +132,42 @@ def test_the_loop_steps_at_once_while_behind_then_waits() -> None:
     asyncio.run(main())
 
 
+def test_a_wake_steps_at_once_but_no_sooner_than_the_gap_after_the_last_step() -> None:
+    steps: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop, wake = asyncio.Event(), asyncio.Event()
+
+        def step() -> bool:
+            steps.append(loop.time())
+            return False
+
+        # Woken, no gap: a step at once (the long interval would never come).
+        task = asyncio.create_task(run_steps(step, stop, 60.0, "test", wake=wake))
+        await asyncio.sleep(0.1)
+        wake.set()
+        await asyncio.sleep(0.1)
+        assert len(steps) == 2 and steps[1] - steps[0] < 0.2
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+        # Woken at once after a step with a 0.5 s gap: the next step waits out the gap.
+        steps.clear()
+        stop.clear()
+        task = asyncio.create_task(run_steps(step, stop, 60.0, "test", wake=wake, min_gap_s=0.5))
+        await asyncio.sleep(0.05)
+        wake.set()
+        await asyncio.sleep(0.2)
+        assert len(steps) == 1  # woken, still inside the gap
+        await asyncio.sleep(0.5)
+        assert len(steps) == 2 and steps[1] - steps[0] >= 0.5
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
 def test_a_failed_step_is_logged_and_retried_and_a_closed_store_pauses(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -5,7 +5,6 @@ normalised facts of one trace's spans, built here by hand, with no store involve
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -134,8 +133,8 @@ def test_a_run_with_a_span_id_not_16_lowercase_hex_lists_none() -> None:
 def test_tokens_and_cost_sum_the_runs_own_llm_calls_without_aggregates() -> None:
     spans = nested()
     # The agent spans repeat their children's usage: it must not be added on top.
-    spans[0] = replace(spans[0], input_tokens=350, output_tokens=35, usage_is_aggregate=True)
-    spans[2] = replace(spans[2], input_tokens=200, output_tokens=20, usage_is_aggregate=True)
+    spans[0] = spans[0]._replace(input_tokens=350, output_tokens=35, usage_is_aggregate=True)
+    spans[2] = spans[2]._replace(input_tokens=200, output_tokens=20, usage_is_aggregate=True)
     runs = runs_of(spans)
     top, child = runs[sid(1)], runs[sid(3)]
     assert (top.input_tokens, top.output_tokens, top.total_tokens) == (150, 15, 165)
@@ -161,7 +160,7 @@ def test_an_llm_span_wrapping_another_is_one_call_counted_once() -> None:
     assert runs[sid(1)].llm_call_count == 1
     assert (runs[sid(1)].total_tokens, runs[sid(1)].cost_usd) == (110, 0.01)
     # When only the wrapper reports usage, the wrapper's usage counts.
-    bare = replace(inner, input_tokens=None, output_tokens=None, cost_usd=None)
+    bare = inner._replace(input_tokens=None, output_tokens=None, cost_usd=None)
     runs = runs_of([agent(1, None), wrapper, bare])
     assert (runs[sid(1)].total_tokens, runs[sid(1)].cost_unknown_calls) == (110, 0)
 
@@ -232,7 +231,7 @@ def test_loop_detected_at_the_threshold() -> None:
     bare = [agent(1, None)] + [tool(n, 1, args=None) for n in range(2, 9)]
     assert runs_of(bare)[sid(1)].loop_detail is None
     # An error outranks the loop; the detail stays for alert rules.
-    failed = [replace(five[0], status_code=2, is_error=True), *five[1:]]
+    failed = [five[0]._replace(status_code=2, is_error=True), *five[1:]]
     run = runs_of(failed)[sid(1)]
     assert (run.status, run.loop_detail is not None) == ("error", True)
 
@@ -287,7 +286,7 @@ def test_trace_without_agent_spans_is_one_run_at_its_root() -> None:
 
 def test_workflow_name_falls_back_to_span_name_then_service() -> None:
     assert runs_of([agent(1, None, name=None)])[sid(1)].workflow_name == "invoke_agent None"
-    generic = replace(agent(1, None, name=None), name="invoke_agent")
+    generic = agent(1, None, name=None)._replace(name="invoke_agent")
     assert runs_of([generic])[sid(1)].workflow_name == "svc"
 
 
@@ -309,8 +308,8 @@ def test_spans_outside_any_agent_belong_to_no_run() -> None:
 
 def test_a_linked_run_is_a_child_of_the_run_it_links_into() -> None:
     parent_trace = [
-        replace(agent(1, None), trace_id=OTHER, start_time_unix_nano=T0 - 10 * S),
-        replace(tool(2, 1), trace_id=OTHER, start_time_unix_nano=T0 - 9 * S),
+        agent(1, None)._replace(trace_id=OTHER, start_time_unix_nano=T0 - 10 * S),
+        tool(2, 1)._replace(trace_id=OTHER, start_time_unix_nano=T0 - 9 * S),
     ]
     child = agent(5, None, name="worker", links=((OTHER, sid(2)),))
     [run] = assemble([child], NOW, CFG, linked=parent_trace).runs
@@ -357,7 +356,7 @@ def test_config_validates() -> None:
 def test_empty_and_mixed_input() -> None:
     assert assemble([], NOW, CFG) == TraceRuns()
     with pytest.raises(ValueError, match="more than one"):
-        assemble([span(1, None), replace(span(2, None), trace_id=OTHER)], NOW, CFG)
+        assemble([span(1, None), span(2, None)._replace(trace_id=OTHER)], NOW, CFG)
 
 
 def test_priced_tool_calls_count_in_the_run_cost() -> None:
