@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import math
 import os
 import platform
 import random
@@ -413,7 +414,13 @@ async def soak(
     load.acked += warm.acked
     runs = len(load.runs_at) * runs_per_request
     lag = await catch_up(http_ep, runs, from_iso, args.catch_up_limit_s)
-    print(f"\nload ran {elapsed:.0f} s; all {runs:,} runs listed {lag:.1f} s after it stopped")
+    if not math.isnan(lag):  # every run was listed within the limit
+        print(f"\nload ran {elapsed:.0f} s; all {runs:,} runs listed {lag:.1f} s after it stopped")
+    else:
+        print(
+            f"\nload ran {elapsed:.0f} s; not all {runs:,} runs listed "
+            f"{args.catch_up_limit_s:.0f} s after it stopped"
+        )
     return load, windows, lag
 
 

@@ -623,6 +623,11 @@ class Service:
             "derivation steps that derived something",
             lambda: float(stats.steps),
         )
+        m.counter(
+            "agentledger_derivation_interrupted_total",
+            "derivation queries interrupted past their time bound (the step is retried)",
+            lambda: float(stats.interrupted),
+        )
         for phase, text in (
             ("read", "reading changes and stored spans"),
             ("assemble", "assembling runs in a worker (waiting for one included)"),

@@ -11,10 +11,12 @@ once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 
 WATERMARK = "runs"
 IDLE_TICK_S = 5.0  # steps are woken by commits; this tick only finds runs overdue for a root
+# A step's reads take seconds even far behind; one still running after this is stuck (seen
+# under sustained load: a change-feed read waiting in DuckDB for a task that never ran).
+QUERY_TIMEOUT_S = 120
 _NS = 1_000_000_000
 _GAP_NS = 600 * _NS  # traces whose spans lie closer than this are read back by one query
 _MAX_READS = 16  # read-back queries a step at most (more: one query over their whole range)
@@ -184,6 +189,7 @@ class DeriveStats:
     read_s: float = 0.0
     assemble_s: float = 0.0
     commit_s: float = 0.0
+    interrupted: int = 0  # queries interrupted past QUERY_TIMEOUT_S (their step retried)
 
 
 class RunDeriver:
@@ -336,8 +342,7 @@ class RunDeriver:
         for org, trace_id in work.traces:
             by_org.setdefault(org, []).append(trace_id)
         for org, trace_ids in sorted(by_org.items()):
-            cur = self._store.cursor()
-            try:
+            with self._cursor() as cur:
                 cur.register("_changed", pa.table({"trace_id": trace_ids}))
                 rows = cur.execute(
                     """SELECT trace_id, hash(org, trace_id),
@@ -347,8 +352,6 @@ class RunDeriver:
                        GROUP BY ALL""",
                     [org],
                 ).fetchall()
-            finally:
-                cur.close()
             for trace_id, key, lo, hi in rows:
                 work.add((org, trace_id), int(lo), int(hi), int(key), fed=False)
 
@@ -381,14 +384,11 @@ class RunDeriver:
         return plan
 
     def _load_known(self, now: int) -> None:
-        cur = self._store.cursor()
-        try:
+        with self._cursor() as cur:
             cur.execute("BEGIN")  # the snapshot and the traces read in one transaction
             found = cur.execute(f"SELECT id FROM {LAKE}.current_snapshot()").fetchone()
             self._known.load(cur, now)
             cur.execute("COMMIT")
-        finally:
-            cur.close()
         self._known_to = int(found[0]) if found else -1
 
     def _spans(self, work: _Work, plan: _Plan) -> pa.Table:
@@ -396,8 +396,7 @@ class RunDeriver:
         feed, the others from the store."""
         cols = ", ".join(self._assembler.columns)
         parts: list[pa.Table] = []
-        cur = self._store.cursor()
-        try:
+        with self._cursor() as cur:
             if plan.new:
                 new = np.fromiter((work.traces[k].key for k in plan.new), np.uint64, len(plan.new))
                 cur.register("_new", pa.table({"h": new}))
@@ -413,8 +412,6 @@ class RunDeriver:
                 )
                 cur.unregister("_new")
             parts += self._read_back(cur, plan.stored)
-        finally:
-            cur.close()
         stored = sum(p.num_rows for p in parts[1 if plan.new else 0 :])
         self.stats.spans_read_back += stored
         return _concat(parts)
@@ -462,11 +459,8 @@ class RunDeriver:
                 wanted[key] = (min(lo, start), max(hi, start))
         longest = self._max_trace_ns
         bounds = {k: (lo - longest, hi + longest) for k, (lo, hi) in wanted.items()}
-        cur = self._store.cursor()
-        try:
+        with self._cursor() as cur:
             return _concat(self._read_back(cur, bounds), spans.schema)
-        finally:
-            cur.close()
 
     def _commit(
         self,
@@ -517,6 +511,26 @@ class RunDeriver:
             )
         if self._known_to is not None and window.since <= self._known_to:
             self._known_to = max(self._known_to, window.until)
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of the store whose queries are interrupted past `QUERY_TIMEOUT_S`: a query
+        stuck inside DuckDB then fails its step, which the loop retries, instead of stopping
+        derivation (and, past the lag bound, span ingest) for good."""
+        cur = self._store.cursor()
+        timer = threading.Timer(QUERY_TIMEOUT_S, self._interrupt, (cur,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield cur
+        finally:
+            timer.cancel()
+            cur.close()
+
+    def _interrupt(self, cur: duckdb.DuckDBPyConnection) -> None:
+        self.stats.interrupted += 1
+        log.warning("run derivation: a query ran past %d s; interrupting the step", QUERY_TIMEOUT_S)
+        cur.interrupt()
 
     # -- the loop ------------------------------------------------------------------------------
 

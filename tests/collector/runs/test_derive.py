@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from collector.model import Rows, Signal
+from collector.runs import derive
 from collector.runs.derive import RunDeriver
 from collector.store.keys import run_key
 from collector.store.lake import StoreSettings
@@ -425,3 +427,16 @@ def test_a_deriver_whose_watermark_another_moved_relearns_the_stored_traces(
         (T1 + sid(1), 0, 0),
         (T2 + sid(1), 1, 1),
     ]
+
+
+def test_a_query_stuck_past_its_bound_is_interrupted_and_counted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(derive, "QUERY_TIMEOUT_S", 0.2)
+    d = deriver(store)
+    with pytest.raises(duckdb.InterruptException), d._cursor() as cur:
+        cur.execute("SELECT count(*) FROM range(1000000000000) a").fetchall()
+    assert d.stats.interrupted == 1
+    with d._cursor() as cur:  # a query within the bound is left alone
+        assert cur.execute("SELECT 42").fetchone() == (42,)
+    assert d.stats.interrupted == 1
