@@ -392,29 +392,18 @@ class RunDeriver:
         self._known_to = int(found[0]) if found else -1
 
     def _spans(self, work: _Work, plan: _Plan) -> pa.Table:
-        """Every span of the traces to derive: new ones from the step's window of the change
-        feed, the others from the store."""
-        cols = ", ".join(self._assembler.columns)
-        parts: list[pa.Table] = []
+        """Every span of the traces to derive, read back from the store: a new trace within the
+        start times the change feed showed (all its spans are in the step's window), a known
+        one within the extent remembered for it."""
+        # New traces were read from `ducklake_table_changes` once; under sustained load that
+        # read twice waited forever inside DuckDB (no CPU, deaf to interrupts), so they are
+        # read like the others: the same pruned scan, by start time and trace id.
+        new = {k: (work.traces[k].lo, work.traces[k].hi) for k in plan.new}
         with self._cursor() as cur:
-            if plan.new:
-                new = np.fromiter((work.traces[k].key for k in plan.new), np.uint64, len(plan.new))
-                cur.register("_new", pa.table({"h": new}))
-                parts.append(
-                    cur.execute(
-                        f"""SELECT hash(org, trace_id) AS _h, {cols}
-                            FROM ducklake_table_changes('{LAKE}', 'main', '{Signal.TRACES.value}',
-                                                        ?, ?)
-                            WHERE change_type = 'insert'
-                              AND hash(org, trace_id) IN (SELECT h FROM _new)""",
-                        [work.window.since + 1, work.window.until],
-                    ).to_arrow_table()
-                )
-                cur.unregister("_new")
-            parts += self._read_back(cur, plan.stored)
-        stored = sum(p.num_rows for p in parts[1 if plan.new else 0 :])
-        self.stats.spans_read_back += stored
-        return _concat(parts)
+            fresh = self._read_back(cur, new)
+            stored = self._read_back(cur, plan.stored)
+        self.stats.spans_read_back += sum(p.num_rows for p in stored)
+        return _concat(fresh + stored)
 
     def _read_back(
         self, cur: duckdb.DuckDBPyConnection, bounds: dict[TraceKey, tuple[int, int]]
