@@ -605,7 +605,7 @@ class Service:
         )
         m.counter(
             "agentledger_derivation_traces_new_total",
-            "traces derived from the change feed alone (seen for the first time)",
+            "traces derived when seen for the first time",
             lambda: float(stats.traces_new),
         )
         m.counter(

@@ -1,9 +1,9 @@
 """Derived processing: keeps the `runs` and `span_runs` tables in step with committed spans.
 
 Reads DuckLake's change feed of `spans` from the `runs` watermark and re-assembles every touched
-trace whole with the run assembler (`processors/runs/assemble.py`), in a worker process: a trace
-seen for the first time from the feed's own rows (only the new files are read), a trace with
-stored spans (`known.py`) read back from the store within the start times its spans lie in. The
+trace whole with the run assembler (`processors/runs/assemble.py`), in a worker process. Its
+spans are read back from the store within the start times they lie in: for a trace seen for the
+first time, those the feed showed; for one with stored spans, the extent `known.py` keeps. The
 rows and the new watermark commit in one transaction: a crash anywhere redoes that step, exactly
 once.
 """
@@ -43,8 +43,7 @@ log = logging.getLogger(__name__)
 
 WATERMARK = "runs"
 IDLE_TICK_S = 5.0  # steps are woken by commits; this tick only finds runs overdue for a root
-# A step's reads take seconds even far behind; one still running after this is stuck (seen
-# under sustained load: a change-feed read waiting in DuckDB for a task that never ran).
+# A step's reads take seconds even far behind; one still running after this is stuck.
 QUERY_TIMEOUT_S = 120
 _NS = 1_000_000_000
 _GAP_NS = 600 * _NS  # traces whose spans lie closer than this are read back by one query
@@ -168,8 +167,8 @@ class _Work:
 
 @dataclass
 class _Plan:
-    """How a step gets each trace's spans: new traces from the change feed; the others read
-    back from the store within bounds that hold every span and derived row they have."""
+    """How a step reads each trace's spans back: new traces within the start times the change
+    feed showed; the others within bounds that hold every span and derived row they have."""
 
     new: list[TraceKey] = field(default_factory=list)
     stored: dict[TraceKey, tuple[int, int]] = field(default_factory=dict)
@@ -180,7 +179,7 @@ class DeriveStats:
     """What the deriver did, for /metrics."""
 
     steps: int = 0
-    traces_new: int = 0  # derived from the change feed alone
+    traces_new: int = 0  # seen for the first time (read within the feed's start times)
     traces_stored: int = 0  # read back from the store
     traces_uncovered: int = 0  # of those, read back within the longest trace (not known)
     spans_read_back: int = 0
@@ -504,8 +503,8 @@ class RunDeriver:
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor of the store whose queries are interrupted past `QUERY_TIMEOUT_S`: a query
-        stuck inside DuckDB then fails its step, which the loop retries, instead of stopping
-        derivation (and, past the lag bound, span ingest) for good."""
+        that long fails its step, which the loop retries, rather than holding derivation (and,
+        past the lag bound, span ingest). A query DuckDB never returns from ignores this too."""
         cur = self._store.cursor()
         timer = threading.Timer(QUERY_TIMEOUT_S, self._interrupt, (cur,))
         timer.daemon = True
