@@ -100,6 +100,18 @@ def write_config(
     return cfg
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its children (the server and its decode workers), from /proc."""
+    pids = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return pids
+
+
 def start_server(cfg: Path) -> tuple[subprocess.Popen[str], str, str]:
     """`agentledger serve` on `cfg` once it is ready: (process, gRPC and HTTP host:port)."""
     server = subprocess.Popen(

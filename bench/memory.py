@@ -36,6 +36,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest import process_tree  # noqa: E402
 from tests.otlp_factory import kv  # noqa: E402
 
 KEY = "al_live_0badc0de_" + "0" * 40
@@ -54,17 +55,6 @@ auth:
 MIB = 1024 * 1024
 
 
-def tree_pids(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return pids
-
-
 def status_kib(pid: int, field: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -75,7 +65,7 @@ def status_kib(pid: int, field: str) -> int:
 
 
 def tree_rss_mib(pid: int) -> float:
-    return sum(status_kib(p, "VmRSS") for p in tree_pids(pid)) / 1024
+    return sum(status_kib(p, "VmRSS") for p in process_tree(pid)) / 1024
 
 
 class Sampler:
@@ -91,7 +81,7 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(0.02):
             self.peak = max(self.peak, tree_rss_mib(self.pid))
-            for p in tree_pids(self.pid):
+            for p in process_tree(self.pid):
                 self.per_pid[p] = max(self.per_pid.get(p, 0), status_kib(p, "VmRSS") // 1024)
 
     def __enter__(self) -> Sampler:

@@ -42,7 +42,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import KEY, READ, count_rows, start_server, write_config  # noqa: E402
+from bench.ingest import (  # noqa: E402
+    KEY,
+    READ,
+    count_rows,
+    process_tree,
+    start_server,
+    write_config,
+)
 from tests.otlp_factory import request_of  # noqa: E402
 
 SPANS = 512
@@ -145,17 +152,6 @@ async def clients(
                 load.runs_at.append(now)
 
     await asyncio.gather(*(one(seed + i) for i in range(n)))
-
-
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return pids
 
 
 def proc_status(pid: int) -> tuple[float, float]:
