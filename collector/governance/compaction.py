@@ -59,7 +59,13 @@ class CompactionResult:
 # Lookups by a random id (a trace's spans, a trace's span-to-run rows, a run by its key) prune
 # with Parquet min/max only in files sorted by that id; small row groups make one pruned row
 # group cheap to read.
-SORT_KEYS = {"spans": "org, trace_id", "span_runs": "org, trace_id", "runs": "run_key"}
+SORT_KEYS = {
+    "spans": "org, trace_id",
+    "span_runs": "org, trace_id",
+    "runs": "run_key",
+    # A workflow's tool breakdown reads one workflow's rows in a time window.
+    "run_tools": "org, workflow_name, started_at",
+}
 
 
 def layout(config: CompactionConfig) -> dict[tuple[str, str], str]:

@@ -46,6 +46,7 @@ KINDS: dict[str, tuple[Target, ...]] = {
     "runs": (
         Target("runs", "started_at", "ts"),
         Target("span_runs", "start_time_unix_nano", "ns"),
+        Target("run_tools", "started_at", "ts"),
     ),
     "roi_events": (Target("roi_events", "occurred_at", "ts"),),
     "capture_events": (

@@ -1,5 +1,5 @@
 """Named aggregate queries: workflow summaries, per-workflow buckets and tools, overview totals,
-and time series for Grafana. Each is parametrised SQL over `runs` (and `span_runs`/`spans`),
+and time series for Grafana. Each is parametrised SQL over `runs` (and `run_tools`/`spans`),
 scoped by org and capped in rows; a run counts in a window when it *started* in it.
 """
 
@@ -86,51 +86,40 @@ _STATS_SQL = f"""SELECT (epoch_us(started_at) // $width) * $width AS bucket, cou
     GROUP BY bucket ORDER BY bucket
     LIMIT $limit"""
 
-# The workflow's runs are read once. A tool span belongs to a run when the run's row lists it
-# (`runs.call_span_ids`, as hex): the spans of the runs' traces are matched by trace id and
-# that list, which spares a scan of `span_runs` (4M tool rows at 1M runs: half the time).
-# `position` finds the id's first occurrence; only a hit off a 16-character boundary (another
-# id's hex straddling two entries) needs the exact check against the list split up. Runs
-# whose row lists no calls (derived before the column, or too many) take `span_runs`.
-_TOOLS_SQL = """WITH wr AS MATERIALIZED (
-        SELECT run_id, trace_id, lower(hex(call_span_ids)) AS ids FROM runs
-        WHERE org = $org AND workflow_name = $workflow AND started_at BETWEEN $start AND $end
-    ), tool_spans AS (
-        SELECT trace_id, span_id, coalesce(tool_name, name) AS tool,
-            coalesce(is_error, false) OR coalesce(status_code = 2, false) AS failed,
-            (end_time_unix_nano - start_time_unix_nano) / 1e6 AS latency_ms
-        FROM spans WHERE org = $org AND span_type = 'tool'
-    ), listed AS (
-        SELECT s.*, wr.run_id, wr.ids, position(s.span_id IN wr.ids) AS found_at
-        FROM tool_spans s JOIN wr ON wr.trace_id = s.trace_id
-        WHERE wr.ids IS NOT NULL
-    ), mcp AS (
-        SELECT lower(trace_id) AS trace_id, primitive_name, success, latency_ms FROM mcp_events
-        WHERE org = $org AND lower(trace_id) IN (SELECT trace_id FROM wr)
-    ), mcp_runs AS (
-        -- an MCP call joins its trace's first run (as the tool_calls view does, read/views.py)
-        SELECT trace_id, arg_min(run_id, started_at) AS run_id FROM runs
-        WHERE org = $org AND trace_id IN (SELECT trace_id FROM mcp)
+# A workflow's tool calls are its runs' `run_tools` rows (the deriver writes them beside each
+# run, sorted by workflow and start on merge), so the breakdown reads only that workflow's rows;
+# `first_of_tool` counts the runs using a tool without a DISTINCT over run ids. MCP calls
+# reported to `/api/mcp` join their trace's first run (as the tool_calls view does,
+# read/views.py); such a run counts for the tool unless its own spans called it already.
+_TOOLS_SQL = """WITH mcp AS (
+        SELECT lower(trace_id) AS trace_id, primitive_name AS tool, NOT success AS failed,
+            latency_ms::DOUBLE AS latency_ms, started_at, event_id
+        FROM mcp_events WHERE org = $org AND trace_id IS NOT NULL
+    ), first_runs AS (
+        SELECT trace_id, arg_min(run_id, started_at) AS run_id,
+            arg_min(workflow_name, started_at) AS workflow_name, min(started_at) AS started_at
+        FROM runs WHERE org = $org AND trace_id IN (SELECT trace_id FROM mcp)
         GROUP BY trace_id
+    ), mcp_calls AS (
+        SELECT m.tool, r.run_id, m.failed, m.latency_ms,
+            row_number() OVER (PARTITION BY r.run_id, m.tool ORDER BY m.started_at, m.event_id)
+                = 1 AS first_of_tool
+        FROM mcp m JOIN first_runs r USING (trace_id)
+        WHERE r.workflow_name = $workflow AND r.started_at BETWEEN $start AND $end
     ), calls AS (
-        SELECT tool, run_id, failed, latency_ms FROM listed
-        WHERE CASE WHEN found_at = 0 THEN false WHEN found_at % 16 = 1 THEN true
-            ELSE list_contains(
-                [substr(ids, 16 * k + 1, 16) FOR k IN range(length(ids) // 16)], span_id)
-            END
+        SELECT tool, failed, latency_ms, first_of_tool FROM run_tools
+        WHERE org = $org AND workflow_name = $workflow AND started_at BETWEEN $start AND $end
         UNION ALL
-        SELECT s.tool, sr.run_id, s.failed, s.latency_ms
-        FROM span_runs sr
-        JOIN (FROM wr WHERE ids IS NULL) w ON w.run_id = sr.run_id AND w.trace_id = sr.trace_id
-        JOIN tool_spans s ON s.trace_id = sr.trace_id AND s.span_id = sr.span_id
-        WHERE sr.org = $org AND sr.span_type = 'tool'
-        UNION ALL
-        SELECT m.primitive_name, r.run_id, NOT m.success, m.latency_ms
-        FROM mcp m JOIN mcp_runs r USING (trace_id) JOIN wr ON wr.run_id = r.run_id
+        SELECT m.tool, m.failed, m.latency_ms, m.first_of_tool AND NOT EXISTS (
+            SELECT 1 FROM run_tools t WHERE t.org = $org AND t.run_id = m.run_id
+                AND t.tool = m.tool)
+        FROM mcp_calls m
     )
     SELECT tool, count(*), avg(CASE WHEN failed THEN 1.0 ELSE 0.0 END),
         quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95),
-        count(DISTINCT run_id), (SELECT count(*) FROM wr)
+        count(*) FILTER (WHERE first_of_tool),
+        (SELECT count(*) FROM runs
+         WHERE org = $org AND workflow_name = $workflow AND started_at BETWEEN $start AND $end)
     FROM calls GROUP BY tool ORDER BY count(*) DESC, tool
     LIMIT $limit"""
 

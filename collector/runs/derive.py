@@ -1,4 +1,5 @@
-"""Derived processing: keeps the `runs` and `span_runs` tables in step with committed spans.
+"""Derived processing: keeps the `runs`, `span_runs` and `run_tools` tables in step with
+committed spans.
 
 Reads DuckLake's change feed of `spans` from the `runs` watermark and re-assembles every touched
 trace whole with the run assembler (`processors/runs/assemble.py`), in a worker process. Its
@@ -30,13 +31,13 @@ from collector.runs.feed import Feed, Window, run_steps
 from collector.runs.known import KnownTraces
 from collector.runs.lag import DerivationLag
 from collector.runs.overdue import OverdueRuns
-from collector.runs.upkeep import add_missing_columns, add_run_keys
+from collector.runs.upkeep import add_missing_columns, add_run_keys, fill_run_tools
 from collector.store.keys import run_key
 from collector.store.lake import LAKE
 from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
 from collector.store.writer import Store
 from processors.runs.assemble import RunsProcessor, assemble_facts
-from processors.runs.rows import SpanRun, facts_of
+from processors.runs.rows import RunTool, SpanRun, facts_of
 from processors.runs.tree import SpanFacts
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def assemble_ipc(
     linked_by_trace = _by_trace(facts_of(_from_ipc(linked)))
     runs: list[dict[str, Any]] = []
     span_runs: list[SpanRun] = []
+    run_tools: list[RunTool] = []
     for key in sorted(by_trace):
         facts = by_trace[key]
         targets = {t for f in facts for t, _ in f.links}
@@ -78,18 +80,23 @@ def assemble_ipc(
         result = assemble_facts(assembler.config, facts, now_ns, others)
         runs.extend(dict(vars(r)) for r in result.runs)
         span_runs.extend(result.span_runs)
+        run_tools.extend(result.run_tools)
     for run in runs:
         run["run_key"] = run_key(run["org"], run["run_id"])
         run["parent_run_key"] = run_key(run["org"], run.get("parent_run_id"))
-    schema = derived_arrow_schema("span_runs")
-    columns = list(zip(*span_runs, strict=True)) or [()] * len(SpanRun._fields)
-    by_name = dict(zip(SpanRun._fields, columns, strict=True))
     return {
         "runs": _to_ipc(pa.Table.from_pylist(runs, derived_arrow_schema("runs"))),
-        "span_runs": _to_ipc(
-            pa.table([pa.array(by_name[f.name], f.type) for f in schema], schema=schema)
-        ),
+        "span_runs": _to_ipc(_tuples_table("span_runs", SpanRun._fields, span_runs)),
+        "run_tools": _to_ipc(_tuples_table("run_tools", RunTool._fields, run_tools)),
     }
+
+
+def _tuples_table(name: str, fields: tuple[str, ...], rows: list[Any]) -> pa.Table:
+    """A derived table's rows (named tuples of `fields`) as Arrow, column by column."""
+    schema = derived_arrow_schema(name)
+    columns = list(zip(*rows, strict=True)) or [()] * len(fields)
+    by_name = dict(zip(fields, columns, strict=True))
+    return pa.table([pa.array(by_name[f.name], f.type) for f in schema], schema=schema)
 
 
 def _by_trace(facts: list[SpanFacts]) -> dict[TraceKey, list[SpanFacts]]:
@@ -229,6 +236,7 @@ class RunDeriver:
 
     def create_tables(self) -> None:
         def create(cur: duckdb.DuckDBPyConnection) -> None:
+            had = {str(r[0]) for r in cur.execute(f"SHOW TABLES FROM {LAKE}").fetchall()}
             for name in DERIVED_TABLES:
                 cur.execute(
                     create_derived_sql(name).replace(
@@ -241,6 +249,8 @@ class RunDeriver:
             filled = add_run_keys(cur)
             if filled:
                 log.info("filled run keys of %d runs", filled)
+            if "run_tools" not in had and {"runs", "span_runs", "spans"} <= had:
+                log.info("filled run_tools of the stored runs: %d rows", fill_run_tools(cur))
 
         self._store.call(create)
         self._tables_ready = True
@@ -476,6 +486,11 @@ class RunDeriver:
                 "DELETE FROM span_runs WHERE start_time_unix_nano BETWEEN ? AND ? AND "
                 + match.format(t="span_runs"),
                 [lo, hi],
+            )
+            cur.execute(
+                "DELETE FROM run_tools WHERE started_at BETWEEN make_timestamptz(?::BIGINT) "
+                f"AND make_timestamptz(?::BIGINT) AND {match.format(t='run_tools')}",
+                [lo // 1000, hi // 1000],
             )
             cur.unregister("_traces")
         for name, table in rows.items():

@@ -1,5 +1,5 @@
-"""Schema upkeep of the derived tables on start: columns added since a store was created, and
-the integer run keys of runs derived before those columns existed. Called by `derive.py`.
+"""Schema upkeep of the derived tables on start: columns and tables added since a store was
+created, filled for the runs derived before them. Called by `derive.py` and the read benchmark.
 """
 
 from __future__ import annotations
@@ -44,3 +44,31 @@ def add_missing_columns(cur: duckdb.DuckDBPyConnection, name: str) -> list[str]:
     for column in added:
         cur.execute(f"ALTER TABLE {LAKE}.{name} ADD COLUMN {column.name} {column.sql}")
     return [c.name for c in added]
+
+
+# What the run assembler writes to `run_tools` (`processors.runs.rows.run_tools`), from the
+# stored runs, their `span_runs` rows and the tool spans: one row a span, even if ingest has
+# not yet dropped a duplicate of it.
+_FILL_RUN_TOOLS = """INSERT INTO run_tools BY NAME
+SELECT r.org, r.workflow_name, r.started_at, r.trace_id, r.run_id, t.tool, t.failed,
+    t.latency_ms,
+    row_number() OVER (PARTITION BY r.org, r.run_id, t.tool
+                       ORDER BY t.start_time_unix_nano, t.span_id) = 1 AS first_of_tool
+FROM (
+    SELECT DISTINCT ON (sr.org, sr.trace_id, sr.span_id) sr.org, sr.run_id, s.span_id,
+        s.start_time_unix_nano, coalesce(s.tool_name, s.name) AS tool,
+        coalesce(s.is_error, false) OR coalesce(s.status_code = 2, false) AS failed,
+        (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6 AS latency_ms
+    FROM span_runs sr
+    JOIN spans s ON s.org = sr.org AND s.trace_id = sr.trace_id AND s.span_id = sr.span_id
+    WHERE sr.span_type = 'tool'
+) t
+JOIN runs r ON r.org = t.org AND r.run_id = t.run_id"""
+
+
+def fill_run_tools(cur: duckdb.DuckDBPyConnection) -> int:
+    """Writes the `run_tools` rows of every stored run (for a store whose runs were derived
+    before the table existed); returns how many rows it wrote. Once, in the transaction that
+    creates the table: a crash leaves neither."""
+    found = cur.execute(_FILL_RUN_TOOLS).fetchone()
+    return int(found[0]) if found else 0

@@ -27,7 +27,7 @@ MAX_CHILD_RUNS = 100
 MAX_BUCKETS = 2000
 MAX_SERIES_ROWS = 20_000
 
-_DERIVED = ("runs", "span_runs")
+_DERIVED = ("runs", "span_runs", "run_tools")
 _ONE_US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -244,9 +244,25 @@ SPAN_RUN_COLUMNS: tuple[Column, ...] = (
     _c("start_time_unix_nano", _I64, "BIGINT", "the span's start, so scans prune like spans"),
 )
 
+# One row per tool span a run owns (as its `span_runs` rows of type tool), with the run's
+# workflow and start: a workflow's tool breakdown reads these rows alone, pruned by workflow,
+# where reading the tool spans of a busy workflow's runs meant scanning `spans` whole.
+RUN_TOOL_COLUMNS: tuple[Column, ...] = (
+    _c("org", _STR, "VARCHAR"),
+    _c("workflow_name", _STR, "VARCHAR", "the run's"),
+    _c("started_at", _TS, "TIMESTAMPTZ", "the run's start: the window a call counts in"),
+    _c("trace_id", _STR, "VARCHAR"),
+    _c("run_id", _STR, "VARCHAR"),
+    _c("tool", _STR, "VARCHAR", "tool_name, else the span's name"),
+    _c("failed", _BOOL, "BOOLEAN", "is_error, or status ERROR"),
+    _c("latency_ms", _F64, "DOUBLE", "end - start"),
+    _c("first_of_tool", _BOOL, "BOOLEAN", "the run's first call of this tool: counts runs"),
+)
+
 DERIVED_TABLES: dict[str, tuple[Column, ...]] = {
     "runs": RUN_COLUMNS,
     "span_runs": SPAN_RUN_COLUMNS,
+    "run_tools": RUN_TOOL_COLUMNS,
 }
 
 

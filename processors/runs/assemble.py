@@ -18,10 +18,12 @@ from processors.runs.loops import detect_loop
 from processors.runs.rows import (
     SPAN_FACT_FIELDS,
     RunRow,
+    RunTool,
     SpanRun,
     TraceRuns,
     from_epoch_ns,
     pack_call_ids,
+    run_tools,
     span_facts,
 )
 from processors.runs.tree import STATUS_ERROR as _STATUS_ERROR
@@ -108,6 +110,7 @@ class RunsProcessor:
             # Shallow copies: rows hold only scalars, and asdict's deep copy was the hot spot.
             "runs": [dict(vars(r)) for r in result.runs],
             "span_runs": [r._asdict() for r in result.span_runs],
+            "run_tools": [r._asdict() for r in result.run_tools],
         }
 
 
@@ -176,6 +179,7 @@ class _Builder:
             self.status[key] = self._status(key)
         inherited: dict[str, tuple[str | None, str | None]] = {}
         rows = []
+        tools: list[RunTool] = []
         every = sorted(t.spans.values(), key=order)
         for key in reversed(self._post_order()):
             up = t.parent[key]
@@ -191,7 +195,9 @@ class _Builder:
                 user or first_value(every, "user_id"),
             )
             inherited[key] = (session, user)
-            rows.append(self._row(key, run_span, members, session, user))
+            row = self._row(key, run_span, members, session, user)
+            rows.append(row)
+            tools.extend(run_tools(row, members))
         span_runs = tuple(
             SpanRun(
                 s.org, s.trace_id, s.span_id, t.trace_id + run, s.span_type, s.start_time_unix_nano
@@ -199,7 +205,8 @@ class _Builder:
             for s in t.spans.values()
             if (run := t.owner[s.span_id]) is not None
         )
-        return TraceRuns(tuple(sorted(rows, key=lambda r: r.run_id)), span_runs)
+        tools.sort(key=lambda r: r.run_id)  # stable: by start within a run
+        return TraceRuns(tuple(sorted(rows, key=lambda r: r.run_id)), span_runs, tuple(tools))
 
     def _post_order(self) -> list[str]:
         out: list[str] = []

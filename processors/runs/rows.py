@@ -1,5 +1,6 @@
-"""Rows of the derived tables (`runs`, `span_runs`) and the span facts read from `spans`:
-the data types run assembly (`runs.py`) takes in and gives out, and how a row packs them. Pure.
+"""Rows of the derived tables (`runs`, `span_runs`, `run_tools`) and the span facts read from
+`spans`: the data types run assembly (`runs.py`) takes in and gives out, and how a row packs them.
+Pure.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processors.runs.tree import SpanFacts
+from processors.runs.tree import STATUS_ERROR, SpanFacts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -79,12 +80,56 @@ class SpanRun(NamedTuple):
     start_time_unix_nano: int
 
 
+class RunTool(NamedTuple):
+    """One row of the `run_tools` table: a tool span a run owns, with the run's workflow and
+    start (`collector.store.schema.RUN_TOOL_COLUMNS`)."""
+
+    org: str
+    workflow_name: str | None
+    started_at: datetime
+    trace_id: str
+    run_id: str
+    tool: str
+    failed: bool
+    latency_ms: float
+    first_of_tool: bool
+
+
+def run_tools(run: RunRow, members: Sequence[SpanFacts]) -> list[RunTool]:
+    """The `run_tools` rows of a run from its member spans (its `span_runs`), sorted by start:
+    each tool span, named by `tool_name` else its span name; the first call of each tool is
+    marked, so runs using a tool are counted without a DISTINCT over run ids."""
+    seen: set[str] = set()
+    out = []
+    for s in members:
+        if s.span_type != "tool":
+            continue
+        tool = s.name if s.tool_name is None else s.tool_name
+        out.append(
+            RunTool(
+                run.org,
+                run.workflow_name,
+                run.started_at,
+                run.trace_id,
+                run.run_id,
+                tool,
+                bool(s.is_error) or s.status_code == STATUS_ERROR,
+                (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6,
+                tool not in seen,
+            )
+        )
+        seen.add(tool)
+    return out
+
+
 @dataclass(frozen=True)
 class TraceRuns:
-    """A trace's runs (sorted by run id) and span assignments (sorted by span id)."""
+    """A trace's runs (sorted by run id), span assignments (sorted by span id) and the runs'
+    tool calls (by run, then start)."""
 
     runs: tuple[RunRow, ...] = ()
     span_runs: tuple[SpanRun, ...] = ()
+    run_tools: tuple[RunTool, ...] = ()
 
 
 def facts_of(table: pa.Table) -> list[SpanFacts]:

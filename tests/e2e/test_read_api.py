@@ -30,6 +30,7 @@ with warnings.catch_warnings():
 from collector.api.ratelimit import SlidingWindowLimiter
 from collector.auth.keys import Authenticator
 from collector.read.api import ReadApi
+from collector.runs.upkeep import fill_run_tools
 from collector.store.writer import Store
 from tests.collector.store.test_query import T0, insert, rid, run_row, span, span_run
 from tests.e2e.server import KEYS, Server
@@ -86,6 +87,7 @@ def client(store: Store, auth: Authenticator) -> Iterator[TestClient]:
     spans.append(span(1, 2, "tool", 1.0, tool_name="search", tool_args="{}", tool_result="ok"))
     insert(store, "spans", spans)
     insert(store, "span_runs", [span_run(s, rid(1)) for s in spans])
+    store.call(fill_run_tools)  # the tool-call rows the deriver writes beside each run
     with app_client(store, auth, SlidingWindowLimiter(10_000)) as c:
         yield c
 

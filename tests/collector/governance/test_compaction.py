@@ -133,7 +133,12 @@ def test_the_layout_sorts_each_lookup_table_by_its_key_once(tmp_path: Path) -> N
                    WHERE s.end_snapshot IS NULL AND t.end_snapshot IS NULL GROUP BY 1"""
             )
         )
-        assert sorts == {"spans": "org, trace_id", "span_runs": "org, trace_id", "runs": "run_key"}
+        assert sorts == {
+            "spans": "org, trace_id",
+            "span_runs": "org, trace_id",
+            "runs": "run_key",
+            "run_tools": "org, workflow_name, started_at",
+        }
         options = {
             (r[0], r[2]): r[1]
             for r in st.query("SELECT option_name, value, scope_entry FROM lake.options()")

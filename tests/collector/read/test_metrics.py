@@ -1,7 +1,6 @@
-"""Tests for `collector/read/metrics.py`'s tool breakdown: which run a tool call counts for, by
-the run row's own list of calls (`runs.call_span_ids`), by `span_runs` for a run without one,
-and for MCP calls by their trace. A real store (tests/collector/store/test_query.py's helpers).
-"""
+"""Tests for `collector/read/metrics.py`'s tool breakdown: which run a tool call counts for (its
+`run_tools` rows, as the deriver writes them), and for MCP calls by their trace. A real store
+(tests/collector/store/test_query.py's helpers)."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import pytest
 
 from collector.mcp import store as mcp_store
 from collector.read import metrics as qm
+from collector.runs.upkeep import fill_run_tools
 from collector.store.query import Window
 from collector.store.writer import Store
 from tests.collector.store.test_query import T0, WIDE, insert, rid, run_row, span, span_run
@@ -25,11 +25,6 @@ from tests.stores import service_store
 def store(tmp_path: Path) -> Iterator[Store]:
     with service_store(tmp_path) as s:  # derived tables, MCP tables and views, as at start
         yield s
-
-
-def listing(*span_ids: str) -> bytes:
-    """A run row's `call_span_ids`: the ids' 8 raw bytes each, in order."""
-    return b"".join(bytes.fromhex(s) for s in span_ids)
 
 
 def child_of(n: int, tail: str, **kw: Any) -> dict[str, Any]:
@@ -43,10 +38,7 @@ def by_name(tools: list[qm.ToolStats]) -> dict[str, tuple[int, float, int, float
     return {t.tool_name: (t.calls, t.error_rate, t.runs_using, t.run_share) for t in tools}
 
 
-@pytest.mark.parametrize("listed", [True, False], ids=["call_span_ids", "span_runs"])
-def test_a_tool_call_counts_for_its_own_run_not_the_others_of_its_trace(
-    store: Store, listed: bool
-) -> None:
+def test_a_tool_call_counts_for_its_own_run_not_the_others_of_its_trace(store: Store) -> None:
     spans = [
         span(1, 1, "tool", 0, tool_name="search"),
         span(1, 2, "tool", 1, tool_name="search", status_code=2),
@@ -55,17 +47,13 @@ def test_a_tool_call_counts_for_its_own_run_not_the_others_of_its_trace(
         span(2, 1, "tool", 0, name="execute_tool sql"),  # no tool name: the span's name
     ]
     root_ids, child_ids = [spans[0], spans[1], spans[3]], [spans[2]]
-    root, other = run_row(1), run_row(2)
     child = child_of(1, "c" * 16)
-    if listed:
-        root["call_span_ids"] = listing(*(s["span_id"] for s in root_ids))
-        child["call_span_ids"] = listing(*(s["span_id"] for s in child_ids))
-        other["call_span_ids"] = listing(spans[4]["span_id"])
-    insert(store, "runs", [root, child, other])
+    insert(store, "runs", [run_row(1), child, run_row(2)])
     insert(store, "spans", spans)
     rows = [span_run(s, rid(1)) for s in root_ids]
-    rows += [span_run(spans[2], child["run_id"]), span_run(spans[4], rid(2))]
+    rows += [span_run(s, child["run_id"]) for s in child_ids] + [span_run(spans[4], rid(2))]
     insert(store, "span_runs", rows)
+    store.call(fill_run_tools)
 
     tools = qm.workflow_tools(store, "acme", "triage", WIDE)
     assert [t.tool_name for t in tools] == ["search", "execute_tool sql", "fetch"]
@@ -81,44 +69,19 @@ def test_a_tool_call_counts_for_its_own_run_not_the_others_of_its_trace(
     }
 
 
-def test_runs_with_and_without_a_list_count_alike_in_one_breakdown(store: Store) -> None:
-    spans = [span(n, 1, "tool", 0, tool_name="search") for n in (1, 2)]
-    listed = run_row(1, call_span_ids=listing(spans[0]["span_id"]))
-    insert(store, "runs", [listed, run_row(2)])  # run 2 was derived before the list
+def test_the_breakdown_reads_run_tools_not_spans(store: Store) -> None:
+    # What the deriver wrote for the run is the breakdown, whatever `spans` holds since
+    # (retention may have dropped the tool spans; the run and its calls' timings stay).
+    spans = [span(1, 1, "tool", 0, tool_name="search"), span(1, 2, "tool", 1, tool_name="fetch")]
+    insert(store, "runs", [run_row(1)])
     insert(store, "spans", spans)
-    insert(store, "span_runs", [span_run(s, rid(n)) for n, s in zip((1, 2), spans, strict=True)])
-    assert by_name(qm.workflow_tools(store, "acme", "triage", WIDE)) == {"search": (2, 0.0, 2, 1.0)}
-
-
-def test_an_id_found_straddling_two_listed_ids_is_looked_up_in_the_whole_list(
-    store: Store,
-) -> None:
-    # The hex of "00000000aaaaaaaa" then "bbbbbbbb00000000" holds "aaaaaaaabbbbbbbb" at
-    # character 9, off an entry's boundary: that span is the run's only where it is listed too.
-    a, b, x = "00000000aaaaaaaa", "bbbbbbbb00000000", "aaaaaaaabbbbbbbb"
-    spans = [
-        span(1, 0, "tool", 0, span_id=a, tool_name="search"),
-        span(1, 0, "tool", 1, span_id=b, tool_name="search"),
-        span(1, 0, "tool", 2, span_id=x, tool_name="fetch"),
-    ]
-    insert(store, "spans", spans)
-    insert(store, "runs", [run_row(1, call_span_ids=listing(a, b, x))])
-    tools = by_name(qm.workflow_tools(store, "acme", "triage", WIDE))
-    assert tools == {"search": (2, 0.0, 1, 1.0), "fetch": (1, 0.0, 1, 1.0)}
-
-
-def test_an_id_only_straddling_two_listed_ids_is_not_the_runs(store: Store) -> None:
-    a, b, x = "00000000aaaaaaaa", "bbbbbbbb00000000", "aaaaaaaabbbbbbbb"
-    spans = [
-        span(1, 0, "tool", 0, span_id=a, tool_name="search"),
-        span(1, 0, "tool", 1, span_id=b, tool_name="search"),
-        span(1, 0, "tool", 2, span_id=x, tool_name="fetch"),  # another run's call
-    ]
-    insert(store, "spans", spans)
-    other = child_of(1, "c" * 16, workflow_name="other", call_span_ids=listing(x))
-    insert(store, "runs", [run_row(1, call_span_ids=listing(a, b)), other])
-    assert by_name(qm.workflow_tools(store, "acme", "triage", WIDE)) == {"search": (2, 0.0, 1, 1.0)}
-    assert by_name(qm.workflow_tools(store, "acme", "other", WIDE)) == {"fetch": (1, 0.0, 1, 1.0)}
+    insert(store, "span_runs", [span_run(s, rid(1)) for s in spans])
+    store.call(fill_run_tools)
+    store.call(lambda cur: cur.execute("DELETE FROM spans"))
+    assert by_name(qm.workflow_tools(store, "acme", "triage", WIDE)) == {
+        "search": (1, 0.0, 1, 1.0),
+        "fetch": (1, 0.0, 1, 1.0),
+    }
 
 
 def mcp_event(trace_id: str, name: str, success: bool, latency_ms: int) -> dict[str, Any]:
@@ -161,6 +124,29 @@ def test_mcp_calls_count_for_the_first_run_of_their_trace(store: Store) -> None:
         "crm_lookup": (1, 0.0, 1, 1.0)
     }
     assert qm.workflow_tools(store, "globex", "triage", WIDE) == []
+
+
+def test_a_run_calling_a_tool_by_span_and_by_mcp_counts_once(store: Store) -> None:
+    spans = [span(1, 1, "tool", 0, tool_name="crm_lookup")]
+    insert(store, "runs", [run_row(1), run_row(2)])
+    insert(store, "spans", spans)
+    insert(store, "span_runs", [span_run(spans[0], rid(1))])
+    store.call(fill_run_tools)
+    events = [
+        mcp_event(f"{1:032x}", "crm_lookup", True, 10),  # run 1 called it as a span too
+        mcp_event(f"{2:032x}", "crm_lookup", True, 30),
+        mcp_event(f"{2:032x}", "crm_lookup", True, 50),  # run 2 twice: one run
+    ]
+
+    def write(cur: Any) -> None:
+        cur.register("_in", mcp_store.to_table("mcp_events", events))
+        cur.execute("INSERT INTO mcp_events SELECT * FROM _in")
+        cur.unregister("_in")
+
+    store.call(write)
+    assert by_name(qm.workflow_tools(store, "acme", "triage", WIDE)) == {
+        "crm_lookup": (4, 0.0, 2, 1.0)
+    }
 
 
 # -- the overview page --------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 from collector.model import Rows, Signal
 from collector.runs import derive
 from collector.runs.derive import RunDeriver
+from collector.runs.upkeep import fill_run_tools
 from collector.store.keys import run_key
 from collector.store.lake import StoreSettings
 from collector.store.schema import to_table
@@ -346,6 +347,41 @@ def test_runs_list_their_calls_and_old_tables_gain_the_column(store: Store) -> N
     assert store.query("SELECT call_span_ids, run_key FROM runs WHERE trace_id = ?", [T2]) == [
         (bytes.fromhex(sid(2)), run_key("acme", T2 + sid(1)))
     ]
+
+
+def run_tools(store: Store) -> list[tuple[Any, ...]]:
+    return store.query(
+        "SELECT run_id, workflow_name, tool, failed, latency_ms, first_of_tool FROM run_tools"
+        " ORDER BY run_id, tool, latency_ms, first_of_tool DESC"
+    )
+
+
+def test_runs_write_their_tool_calls_and_old_stores_gain_them(store: Store) -> None:
+    d = deriver(store)
+    append(store, [agent(T1, 1), tool(T1, 2, 1), tool(T1, 3, 1, is_error=True)])
+    append(store, [span(T1, 4, 1, "tool"), agent(T1, 5, 1, agent_name="sub")])
+    append(store, [tool(T1, 6, 5, status_code=2, end_time_unix_nano=T0 + 8 * S)])
+    d.step()
+    root, sub = T1 + sid(1), T1 + sid(5)
+    assert run_tools(store) == [
+        (root, "triage", "search", False, 500.0, True),
+        (root, "triage", "search", True, 500.0, False),
+        (root, "triage", "span-4", False, 500.0, True),
+        (sub, "sub", "search", True, 2000.0, True),
+    ]
+    # A late call of a derived run replaces the run's rows; it is not its first search.
+    append(store, [tool(T1, 7, 1)])
+    d.step()
+    derived = run_tools(store)
+    assert len(derived) == 5 and (root, "triage", "search", False, 500.0, False) in derived
+    # The SQL that fills the table for runs derived before it writes the same rows.
+    store.call(lambda cur: cur.execute("DELETE FROM run_tools"))
+    store.call(fill_run_tools)
+    assert run_tools(store) == derived
+    # A store from before the table gains it, filled, when a deriver starts on it.
+    store.call(lambda cur: cur.execute("DROP TABLE run_tools"))
+    deriver(store).create_tables()
+    assert run_tools(store) == derived
 
 
 def test_new_traces_come_from_the_change_feed_and_known_ones_are_read_back(store: Store) -> None:

@@ -161,7 +161,9 @@ def test_a_wake_steps_at_once_but_no_sooner_than_the_gap_after_the_last_step() -
         await asyncio.sleep(0.2)
         assert len(steps) == 1  # woken, still inside the gap
         await asyncio.sleep(0.5)
-        assert len(steps) == 2 and steps[1] - steps[0] >= 0.5
+        # The gap runs from before the step is handed to its thread: allow that hand-over's
+        # jitter in where the step itself reads the clock (without the gap it is ~0.05 s).
+        assert len(steps) == 2 and steps[1] - steps[0] >= 0.45
         stop.set()
         await asyncio.wait_for(task, 5)
 

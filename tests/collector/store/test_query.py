@@ -18,6 +18,7 @@ from collector.model import Signal
 from collector.read import metrics as qm
 from collector.read import runs as qr
 from collector.read.views import create_views
+from collector.runs.upkeep import fill_run_tools
 from collector.store.keys import run_key
 from collector.store.lake import StoreSettings
 from collector.store.query import Window, derived_tables_ready
@@ -347,6 +348,7 @@ def test_workflow_tools_calls_errors_latency_and_share_of_runs(store: Store) -> 
     spans[2]["end_time_unix_nano"] = spans[2]["start_time_unix_nano"] + S
     insert(store, "spans", spans)
     insert(store, "span_runs", [span_run(s, rid(int(s["trace_id"], 16))) for s in spans])
+    store.call(fill_run_tools)  # the rows the deriver writes beside each run
     tools = qm.workflow_tools(store, "acme", "triage", WIDE)
     assert [t.tool_name for t in tools] == ["search", "fetch"]
     search = tools[0]

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from collector.alerts import store as alerts_store
 from collector.evals import store as ls
+from collector.runs.upkeep import fill_run_tools
 from tests.collector.store.test_query import T0, insert, rid, run_row, span, span_run
 from tests.collector.ui.uihelp import ADMIN, READ, Ui, csrf_of, ui_app
 
@@ -52,6 +53,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
         insert(u.store, "span_runs", [span_run(free, rid(2))])
         unpriced = run_row(2, workflow_name="billing", cost_usd=0.0, cost_unknown_calls=1)
         insert(u.store, "runs", [run_row(1), unpriced, run_row(3, org="globex", status="error")])
+        u.store.call(fill_run_tools)  # the tool-call rows the deriver writes beside each run
         yield u
 
 
