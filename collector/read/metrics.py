@@ -88,40 +88,52 @@ _STATS_SQL = f"""SELECT (epoch_us(started_at) // $width) * $width AS bucket, cou
 
 # A workflow's tool calls are its runs' `run_tools` rows (the deriver writes them beside each
 # run, sorted by workflow and start on merge), so the breakdown reads only that workflow's rows;
-# `first_of_tool` counts the runs using a tool without a DISTINCT over run ids. MCP calls
-# reported to `/api/mcp` join their trace's first run (as the tool_calls view does,
-# read/views.py); such a run counts for the tool unless its own spans called it already.
-_TOOLS_SQL = """WITH mcp AS (
-        SELECT lower(trace_id) AS trace_id, primitive_name AS tool, NOT success AS failed,
-            latency_ms::DOUBLE AS latency_ms, started_at, event_id
-        FROM mcp_events WHERE org = $org AND trace_id IS NOT NULL
-    ), first_runs AS (
-        SELECT trace_id, arg_min(run_id, started_at) AS run_id,
-            arg_min(workflow_name, started_at) AS workflow_name, min(started_at) AS started_at
-        FROM runs WHERE org = $org AND trace_id IN (SELECT trace_id FROM mcp)
-        GROUP BY trace_id
-    ), mcp_calls AS (
+# `first_of_tool` counts the runs using a tool without a DISTINCT over run ids.
+_RUN_TOOLS = """SELECT tool, failed, latency_ms, first_of_tool FROM run_tools
+    WHERE org = $org AND workflow_name = $workflow AND started_at BETWEEN $start AND $end"""
+
+# MCP calls reported to `/api/mcp` join their trace's first run (as the tool_calls view does,
+# read/views.py); such a run counts for the tool unless its own spans called it already. Read
+# only when the org has MCP calls at all: finding their runs costs a scan of `runs`.
+_MCP_CALLS = """SELECT m.tool, m.failed, m.latency_ms, m.first_of_tool AND NOT EXISTS (
+        SELECT 1 FROM run_tools t WHERE t.org = $org AND t.run_id = m.run_id AND t.tool = m.tool)
+    FROM (
         SELECT m.tool, r.run_id, m.failed, m.latency_ms,
             row_number() OVER (PARTITION BY r.run_id, m.tool ORDER BY m.started_at, m.event_id)
                 = 1 AS first_of_tool
-        FROM mcp m JOIN first_runs r USING (trace_id)
+        FROM (
+            SELECT lower(trace_id) AS trace_id, primitive_name AS tool, NOT success AS failed,
+                latency_ms::DOUBLE AS latency_ms, started_at, event_id
+            FROM mcp_events WHERE org = $org AND trace_id IS NOT NULL
+        ) m JOIN (
+            SELECT trace_id, arg_min(run_id, started_at) AS run_id,
+                arg_min(workflow_name, started_at) AS workflow_name, min(started_at) AS started_at
+            FROM runs WHERE org = $org AND trace_id IN (
+                SELECT lower(trace_id) FROM mcp_events WHERE org = $org)
+            GROUP BY trace_id
+        ) r USING (trace_id)
         WHERE r.workflow_name = $workflow AND r.started_at BETWEEN $start AND $end
-    ), calls AS (
-        SELECT tool, failed, latency_ms, first_of_tool FROM run_tools
-        WHERE org = $org AND workflow_name = $workflow AND started_at BETWEEN $start AND $end
-        UNION ALL
-        SELECT m.tool, m.failed, m.latency_ms, m.first_of_tool AND NOT EXISTS (
-            SELECT 1 FROM run_tools t WHERE t.org = $org AND t.run_id = m.run_id
-                AND t.tool = m.tool)
-        FROM mcp_calls m
-    )
-    SELECT tool, count(*), avg(CASE WHEN failed THEN 1.0 ELSE 0.0 END),
-        quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95),
-        count(*) FILTER (WHERE first_of_tool),
-        (SELECT count(*) FROM runs
-         WHERE org = $org AND workflow_name = $workflow AND started_at BETWEEN $start AND $end)
-    FROM calls GROUP BY tool ORDER BY count(*) DESC, tool
+    ) m"""
+
+_HAS_MCP_SQL = "SELECT 1 FROM mcp_events WHERE org = $org LIMIT 1"
+
+_RUN_COUNT = """SELECT count(*) FROM runs
+    WHERE org = $org AND workflow_name = $workflow AND started_at BETWEEN $start AND $end"""
+
+
+def _tools_sql(mcp: bool, counted: bool) -> str:
+    calls = f"{_RUN_TOOLS}\n    UNION ALL\n    {_MCP_CALLS}" if mcp else _RUN_TOOLS
+    runs = "$runs::BIGINT" if counted else f"({_RUN_COUNT})"
+    return f"""SELECT tool, count(*), avg(CASE WHEN failed THEN 1.0 ELSE 0.0 END),
+    quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95),
+    count(*) FILTER (WHERE first_of_tool), {runs}
+    FROM ({calls}) GROUP BY tool ORDER BY count(*) DESC, tool
     LIMIT $limit"""
+
+
+_TOOLS_SQL = {
+    (mcp, counted): _tools_sql(mcp, counted) for mcp in (False, True) for counted in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -164,14 +176,24 @@ def workflow_stats(
     return [found.get(t, Bucket(t)) for t in range(first, first + n * width_us, width_us)]
 
 
-def workflow_tools(store: Reads, org: str, workflow: str, window: Window) -> list[ToolStats]:
-    """Per tool called in the workflow's runs that started in `window`, most-called first."""
+def workflow_tools(
+    store: Reads, org: str, workflow: str, window: Window, *, runs: int | None = None
+) -> list[ToolStats]:
+    """Per tool called in the workflow's runs that started in `window`, most-called first.
+    `runs`: how many runs of the workflow started in `window`, if the caller counted them."""
     params = {**_window(org, window, errors=False), "workflow": workflow, "limit": MAX_GROUPS}
-    rows = fetch(store, _TOOLS_SQL, params)
+    if runs is not None:
+        params["runs"] = runs
+    mcp = bool(fetch(store, _HAS_MCP_SQL, {"org": org}))
+    rows = fetch(store, _TOOLS_SQL[mcp, runs is not None], params)
     return [
-        ToolStats(r[0], int(r[1]), float(r[2]), r[3], r[4], int(r[5]), int(r[5]) / int(r[6]))
+        ToolStats(r[0], int(r[1]), float(r[2]), r[3], r[4], int(r[5]), _share(r[5], r[6]))
         for r in rows
     ]
+
+
+def _share(part: int, whole: int) -> float:
+    return int(part) / int(whole) if whole else 0.0
 
 
 # -- overview -----------------------------------------------------------------------------

@@ -251,7 +251,9 @@ class Dashboard:
                 if not qm.workflow_exists(r, page.org, name):
                     return None
                 stats = qm.workflow_stats(r, page.org, name, window, width)
-                tools = qm.workflow_tools(r, page.org, name, window)
+                # The buckets count the window's runs, unless capped short of its end.
+                runs = sum(b.runs for b in stats) if len(stats) < MAX_BUCKETS else None
+                tools = qm.workflow_tools(r, page.org, name, window, runs=runs)
             return stats, tools
 
         loaded = await self.ui.read(load)

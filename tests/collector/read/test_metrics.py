@@ -62,6 +62,8 @@ def test_a_tool_call_counts_for_its_own_run_not_the_others_of_its_trace(store: S
         "fetch": (1, 0.0, 1, 1 / 3),
         "execute_tool sql": (1, 0.0, 1, 1 / 3),
     }
+    # A caller that counted the window's runs (the UI, from its stats) gets the same.
+    assert qm.workflow_tools(store, "acme", "triage", WIDE, runs=3) == tools
     # Only the root started in this window: the child's call is not the root's.
     only_root = Window(T0, T0 + timedelta(minutes=1))
     assert by_name(qm.workflow_tools(store, "acme", "triage", only_root)) == {
