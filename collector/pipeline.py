@@ -16,7 +16,7 @@ import multiprocessing.connection
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -423,9 +423,10 @@ class Pipeline:
         exporters: Mapping[Signal, Sequence[Exporter]],
         limits: Limits,
         metrics: Metrics,
-        spans_gate: Callable[[], None] | None = None,
+        spans_gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """`spans_gate` raises `Overloaded` while spans must wait (derivation is behind)."""
+        """`spans_gate` holds a request of spans while derivation is behind, and raises
+        `Overloaded` while spans must wait (derivation is past its bound)."""
         self._pool = pool
         self._spans_gate = spans_gate
         self._exporters = exporters
@@ -453,7 +454,7 @@ class Pipeline:
             raise StoreUnavailable("the collector is shutting down")
         if req.signal is Signal.TRACES and self._spans_gate is not None:
             try:
-                self._spans_gate()
+                await self._spans_gate()
             except Overloaded:
                 reason = "derivation_lag"
                 self._metrics.inc("agentledger_requests_refused_total", reason=reason, **labels)

@@ -173,7 +173,11 @@ class Service:
             # Spans committed and not derived yet: /metrics, /health, and ingest admission.
             # Counted by this process; on a shared store other nodes commit and one node
             # derives, so the bound is not kept there (docs/scaling.md).
-            self.lag = DerivationLag(runs.config.max_lag_s)
+            self.lag = DerivationLag(
+                runs.config.max_lag_s,
+                pace_lag_s=runs.config.pace_lag_s,
+                pace_wait_s=runs.config.pace_wait_s,
+            )
             self.store.spans_committed = self.lag.committed
         self._deriver = RunDeriver(self.store, runs, offload=self._pool.call, lag=self.lag)
         await asyncio.to_thread(self._deriver.create_tables)
@@ -220,7 +224,7 @@ class Service:
             by_signal,
             limits.admission(self._queue_bytes()),
             self.metrics,
-            spans_gate=self.lag.check if self.lag is not None else None,
+            spans_gate=self.lag.admit if self.lag is not None else None,
         )
         primed = await self.store.acall(prime_table_stats)
         if primed:
@@ -602,6 +606,16 @@ class Service:
             "agentledger_derivation_lag_spans",
             "spans committed and not derived into runs yet",
             lambda: float(lag.spans()),
+        )
+        m.counter(
+            "agentledger_ingest_paced_total",
+            "requests of spans that waited for derivation (processors.runs.pace_lag_s)",
+            lambda: float(lag.paced),
+        )
+        m.counter(
+            "agentledger_ingest_paced_seconds_total",
+            "seconds requests of spans waited for derivation in all",
+            lambda: lag.paced_s,
         )
         m.counter(
             "agentledger_derivation_traces_new_total",

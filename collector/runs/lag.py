@@ -1,12 +1,15 @@
 """How far run derivation is behind ingest, in seconds and in spans: the store writer reports
 each commit of spans (its snapshot), the run deriver each snapshot it has derived up to.
 
-Read by /metrics, /health and ingest admission, which refuses new spans (503 + Retry-After)
-while the lag is past `processors.runs.max_lag_s`, so a backlog cannot grow without bound.
+Read by /metrics, /health and ingest admission: past `processors.runs.pace_lag_s` a request of
+new spans waits (up to `pace_wait_s`) for derivation to catch up, which slows exporters down to
+the pace derivation keeps; past `max_lag_s` it is refused (503 + Retry-After), so a backlog
+cannot grow without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from collector.model import Overloaded
 
 _RESOLUTION_S = 0.1  # commits closer together than this share one entry
+_POLL_S = 0.05  # how often a paced request looks at the lag again
 
 
 class DerivationLag:
@@ -22,9 +26,21 @@ class DerivationLag:
     since this process started). Thread-safe: the writer thread and the deriver's step thread
     report, the event loop reads."""
 
-    def __init__(self, max_lag_s: float = 0.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_lag_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        pace_lag_s: float = 0.0,
+        pace_wait_s: float = 0.0,
+    ):
         self.max_lag_s = max_lag_s
         """The bound past which ingest is refused; 0: none."""
+        self.pace_lag_s = pace_lag_s
+        """The lag past which a request of new spans waits for derivation; 0: none."""
+        self.pace_wait_s = pace_wait_s
+        self.paced = 0  # requests that waited
+        self.paced_s = 0.0  # and how long in all
         self._clock = clock
         self._lock = threading.Lock()
         self._waiting: deque[tuple[int, float, int]] = deque()
@@ -70,6 +86,21 @@ class DerivationLag:
             return None
         lag = self.seconds()
         return lag - self.max_lag_s if lag > self.max_lag_s else None
+
+    async def admit(self) -> None:
+        """Admission of a request of new spans: while the lag is past the pace target it waits,
+        up to `pace_wait_s`, for derivation to catch up (exporters send as fast as they are
+        answered, so ingest slows to the pace derivation keeps, without a refusal); then
+        `check`. Waits on the event loop's clock: `clock` only measures the lag."""
+        if 0 < self.pace_lag_s < self.seconds() and self.pace_wait_s > 0:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            deadline = started + self.pace_wait_s
+            while self.seconds() > self.pace_lag_s and loop.time() < deadline:
+                await asyncio.sleep(_POLL_S)
+            self.paced += 1
+            self.paced_s += loop.time() - started
+        self.check()
 
     def check(self) -> None:
         """Refuse new spans (`Overloaded`: 503 / UNAVAILABLE with a retry delay) while the lag

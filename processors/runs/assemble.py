@@ -53,7 +53,8 @@ class RunsConfig:
     after its last span is a timeout; a trace lasts at most `max_trace_duration_s` (bounds the
     scan); derivation runs every `interval_ms`. `excerpt_chars` is normalise's excerpt limit.
     `enabled: false` makes a node that only ingests (another node, or a later start, derives).
-    While derivation is more than `max_lag_s` behind ingest, new spans are refused (503 +
+    While derivation is more than `pace_lag_s` behind ingest, a request of new spans waits up to
+    `pace_wait_s` for it (0: never); more than `max_lag_s`, new spans are refused (503 +
     Retry-After; 0: never). The deriver remembers up to `max_known_traces` traces of the last
     `max_trace_duration_s` (24 bytes each); older ones are read back from the store."""
 
@@ -64,6 +65,8 @@ class RunsConfig:
     excerpt_chars: int = 2000
     enabled: bool = True
     max_lag_s: int = 60
+    pace_lag_s: float = 5.0
+    pace_wait_s: float = 1.0
     max_known_traces: int = 4_000_000
 
     def __post_init__(self) -> None:
@@ -78,8 +81,9 @@ class RunsConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"runs.{name}: must be positive, got {getattr(self, name)}")
-        if self.max_lag_s < 0:
-            raise ValueError(f"runs.max_lag_s: must be 0 or more, got {self.max_lag_s}")
+        for name in ("max_lag_s", "pace_lag_s", "pace_wait_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"runs.{name}: must be 0 or more, got {getattr(self, name)}")
 
 
 class RunsProcessor:

@@ -78,3 +78,38 @@ def test_past_the_lag_bound_spans_wait_and_health_and_metrics_say_so(server: Ser
         page = client.get("/metrics").text
     assert metric(page, "agentledger_requests_refused_total", reason="derivation_lag") == 2
     assert metric(page, "agentledger_derivation_lag_spans") == 3  # nothing refused was stored
+
+
+# Derivation stalled again, with a pace target and no bound: requests wait, then go in.
+PACED = """processors:
+  normalise: {}
+  cost: {}
+  runs: {interval_ms: 600000, max_lag_s: 0, pace_lag_s: 0.5, pace_wait_s: 1.5}
+"""
+
+
+def test_past_the_pace_target_spans_wait_for_derivation_then_are_taken(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = make_server(tmp_path_factory.mktemp("paced"), extra=PACED).start()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            first = spans_request("first", 3, seed=1).SerializeToString()
+            started = time.monotonic()
+            assert client.post("/v1/traces", content=first, headers=AUTH).status_code == 200
+            assert time.monotonic() - started < 1.5  # nothing waits to be derived yet
+            time.sleep(1.0)  # the commit is now past the 0.5 s target
+
+            more = spans_request("more", 3, seed=2).SerializeToString()
+            started = time.monotonic()
+            taken = client.post("/v1/traces", content=more, headers=AUTH)
+            assert taken.status_code == 200
+            assert time.monotonic() - started >= 1.5  # it waited out pace_wait_s
+
+            page = client.get("/metrics").text
+            assert metric(page, "agentledger_ingest_paced_total") == 1
+            assert metric(page, "agentledger_ingest_paced_seconds_total") >= 1.5
+            assert metric(page, "agentledger_derivation_lag_spans") == 6  # both were stored
+            assert client.get("/health").json() == {"status": "ok"}  # paced, not refusing
+    finally:
+        server.stop()
