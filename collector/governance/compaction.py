@@ -1,9 +1,9 @@
 """Store maintenance: merge the small Parquet files of frequent commits, flush inlined rows, and
 reclaim the disk of expired snapshots without ever expiring one a change-feed consumer still needs.
 
-Runs from `collector/governance/maintenance.py` on a schedule against the service's store: merges on
-a cursor of its own (commits go on meanwhile), falling back to the writer thread when deletes
-conflict.
+Runs from `collector/governance/maintenance.py` on a schedule, and as soon as the small files pass
+a bound, against the service's store: merges on a cursor of its own (commits go on meanwhile),
+falling back to the writer thread when deletes conflict.
 """
 
 from __future__ import annotations
@@ -32,10 +32,19 @@ class CompactionConfig:
 
     enabled: bool = True
     interval_s: int = field(default=300, metadata=bounds(ge=1))
+    max_small_files: int = field(default=64, metadata=bounds(ge=2))
+    """A run starts as soon as this many small files (below a quarter of their table's target)
+    are live, so that each merge is small and the file count stays bounded under load."""
+    check_interval_s: float = field(default=5.0, metadata=bounds(ge=0.1))
+    """How often the small files are counted against `max_small_files` (one catalog query)."""
     max_seconds: float = field(default=60.0, metadata=bounds(ge=0.1))
     """Time budget of one run; a backlog is worked off over several runs."""
     target_file_mib: int = field(default=64, metadata=bounds(ge=1, le=4096))
-    """Merged files grow to about this size: it bounds a merge's memory and time."""
+    """Merged files grow to about this size: one merge reads at most about this much."""
+    spans_target_file_mib: int = field(default=16, metadata=bounds(ge=1, le=4096))
+    """The same for `spans`, whose merges sort wide rows by trace: the sort holds about 30 times
+    its input in memory (beyond `storage.memory_limit_mib` it spills), so it has a bound of
+    its own (`docs/benchmarks.md`, sustained load)."""
     spans_row_group_rows: int = field(default=122_880, metadata=bounds(ge=2048))
     """Row groups of `spans` (trace-sorted when merged): DuckDB's default; smaller ones made the
     trace lookups no faster and the aggregations over spans slower (`docs/benchmarks.md`)."""
@@ -49,6 +58,7 @@ class CompactionConfig:
 @dataclass
 class CompactionResult:
     merged: dict[str, int] = field(default_factory=dict)  # table → merge operations
+    inputs: list[tuple[str, int]] = field(default_factory=list)  # (table, files) a merge
     flushed: int = 0
     conflicts: int = 0
     on_writer: int = 0
@@ -68,10 +78,22 @@ SORT_KEYS = {
 }
 
 
+def target_bytes(config: CompactionConfig, table: str) -> int:
+    """The size merged files of `table` grow to, and so the most one merge of it reads."""
+    return (config.spans_target_file_mib if table == "spans" else config.target_file_mib) * MIB
+
+
+def tier_bytes(config: CompactionConfig, table: str) -> int:
+    """Files below this are the small ones (mostly one commit each): they are merged among
+    themselves first, so a merged file is not rewritten with every few new commits."""
+    return target_bytes(config, table) // 4
+
+
 def layout(config: CompactionConfig) -> dict[tuple[str, str], str]:
     """The lake options of the table layout, keyed by (option, scope) as `options()` lists them."""
     return {
         ("target_file_size", "None"): f"{config.target_file_mib}MB",
+        ("target_file_size", "main.spans"): f"{config.spans_target_file_mib}MB",
         # Sorting every ingest commit would cost ingest: spans are sorted when merged. The
         # deriver's commits are small, so `runs` and `span_runs` are sorted on insert too.
         ("sort_on_insert", "main.spans"): "false",
@@ -123,15 +145,52 @@ def prepare(store: Store, config: CompactionConfig) -> None:
     store.call(lambda cur: apply_layout(cur, config))
 
 
-def _small_file_tables(store: Store, target_bytes: int) -> list[str]:
+@dataclass(frozen=True)
+class Tier:
+    """The live files of one table that one merge may take: sizes in [low, high) bytes."""
+
+    table: str
+    low: int
+    high: int
+
+
+def _live_file_sizes(store: Store, config: CompactionConfig) -> list[tuple[str, int, int]]:
+    """(table, small files, files between the small bound and the target), per table."""
+    spans_tier, tier = tier_bytes(config, "spans"), tier_bytes(config, "")
+    spans_target, target = target_bytes(config, "spans"), target_bytes(config, "")
     rows = store.query(
-        f"""SELECT t.table_name, count(*) FROM {_META}.ducklake_data_file f
+        f"""SELECT t.table_name,
+                   count(*) FILTER (f.file_size_bytes < CASE t.table_name WHEN 'spans'
+                                    THEN ? ELSE ? END),
+                   count(*) FILTER (f.file_size_bytes < CASE t.table_name WHEN 'spans'
+                                    THEN ? ELSE ? END)
+            FROM {_META}.ducklake_data_file f
             JOIN {_META}.ducklake_table t ON f.table_id = t.table_id AND t.end_snapshot IS NULL
-            WHERE f.end_snapshot IS NULL AND f.file_size_bytes < ?
-            GROUP BY ALL HAVING count(*) > 1 ORDER BY 2 DESC""",
-        [target_bytes // 2],
+            WHERE f.end_snapshot IS NULL GROUP BY ALL""",
+        [spans_tier, tier, spans_target, target],
     )
-    return [str(r[0]) for r in rows]
+    return [(str(r[0]), int(r[1]), int(r[2]) - int(r[1])) for r in rows]
+
+
+def small_files(store: Store, config: CompactionConfig) -> int:
+    """The live files below their table's small bound: what `max_small_files` is held to."""
+    return sum(small for _, small, _ in _live_file_sizes(store, config))
+
+
+def merge_tiers(store: Store, config: CompactionConfig) -> list[Tier]:
+    """What to merge, in order: each table's small files (most first), then its files between
+    the small bound and the target. A merge takes adjacent files of one tier until their sizes
+    add up to about the target, so no merge reads much more than the target."""
+    found = _live_file_sizes(store, config)
+    small = [(n, t) for t, n, _ in found if n > 1]
+    middle = [(n, t) for t, _, n in found if n > 1]
+    return [
+        *(Tier(t, 0, tier_bytes(config, t)) for _, t in sorted(small, reverse=True)),
+        *(
+            Tier(t, tier_bytes(config, t), target_bytes(config, t))
+            for _, t in sorted(middle, reverse=True)
+        ),
+    ]
 
 
 def _inlined_tables(store: Store, at_least: int) -> list[str]:
@@ -162,9 +221,10 @@ def _is_conflict(e: duckdb.Error) -> bool:
 def compact(
     store: Store, config: CompactionConfig, stop: Callable[[], bool] = lambda: False
 ) -> CompactionResult:
-    """Flush inlined rows, then merge small files one output file at a time until nothing is
-    left to merge or the time budget is spent. Merges run on a cursor of their own; a table whose
-    merge keeps losing to concurrent deletes gets one slice on the writer thread."""
+    """Flush inlined rows, then merge files tier by tier (`merge_tiers`) one output file at a
+    time until nothing is left to merge or the time budget is spent. Merges run on a cursor of
+    their own; a table whose merge keeps losing to concurrent deletes gets one slice on the
+    writer thread."""
     started = time.perf_counter()
     deadline = started + config.max_seconds
     result = CompactionResult()
@@ -172,14 +232,16 @@ def compact(
     for table in _inlined_tables(store, config.flush_inlined_rows):
         store.call(_run_sql(flush, [table]))
         result.flushed += 1
-    for table in _small_file_tables(store, config.target_file_mib * MIB):
+    sql = f"""CALL ducklake_merge_adjacent_files('{LAKE}', ?, max_compacted_files => 1,
+                                                 min_file_size => ?, max_file_size => ?)"""
+    for tier in merge_tiers(store, config):
+        table, params = tier.table, [tier.table, tier.low, tier.high]
         conflicts = 0
         while time.perf_counter() < deadline and not stop():
-            sql = f"CALL ducklake_merge_adjacent_files('{LAKE}', ?, max_compacted_files => 1)"
             cur = store.cursor()
             try:
                 with store.files_lock:  # a merge writes files before it commits them
-                    done = cur.execute(sql, [table]).fetchall()
+                    done = cur.execute(sql, params).fetchall()
             except duckdb.Error as e:
                 if not _is_conflict(e):
                     raise
@@ -188,7 +250,7 @@ def compact(
                 if conflicts < 3:
                     continue
                 slice_started = time.perf_counter()
-                done = store.call(_run_sql(sql, [table]))
+                done = store.call(_run_sql(sql, params))
                 took = time.perf_counter() - slice_started
                 result.on_writer += 1
                 result.longest_writer_slice_s = max(result.longest_writer_slice_s, took)
@@ -198,6 +260,7 @@ def compact(
             if not done:
                 break
             result.merged[table] = result.merged.get(table, 0) + len(done)
+            result.inputs += [(table, int(r[2])) for r in done]
     result.seconds = time.perf_counter() - started
     if result.merged or result.flushed:
         log.info(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -73,6 +74,25 @@ class Maintenance:
             ("agentledger_files_removed_total", "data files removed from disk"),
         ):
             metrics.describe(name, "counter", text)
+        metrics.gauge(
+            "agentledger_store_memory_bytes",
+            "memory DuckDB holds in this process (queries, merges), up to storage.memory_limit_mib",
+            lambda: self._duckdb_memory()[0],
+        )
+        metrics.gauge(
+            "agentledger_store_spilled_bytes",
+            "what DuckDB has spilled to its temp folder past its memory limit",
+            lambda: self._duckdb_memory()[1],
+        )
+
+    def _duckdb_memory(self) -> tuple[float, float]:
+        try:
+            found = self._store.query(
+                "SELECT sum(memory_usage_bytes), sum(temporary_storage_bytes) FROM duckdb_memory()"
+            )
+        except StoreUnavailable:
+            return math.nan, math.nan
+        return float(found[0][0] or 0), float(found[0][1] or 0)
 
     def prepare(self) -> None:
         """Create the settings table, set the table layout, and gate appends on the cap."""
@@ -111,6 +131,12 @@ class Maintenance:
         self._metrics.inc("agentledger_compaction_conflicts_total", result.conflicts)
         self.reclaim()
 
+    def compact_if_many(self) -> None:
+        """Compact now if the small files have passed their bound, so that under load each
+        merge stays small and the file count bounded instead of growing until `interval_s`."""
+        if compaction.small_files(self._store, self.compaction) >= self.compaction.max_small_files:
+            self.run_compaction()
+
     def publish_reader_copy(self) -> None:
         path = readercopy.publish(self._store)
         log.debug("published the reader copy of the catalog at %s", path)
@@ -129,6 +155,8 @@ class Maintenance:
         ]
         if self.compaction.enabled:
             jobs.append(("compaction", float(self.compaction.interval_s), self.run_compaction))
+            check = float(self.compaction.check_interval_s)
+            jobs.append(("compaction trigger", check, self.compact_if_many))
         if self._reader_copy_s > 0:
             jobs.append(("reader copy", self._reader_copy_s, self.publish_reader_copy))
         grace = float(self.retention.cleanup_grace_s)

@@ -39,7 +39,7 @@ class StoreSettings:
     dedup_window_s: float = 900.0
     fsync: bool = True
     query_timeout_s: float = 30.0
-    memory_limit_mib: int = 2048
+    memory_limit_mib: int = 512
     s3: S3Config | None = None
 
     @property
@@ -109,6 +109,9 @@ def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPy
             "memory_limit": f"{settings.memory_limit_mib}MB",
             # Local files are in the OS page cache already; a second copy costs RSS.
             "enable_external_file_cache": False,
+            # Without it the allocator keeps what a query freed: after a merge the server
+            # stayed near its peak; with it, RSS is back within seconds (docs/benchmarks.md).
+            "allocator_background_threads": True,
             "temp_directory": str(_temp_directory(settings)),
         }
     )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from collector.governance import compaction, retention
-from collector.governance.compaction import CompactionConfig
+from collector.governance.compaction import MIB, CompactionConfig
 from collector.roi import store as roi_store
 from collector.runs.derive import RunDeriver
 from collector.store.writer import Store
@@ -162,3 +162,64 @@ def test_flushes_inlined_rows_to_parquet(store: Store) -> None:
     assert live_files(store, roi_store.TABLE) >= 1
     assert store.query(f"SELECT count(*) FROM {roi_store.TABLE}") == [(3,)]
     assert retention.existing_tables(store) >= {"spans", roi_store.TABLE}
+
+
+# `spans` merges of at most about 1 MiB; the commits below write files of incompressible
+# attributes (~120 KB, ~36 KB), so a backlog of them takes several merges.
+SMALL = CompactionConfig(spans_target_file_mib=1)
+
+
+def file_sizes(store: Store, table: str) -> list[int]:
+    return [
+        int(r[0])
+        for r in store.query(
+            """SELECT file_size_bytes FROM __ducklake_metadata_lake.ducklake_data_file f
+               JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id)
+               WHERE t.table_name = ? AND f.end_snapshot IS NULL AND t.end_snapshot IS NULL""",
+            [table],
+        )
+    ]
+
+
+def test_a_spans_merge_reads_at_most_about_its_target(store: Store) -> None:
+    compaction.prepare(store, SMALL)
+    for i in range(40):
+        append_spans(store, spans("acme", NOW, 20, f"d{i:02x}", pad=1000))
+    sizes = file_sizes(store, "spans")
+    assert len(sizes) == 40
+    result = compaction.compact(store, SMALL)
+    merges = [files for table, files in result.inputs if table == "spans"]
+    assert len(merges) == result.merged["spans"] >= 3
+    # A merge stops adding files once the next would take it further from the target: at most
+    # one file past it.
+    most = (SMALL.spans_target_file_mib * MIB) // min(sizes) + 1
+    assert max(merges) <= most < 40
+    assert store.query("SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans") == [
+        (40 * 60, 40 * 60)
+    ]
+
+
+def test_small_files_are_merged_among_themselves_first(store: Store) -> None:
+    compaction.prepare(store, SMALL)
+    for i in range(24):
+        append_spans(store, spans("acme", NOW, 20, f"e{i:02x}", pad=300))
+    compaction.compact(store, SMALL)
+    assert len(file_sizes(store, "spans")) < 24
+    left = compaction.small_files(store, SMALL)  # one left over, with nothing to merge it with
+    assert left <= 1
+    for i in range(12):
+        append_spans(store, spans("acme", NOW, 20, f"f{i:02x}", pad=300))
+    result = compaction.compact(store, SMALL)
+    # The new commits' files are merged with each other, not into the files merged before
+    # (which would rewrite those with every few new commits).
+    assert sum(files for table, files in result.inputs if table == "spans") == 12 + left
+    assert store.query("SELECT count(*) FROM spans") == [(36 * 60,)]
+
+
+def test_the_small_files_are_counted_against_their_bound(store: Store) -> None:
+    compaction.prepare(store, SMALL)
+    for i in range(6):
+        append_spans(store, spans("acme", NOW, 20, f"9{i:02x}", pad=300))
+    assert compaction.small_files(store, SMALL) == 6
+    compaction.compact(store, SMALL)
+    assert compaction.small_files(store, SMALL) <= 1
