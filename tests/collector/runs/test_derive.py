@@ -378,6 +378,10 @@ def test_runs_write_their_tool_calls_and_old_stores_gain_them(store: Store) -> N
     store.call(lambda cur: cur.execute("DELETE FROM run_tools"))
     store.call(fill_run_tools)
     assert run_tools(store) == derived
+    # By slices of start time (a run a slice here), as a big store is filled: the same rows.
+    store.call(lambda cur: cur.execute("DELETE FROM run_tools"))
+    assert store.call(lambda cur: fill_run_tools(cur, chunk_runs=1)) == 5
+    assert run_tools(store) == derived
     # A store from before the table gains it, filled, when a deriver starts on it.
     store.call(lambda cur: cur.execute("DROP TABLE run_tools"))
     deriver(store).create_tables()
