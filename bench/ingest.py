@@ -144,14 +144,7 @@ def parse_ceiling(data: list[bytes], spans: int) -> float:
 def tree_peak_rss_mib(pid: int) -> float:
     """Peak RSS (VmHWM) of the server and its decode workers, summed."""
     total = 0
-    pids = [pid]
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    for p in pids:
+    for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 m = re.search(r"VmHWM:\s+(\d+) kB", f.read())

@@ -19,7 +19,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import process_tree  # noqa: E402
+from bench.ingest import process_tree, start_server  # noqa: E402
 from tests.otlp_factory import kv  # noqa: E402
 
 KEY = "al_live_0badc0de_" + "0" * 40
@@ -219,21 +218,8 @@ def run(name: str, scenario: Scenario, settle_s: float) -> None:
     tmp = tempfile.mkdtemp(prefix="al-membench-")
     cfg = Path(tmp) / "bench.yaml"
     cfg.write_text(CONFIG.format(data=f"{tmp}/data", key=KEY))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
+    server, grpc_ep, http_ep = start_server(cfg)
     try:
-        assert server.stdout is not None
-        grpc_ep = http_ep = ""
-        for line in server.stdout:
-            if line.startswith("ready:"):
-                grpc_ep = re.search(r"grpc=(\S+)", line).group(1)  # type: ignore[union-attr]
-                http_ep = re.search(r"http=(\S+)", line).group(1)  # type: ignore[union-attr]
-                break
         # Spawn both decode workers before the baseline is taken.
         asyncio.run(
             send_http(f"http://{http_ep}", [one_span_request(10**6 + i) for i in range(4)], 4)
