@@ -181,9 +181,16 @@ class Service:
             self.store.spans_committed = self.lag.committed
         self._deriver = RunDeriver(self.store, runs, offload=self._pool.call, lag=self.lag)
         await asyncio.to_thread(self._deriver.create_tables)
-        # Woken by commits; the tick is for alert windows, which need no finer one.
+        # Woken by commits; the tick is for alert windows, which need no finer one. Runs
+        # change only when the deriver commits, at most once per `interval_ms`: stepping on
+        # every ingest commit read the runs change feed ~5 times a second for nothing.
         tick = min(5.0, float(self.config.alerts.evaluation_interval_s))
-        self._follower = RunFollower(self.store, self._run_consumers(fx), interval_s=tick)
+        self._follower = RunFollower(
+            self.store,
+            self._run_consumers(fx),
+            interval_s=tick,
+            min_gap_s=runs.config.interval_ms / 1000,
+        )
         await asyncio.to_thread(self._follower.create_tables)
         await asyncio.to_thread(create_views, self.store)
         self._roi = RoiApi(

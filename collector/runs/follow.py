@@ -72,7 +72,8 @@ class _Batch:
 
 
 class RunFollower:
-    """Feeds `consumers` from the runs change feed. `step()` blocks; `run_forever` loops it.
+    """Feeds `consumers` from the runs change feed. `step()` blocks; `run_forever` loops it,
+    woken by commits but at most once per `min_gap_s`.
 
     A step reads at most `max_snapshots` snapshots per consumer, so a backlog is worked off in
     bounded transactions. A consumer seen for the first time starts at the current snapshot:
@@ -85,6 +86,7 @@ class RunFollower:
         consumers: Sequence[RunConsumer],
         *,
         interval_s: float = 1.0,
+        min_gap_s: float = 0.0,
         max_snapshots: int = 500,
         idle_move_s: float = 10.0,
         clock: Callable[[], int] = time.time_ns,
@@ -96,6 +98,7 @@ class RunFollower:
         self._store = store
         self._consumers = list(consumers)
         self._interval_s = interval_s
+        self._min_gap_s = min_gap_s
         self._clock = clock
         self._idle_move_s = idle_move_s
         self._settled = -1  # the store's snapshot when this follower last finished a step
@@ -254,7 +257,13 @@ class RunFollower:
 
         wake = self._store.commits.event()
         await run_steps(
-            step, stop, self._interval_s, "run consumers", after=self.after_commit, wake=wake
+            step,
+            stop,
+            self._interval_s,
+            "run consumers",
+            after=self.after_commit,
+            wake=wake,
+            min_gap_s=self._min_gap_s,
         )
 
 

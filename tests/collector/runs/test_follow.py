@@ -5,6 +5,7 @@ the real deriver, and consumers fed from the runs change feed exactly once, acro
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,38 @@ def test_run_forever_steps_and_calls_after_commit(store: Store) -> None:
     asyncio.run(go())
     assert rec.after >= 2
     assert seen(store) == [(T1 + sid(1), "success")]
+
+
+def test_run_forever_steps_at_most_once_a_gap_however_often_commits_land(store: Store) -> None:
+    # Ingest commits land every few milliseconds under load; runs change only when the deriver
+    # commits. Woken by each commit, the follower read the runs feed at each: the gap bounds it.
+    d = deriver(store)
+    d.create_tables()
+    rec = Recorder()
+    follower = RunFollower(store, [rec], interval_s=60.0, min_gap_s=0.4)
+    follower.create_tables()
+
+    async def go() -> float:
+        stop = asyncio.Event()
+        began = time.monotonic()
+        task = asyncio.create_task(follower.run_forever(stop))
+        await asyncio.sleep(0.05)
+        for i in range(20):  # ~1 s of commits, each waking the follower
+            await asyncio.to_thread(append, store, [agent(T2, 100 + i)])
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(d.step)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if seen(store):
+                break
+        stop.set()
+        await task
+        return time.monotonic() - began
+
+    took = asyncio.run(go())
+    # The first step at start, then at most one per 0.4 s gap: 20 or more without the gap.
+    assert 2 <= rec.after <= 2 + took / 0.4
+    assert [r[1] for r in seen(store)] == ["success"] * 20  # each agent span is a run
 
 
 def test_consumer_names_must_be_unique(store: Store) -> None:
