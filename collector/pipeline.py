@@ -7,8 +7,6 @@ every exporter of the signal's pipeline, and the store exporter's answer is the 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import gc
 import logging
 import multiprocessing
@@ -28,6 +26,7 @@ from collector.admission import Admission, Limits
 from collector.chunks import split
 from collector.configparse import ConfigIssue, bounds, parse_duration
 from collector.decode import DEFAULT_LIMITS, DecodeLimits, decode_batches
+from collector.heap import return_large_buffers, trim_memory
 from collector.model import (
     Accepted,
     Batch,
@@ -64,6 +63,7 @@ _worker_generation = [0]
 
 def _init_worker(factory: ProcessorFactory) -> None:
     _exit_with_parent()  # first: building the chains can take a while
+    return_large_buffers()
     _worker_chains.clear()
     _worker_chains.update(factory())
     _worker_factory[:] = [factory]
@@ -93,21 +93,6 @@ def _warm() -> int:
 
 TRIM_AFTER_BYTES = 1024 * 1024
 """A request this big leaves freed memory the allocator keeps unless asked to give it back."""
-
-
-def trim_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps what large requests freed in its
-    arenas: RSS would stay at its peak). A no-op where there is no malloc_trim."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    # The symbols already loaded into this process (not ctypes.util.find_library, which runs
-    # ldconfig in a forked child of this threaded process).
-    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 @dataclass
