@@ -15,11 +15,16 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collector import __version__
-from collector.config import Config, ConfigOverrides, load_config
 from collector.configparse import ConfigError
-from collector.governance import export
+from collector.heap import return_large_buffers
+
+# Each decode worker imports this module again as its `__mp_main__` (multiprocessing's spawn),
+# so what only the commands need is imported in them: a worker holds ~60 MiB less.
+if TYPE_CHECKING:
+    from collector.config import Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "--to-data-path", required=True, help="the new data path, e.g. s3://bucket/agentledger/"
     )
     export_table = sub.add_parser("export", help="write a table's rows of a time window to a file")
+    from collector.governance import export
+
     export.add_arguments(export_table)
     prices = sub.add_parser("prices", help="price book jobs")
     jobs = prices.add_subparsers(dest="job", required=True)
@@ -79,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(path: Path | None, data_dir: Path | None = None) -> Config:
     from collector import registry
+    from collector.config import ConfigOverrides, load_config
 
     config = load_config(path, os.environ, ConfigOverrides(data_dir=data_dir))
     issues = registry.validate(config)
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "store":
         return _migrate(config, args.to_catalog, args.to_data_path)
     if args.command == "export":
+        from collector.governance import export
         from collector.store.lake import StoreSettings
 
         return export.run_cli(args, StoreSettings.from_config(config.storage), os.environ)
@@ -163,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(config)
     for notice in config.notices:
         logging.getLogger("agentledger").warning("config: %s", notice)
+    return_large_buffers()  # before the first large buffer: a server runs for months
     return asyncio.run(_serve(config))
 
 

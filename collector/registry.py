@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.alerts.config import declared_rules
+from collector.chains import PROCESSORS, Resources, build_chains
 from collector.config import Config, component_type
 from collector.configparse import ConfigError, ConfigIssue, parse_dataclass
 from collector.model import Exporter, Processor, Signal
@@ -27,34 +28,16 @@ from collector.outbound.notify import (
 from collector.pipeline import MemoryLimiterConfig, ProcessorFactory
 from collector.prices.feed import BookSource, book_source
 from collector.prices.layers import stack
-from collector.prices.pricing import PriceLookup
 from collector.store.config import BatchConfig
 from collector.store.writer import Store
 from exporters.memory import MemoryExporter, MemoryExporterConfig
 from exporters.otlp.forward import OtlpExporter, OtlpExporterConfig, OtlpHttpExporterConfig
 from exporters.store import StoreExporter, StoreExporterConfig
-from processors.cost import CostConfig, CostProcessor
-from processors.normalise.span import NormaliseConfig, NormaliseProcessor
-from processors.redact.processor import RedactConfig, Redactor, RedactProcessor
+from processors.redact.processor import RedactConfig, Redactor
 from processors.runs.assemble import RunsConfig, RunsProcessor
 
-
-@dataclass(frozen=True)
-class Resources:
-    """Reference data components may need, loaded once by the registry."""
-
-    pricing: PriceLookup
-    """LLM prices: the operator's book over the shipped corrections over genai-prices."""
-
-
-ProcessorBuilder = Callable[[Any, Resources], Processor]
 ExporterBuilder = Callable[[Any, Store], Exporter]
 
-PROCESSORS: dict[str, tuple[type, ProcessorBuilder]] = {
-    "normalise": (NormaliseConfig, lambda cfg, _res: NormaliseProcessor(cfg)),
-    "cost": (CostConfig, lambda cfg, res: CostProcessor(cfg, res.pricing)),
-    "redact": (RedactConfig, lambda cfg, _res: RedactProcessor(cfg)),
-}
 # Processors of committed data (derived processing), not of ingest batches: declared under
 # `processors:` like the others, but never listed in a pipeline.
 # The Collector's batch and memory_limiter, listed in pipelines like any processor: they set the
@@ -193,17 +176,7 @@ def processor_factory(parts: Components) -> ProcessorFactory:
         )
         for signal, ids in parts.chains.items()
     }
-    return functools.partial(_build_chains, spec, parts.prices)
-
-
-def _build_chains(
-    spec: dict[Signal, tuple[tuple[str, Any], ...]], prices: BookSource
-) -> dict[Signal, list[Processor]]:
-    resources = Resources(pricing=prices.pricing())
-    return {
-        signal: [PROCESSORS[kind][1](cfg, resources) for kind, cfg in chain]
-        for signal, chain in spec.items()
-    }
+    return functools.partial(build_chains, spec, parts.prices)
 
 
 def ingest_settings(parts: Components) -> tuple[BatchConfig | None, MemoryLimiterConfig | None]:

@@ -27,18 +27,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector.model import Signal
+from collector.runs.assembly import TraceKey, assemble_ipc, from_ipc, to_ipc
 from collector.runs.feed import Feed, Window, run_steps
 from collector.runs.known import KnownTraces
 from collector.runs.lag import DerivationLag
 from collector.runs.overdue import OverdueRuns
 from collector.runs.upkeep import add_missing_columns, add_run_keys, fill_run_tools
-from collector.store.keys import run_key
 from collector.store.lake import LAKE
-from collector.store.schema import DERIVED_TABLES, create_derived_sql, derived_arrow_schema
+from collector.store.schema import DERIVED_TABLES, create_derived_sql
 from collector.store.writer import Store
-from processors.runs.assemble import RunsProcessor, assemble_facts
-from processors.runs.rows import RunTool, SpanRun, facts_of
-from processors.runs.tree import SpanFacts
+from processors.runs.assemble import RunsProcessor
 
 log = logging.getLogger(__name__)
 
@@ -49,72 +47,11 @@ QUERY_TIMEOUT_S = 120
 _NS = 1_000_000_000
 _GAP_NS = 600 * _NS  # traces whose spans lie closer than this are read back by one query
 _MAX_READS = 16  # read-back queries a step at most (more: one query over their whole range)
-TraceKey = tuple[str, str]  # (org, trace_id)
 
 
 Offload = Callable[..., Any]
 """Runs `fn(*args)` elsewhere and returns its result: the decode pool's worker processes,
 so run assembly (pure Python, ~40 µs a span) does not hold this process's GIL."""
-
-
-def assemble_ipc(
-    assembler: RunsProcessor, spans: bytes, linked: bytes, now_ns: int
-) -> dict[str, bytes]:
-    """Assemble every trace of an Arrow IPC stream of span rows (the traces to derive; `linked`:
-    spans of the traces they link to) and return each derived table as an Arrow IPC stream.
-    Module-level, so a worker process runs it: the rows cross the process boundary as columns,
-    and every Python object is made and dropped in the worker."""
-    by_trace = _by_trace(facts_of(_from_ipc(spans)))
-    linked_by_trace = _by_trace(facts_of(_from_ipc(linked)))
-    runs: list[dict[str, Any]] = []
-    span_runs: list[SpanRun] = []
-    run_tools: list[RunTool] = []
-    for key in sorted(by_trace):
-        facts = by_trace[key]
-        targets = {t for f in facts for t, _ in f.links}
-        others = [
-            f
-            for t in sorted(targets)
-            for f in (by_trace.get((key[0], t)) or linked_by_trace.get((key[0], t)) or [])
-        ]
-        result = assemble_facts(assembler.config, facts, now_ns, others)
-        runs.extend(dict(vars(r)) for r in result.runs)
-        span_runs.extend(result.span_runs)
-        run_tools.extend(result.run_tools)
-    for run in runs:
-        run["run_key"] = run_key(run["org"], run["run_id"])
-        run["parent_run_key"] = run_key(run["org"], run.get("parent_run_id"))
-    return {
-        "runs": _to_ipc(pa.Table.from_pylist(runs, derived_arrow_schema("runs"))),
-        "span_runs": _to_ipc(_tuples_table("span_runs", SpanRun._fields, span_runs)),
-        "run_tools": _to_ipc(_tuples_table("run_tools", RunTool._fields, run_tools)),
-    }
-
-
-def _tuples_table(name: str, fields: tuple[str, ...], rows: list[Any]) -> pa.Table:
-    """A derived table's rows (named tuples of `fields`) as Arrow, column by column."""
-    schema = derived_arrow_schema(name)
-    columns = list(zip(*rows, strict=True)) or [()] * len(fields)
-    by_name = dict(zip(fields, columns, strict=True))
-    return pa.table([pa.array(by_name[f.name], f.type) for f in schema], schema=schema)
-
-
-def _by_trace(facts: list[SpanFacts]) -> dict[TraceKey, list[SpanFacts]]:
-    out: dict[TraceKey, list[SpanFacts]] = {}
-    for f in facts:
-        out.setdefault((f.org, f.trace_id), []).append(f)
-    return out
-
-
-def _to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()
 
 
 def trace_spans(
@@ -433,9 +370,9 @@ class RunDeriver:
             return {}
         linked = self._linked(spans, plan)
         data: dict[str, bytes] = self._offload(
-            assemble_ipc, self._assembler, _to_ipc(spans), _to_ipc(linked), now
+            assemble_ipc, self._assembler, to_ipc(spans), to_ipc(linked), now
         )
-        return {name: _from_ipc(ipc) for name, ipc in data.items()}
+        return {name: from_ipc(ipc) for name, ipc in data.items()}
 
     def _linked(self, spans: pa.Table, plan: _Plan) -> pa.Table:
         """Spans of the traces that these spans link to and that are not derived here (their
