@@ -39,7 +39,7 @@ receivers:
     protocols:
       grpc: {{endpoint: "127.0.0.1:0"}}
       http: {{endpoint: "127.0.0.1:0"}}
-storage: {{path: "{data}"}}
+storage: {{path: "{data}"{storage}}}
 limits: {{decode_workers: {workers}, max_queue_items: {queue}}}
 auth:
   bootstrap: false
@@ -75,6 +75,7 @@ def write_config(
     redact: bool = False,
     extra: str = "",
     queue: int = 200_000,
+    storage: str = "",
 ) -> Path:
     """The server's config file in `tmp` (data under `tmp`/data): the ingest and read keys, the
     processors asked for."""
@@ -94,6 +95,7 @@ def write_config(
             queue=queue,
             processors=procs,
             chain=chain,
+            storage=f", {storage}" if storage else "",
         )
         + extra
     )

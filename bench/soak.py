@@ -460,6 +460,7 @@ def main() -> None:
     ap.add_argument("--no-derive", action="store_true", help="no run derivation on this node")
     ap.add_argument("--no-normalise", action="store_true", help="store only, no processors")
     ap.add_argument("--config-extra", default="", help="YAML appended to the server's config")
+    ap.add_argument("--storage", default="", help="more of storage:, e.g. 'threads: 1'")
     ap.add_argument("--catch-up-limit-s", type=float, default=600.0)
     ap.add_argument("--keep", metavar="DIR", help="run in DIR (new) and keep the store there")
     ap.add_argument(
@@ -490,6 +491,7 @@ def main() -> None:
         normalise=not args.no_normalise,
         derive=not args.no_derive,
         extra=args.config_extra,
+        storage=args.storage,
     )
     server, grpc_ep, http_ep = start_server(cfg)
     print(f"server pid {server.pid}, data {tmp}/data", flush=True)

@@ -44,7 +44,7 @@ receivers:
   otlp:
     protocols:
       http: {{endpoint: "127.0.0.1:0"}}
-storage: {{path: "{data}"}}
+storage: {{path: "{data}"{storage}}}
 auth:
   bootstrap: false
   orgs: [{{name: {org}, keys: [{{scope: read, key: "{read}"}}, {{scope: admin, key: "{admin}"}}]}}]
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20, help="timed requests a page")
     ap.add_argument("--data-dir", type=Path, help="keep the store here (default: a temp dir)")
     ap.add_argument("--reuse", action="store_true", help="time the store already in --data-dir")
+    ap.add_argument("--storage", default="", help="more of storage:, e.g. 'threads: 1'")
     args = ap.parse_args()
     if args.reuse and args.data_dir is None:
         ap.error("--reuse needs --data-dir")
@@ -86,7 +87,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="al-ui-bench-"))
     data = args.data_dir or tmp / "data"
     cfg = tmp / "bench.yaml"
-    cfg.write_text(CONFIG.format(data=data, org=ORG, read=READ_KEY, admin=ADMIN_KEY))
+    storage = f", {args.storage}" if args.storage else ""
+    cfg.write_text(
+        CONFIG.format(data=data, org=ORG, read=READ_KEY, admin=ADMIN_KEY, storage=storage)
+    )
     loaded = load_config(cfg, {}, ConfigOverrides())
     settings = StoreSettings.from_config(loaded.storage)
     if not args.reuse:

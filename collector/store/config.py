@@ -99,6 +99,9 @@ class StorageConfig:
     """Publish `catalog.reader.ducklake` for other processes' readers this often; 0: never."""
     memory_limit_mib: int = field(default=512, metadata=bounds(ge=64))
     """What DuckDB may hold in this process (queries, merges, caches); beyond, it spills to disk."""
+    threads: int = field(default=0, metadata=bounds(ge=0))
+    """DuckDB's threads for one query (0: one per core). Queries from different threads of the
+    server run side by side whatever this is; it bounds how many cores one query (a merge) takes."""
 
     def catalog_path(self) -> str:
         return (

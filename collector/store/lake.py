@@ -40,6 +40,7 @@ class StoreSettings:
     fsync: bool = True
     query_timeout_s: float = 30.0
     memory_limit_mib: int = 512
+    threads: int = 0
     s3: S3Config | None = None
 
     @property
@@ -65,6 +66,7 @@ class StoreSettings:
             dedup_window_s=float(storage.dedup_window_s),
             fsync=storage.fsync,
             memory_limit_mib=storage.memory_limit_mib,
+            threads=storage.threads,
             s3=storage.s3,
         )
 
@@ -99,14 +101,16 @@ class CatalogUnreachable(RuntimeError):
 
 def connect(settings: StoreSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB instance with the lake attached as `lake`; extensions come only from wheels."""
+    threads = {"threads": settings.threads} if settings.threads else {}
     con = duckdb.connect(
         config={
+            **threads,
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
             "allow_community_extensions": False,
             # DuckDB's default is 80% of the machine, and what it reads stays cached up to that:
             # the server's memory grew with every file read under sustained load.
-            "memory_limit": f"{settings.memory_limit_mib}MB",
+            "memory_limit": f"{settings.memory_limit_mib}MiB",
             # Local files are in the OS page cache already; a second copy costs RSS.
             "enable_external_file_cache": False,
             # Without it the allocator keeps what a query freed: after a merge the server

@@ -3,11 +3,15 @@ are checked, and every problem says what is missing without echoing a password."
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import duckdb
 import pytest
 
 from collector.config import parse_config
 from collector.configparse import ConfigError
 from collector.store.config import StorageConfig, parse_conninfo
+from collector.store.lake import StoreSettings, connect
 
 PG = "postgres:host=db port=5432 dbname=agentledger user=al password=${env:PGPASSWORD}"
 S3 = {"endpoint": "minio:9000", "url_style": "path", "use_ssl": False}
@@ -91,3 +95,34 @@ def test_conninfo(text: str, expected: dict[str, str]) -> None:
 def test_the_default_is_a_local_single_node_store() -> None:
     storage = parse_config({}, {}).storage
     assert not storage.shared and not storage.remote_data
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(0, None), (1, 1)])
+def test_duckdbs_memory_bound_and_threads_come_from_storage(
+    tmp_path: Path, threads: int, expected: int | None
+) -> None:
+    config = parse_config(
+        {"storage": {"path": str(tmp_path), "memory_limit_mib": 300, "threads": threads}}, {}
+    )
+    con = connect(StoreSettings.from_config(config.storage))
+    try:
+        limit, used = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        ).fetchone() or (None, None)
+    finally:
+        con.close()
+    assert limit == "300.0 MiB"
+    # 0 leaves DuckDB's own default: a thread per core.
+    assert used == (expected if expected is not None else duckdb_default_threads())
+
+
+def duckdb_default_threads() -> int:
+    con = duckdb.connect()
+    try:
+        return int((con.execute("SELECT current_setting('threads')").fetchone() or [0])[0])
+    finally:
+        con.close()
+
+
+def test_threads_are_never_negative() -> None:
+    assert _issues({"storage": {"threads": -1}}) == {"storage.threads": "must be >= 0, got -1"}
