@@ -42,11 +42,10 @@ class CompactionConfig:
     target_file_mib: int = field(default=64, metadata=bounds(ge=1, le=4096))
     """Merged files grow to about this size: one merge reads at most about this much."""
     spans_target_file_mib: int = field(default=16, metadata=bounds(ge=1, le=4096))
-    """The same for `spans`, whose merges sort wide rows by trace: the sort holds about 30 times
-    its input in memory (beyond `storage.memory_limit_mib` it spills), so it has a bound of
-    its own (`docs/benchmarks.md`, sustained load)."""
+    """The same for `spans`, kept in time order: smaller files let a trace lookup's time window
+    skip more of them (`docs/benchmarks.md`, sustained load)."""
     spans_row_group_rows: int = field(default=122_880, metadata=bounds(ge=2048))
-    """Row groups of `spans` (trace-sorted when merged): DuckDB's default; smaller ones made the
+    """Row groups of `spans` (in time order): DuckDB's default; smaller ones made the
     trace lookups no faster and the aggregations over spans slower (`docs/benchmarks.md`)."""
     runs_row_group_rows: int = field(default=16_384, metadata=bounds(ge=2048))
     """Row groups of `runs` (sorted by run key) and `span_runs` (by trace): a run lookup by id
@@ -66,16 +65,21 @@ class CompactionResult:
     longest_writer_slice_s: float = 0.0
 
 
-# Lookups by a random id (a trace's spans, a trace's span-to-run rows, a run by its key) prune
-# with Parquet min/max only in files sorted by that id; small row groups make one pruned row
-# group cheap to read.
+# Lookups by a random id (a trace's span-to-run rows, a run by its key) prune with Parquet
+# min/max only in files sorted by that id; small row groups make one pruned row group cheap to
+# read.
 SORT_KEYS = {
-    "spans": "org, trace_id",
     "span_runs": "org, trace_id",
     "runs": "run_key",
     # A workflow's tool breakdown reads one workflow's rows in a time window.
     "run_tools": "org, workflow_name, started_at",
 }
+# `spans` stays in commit order, that is by time. Every lookup of a trace's spans is within a time
+# window: file and row-group min/max of the start time find the files, and the Parquet bloom
+# filter DuckDB writes for `trace_id` skips the other row groups. Sorting wide span rows by trace
+# held ~30 times a merge's input in memory and took a core from ingest for as long as it ran, all
+# through a sustained load (`docs/benchmarks.md`, sustained load): merges now stream.
+UNSORTED = ("spans",)
 
 
 def target_bytes(config: CompactionConfig, table: str) -> int:
@@ -94,8 +98,9 @@ def layout(config: CompactionConfig) -> dict[tuple[str, str], str]:
     return {
         ("target_file_size", "None"): f"{config.target_file_mib}MB",
         ("target_file_size", "main.spans"): f"{config.spans_target_file_mib}MB",
-        # Sorting every ingest commit would cost ingest: spans are sorted when merged. The
-        # deriver's commits are small, so `runs` and `span_runs` are sorted on insert too.
+        # Spans have no sort order (`UNSORTED`); were one set by hand, ingest commits would
+        # still not pay for it. The deriver's commits are small, so `runs` and `span_runs` are
+        # sorted on insert too.
         ("sort_on_insert", "main.spans"): "false",
         ("parquet_row_group_size", "main.spans"): str(config.spans_row_group_rows),
         ("parquet_row_group_size", "main.span_runs"): str(config.runs_row_group_rows),
@@ -105,7 +110,8 @@ def layout(config: CompactionConfig) -> dict[tuple[str, str], str]:
 
 def apply_layout(cur: duckdb.DuckDBPyConnection, config: CompactionConfig) -> None:
     """Sets the options of `layout` and the sort orders of `SORT_KEYS` that differ from the
-    lake's (each is a catalog write), for the tables that exist."""
+    lake's, and removes the sort order of an `UNSORTED` table (each is a catalog write), for the
+    tables that exist."""
     tables = {
         str(r[0])
         for r in cur.execute(
@@ -138,6 +144,9 @@ def apply_layout(cur: duckdb.DuckDBPyConnection, config: CompactionConfig) -> No
     for table, keys in SORT_KEYS.items():
         if table in tables and table not in sorted_already:
             cur.execute(f"ALTER TABLE {LAKE}.{table} SET SORTED BY ({keys})")
+    for table in UNSORTED:
+        if table in tables and table in sorted_already:  # a store from before: merges stream
+            cur.execute(f"ALTER TABLE {LAKE}.{table} RESET SORTED BY")
 
 
 def prepare(store: Store, config: CompactionConfig) -> None:

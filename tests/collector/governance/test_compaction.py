@@ -106,35 +106,39 @@ def test_merges_under_concurrent_ingest_and_reads(store: Store, tmp_path: Path) 
         assert runs_of(fresh) == incremental
 
 
-def test_a_trace_lookup_reads_the_merged_sorted_files(store: Store) -> None:
+def test_merged_spans_stay_in_commit_order_and_a_trace_is_found_in_its_window(
+    store: Store,
+) -> None:
     compaction.prepare(store, CompactionConfig())
-    for i in range(12):
-        append_spans(store, spans("acme", NOW, 200, f"c{i:02x}", pad=200))
+    for i in reversed(range(12)):  # commit order is not trace order
+        append_spans(store, spans("acme", NOW + timedelta(seconds=i), 200, f"c{i:02x}", pad=200))
     compaction.compact(store, CompactionConfig())
     assert live_files(store, "spans") == 1
     trace = "c05" + f"{7:029x}"
-    rows = store.query("SELECT span_id FROM spans WHERE org = 'acme' AND trace_id = ?", [trace])
+    rows = store.query(
+        "SELECT span_id FROM spans WHERE org = 'acme' AND trace_id = ? "
+        "AND start_time_unix_nano BETWEEN ? AND ?",
+        [trace, ns(NOW), ns(NOW + timedelta(seconds=12))],
+    )
     assert len(rows) == 3
-    # Sorted by (org, trace_id) when merged: the file's rows come back in trace order.
+    # Merged without a sort: the rows come back in the order they were committed.
     ids = [r[0] for r in store.query("SELECT trace_id FROM spans")]
-    assert ids == sorted(ids)
+    assert ids != sorted(ids)
+    assert [i[:3] for i in ids[::600]] == [f"c{i:02x}" for i in reversed(range(12))]
 
 
 def test_the_layout_sorts_each_lookup_table_by_its_key_once(tmp_path: Path) -> None:
     config = CompactionConfig(spans_row_group_rows=4096, runs_row_group_rows=2048)
     with service_store(tmp_path) as st:
         compaction.prepare(st, config)
-        sorts = dict(
-            st.query(
-                """SELECT t.table_name, string_agg(i.expression, ', ' ORDER BY i.sort_key_index)
+        sorts_sql = """SELECT t.table_name,
+                   string_agg(i.expression, ', ' ORDER BY i.sort_key_index)
                    FROM __ducklake_metadata_lake.ducklake_sort_info s
                    JOIN __ducklake_metadata_lake.ducklake_sort_expression i USING (sort_id)
                    JOIN __ducklake_metadata_lake.ducklake_table t ON t.table_id = s.table_id
                    WHERE s.end_snapshot IS NULL AND t.end_snapshot IS NULL GROUP BY 1"""
-            )
-        )
+        sorts = dict(st.query(sorts_sql))
         assert sorts == {
-            "spans": "org, trace_id",
             "span_runs": "org, trace_id",
             "runs": "run_key",
             "run_tools": "org, workflow_name, started_at",
@@ -150,6 +154,10 @@ def test_the_layout_sorts_each_lookup_table_by_its_key_once(tmp_path: Path) -> N
         snapshot = st.query("SELECT id FROM lake.current_snapshot()")
         compaction.prepare(st, config)  # already laid out: no catalog write
         assert st.query("SELECT id FROM lake.current_snapshot()") == snapshot
+        # A store from before sorted `spans` by trace: its sort order goes.
+        st.query("ALTER TABLE lake.spans SET SORTED BY (org, trace_id)")
+        compaction.prepare(st, config)
+        assert "spans" not in dict(st.query(sorts_sql))
 
 
 def test_flushes_inlined_rows_to_parquet(store: Store) -> None:
