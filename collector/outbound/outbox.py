@@ -43,6 +43,9 @@ BATCH = 100  # rows read, sent and recorded per pass
 CONCURRENCY = 8  # sends in flight
 SEND_TIMEOUT_S = 300.0  # one send in total, a channel's own quick retries included
 RECHECK_S = 5.0  # due rows nobody kicked for (another node's, a retry) are found this soon
+# A commit looks for rows another node queued, at most this often: under load commits land
+# several times a second, and each look is two store queries (most of them finding nothing).
+COMMIT_GAP_S = 1.0
 DRAIN_S = 10.0  # on stop, what is due is sent for at most this long; the rest stays pending
 # Finished rows are kept this long (their last_error with them). Alert rules look back over
 # their notifications for the cool-down, at most 7 days (processors/alerts/rules.py).
@@ -160,6 +163,7 @@ class Outbox:
         concurrency: int = CONCURRENCY,
         send_timeout_s: float = SEND_TIMEOUT_S,
         recheck_s: float = RECHECK_S,
+        commit_gap_s: float = COMMIT_GAP_S,
         keep_done: timedelta = KEEP_DONE,
     ) -> None:
         self._store = store
@@ -168,6 +172,7 @@ class Outbox:
         self._concurrency = concurrency
         self._send_timeout_s = send_timeout_s
         self._recheck_s = recheck_s
+        self._commit_gap_s = commit_gap_s
         self._keep_done = keep_done
         self._topics: dict[str, Topic] = {}
         self._kicked = False
@@ -239,10 +244,13 @@ class Outbox:
         to back while a batch comes full, else after a kick, when the next retry is due, or
         every `recheck_s`; prune finished rows every hour."""
         self._wake = asyncio.Event()
-        # Rows another node queued arrive with its commit (on a shared store): look then.
+        # Rows another node queued arrive with its commit (on a shared store): look then, but
+        # at most once per `commit_gap_s`.
         commits = self._store.commits.event()
         prune_at = time.monotonic()  # after the first pass, then hourly
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             final = stop.is_set()
             self._kicked = False
             self._wake.clear()
@@ -256,16 +264,20 @@ class Outbox:
                 await self._prune()
             if more or self._kicked or stop.is_set():
                 continue
-            waits = [
-                asyncio.ensure_future(self._wake.wait()),
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(commits.wait()),
-            ]
-            try:
-                await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await self._wait(wait_s, stop, commits)
+            rest = began + self._commit_gap_s - loop.time()
+            if rest > 0 and not (self._wake.is_set() or stop.is_set()):
+                await self._wait(rest, stop)  # woken by a commit (or a due row) within the gap
+
+    async def _wait(self, seconds: float, stop: asyncio.Event, *more: asyncio.Event) -> None:
+        """Until a kick, `stop` or one of `more` is set, or `seconds` pass."""
+        assert self._wake is not None
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, stop, *more)]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _pass(self) -> tuple[bool, float]:
         """One pass, its failure logged: (more due at once, seconds until the next look)."""

@@ -320,6 +320,38 @@ def test_the_loop_wakes_on_a_kick_and_drains_on_stop(store: Store) -> None:
     assert 'agentledger_outbox_tries_total{topic="t",outcome="sent"} 3' in box.metric_lines()
 
 
+def test_commits_wake_the_loop_at_most_once_a_gap_and_still_find_other_nodes_rows(
+    store: Store,
+) -> None:
+    topic = Topic()
+    box = Outbox(store, recheck_s=60, commit_gap_s=0.5)
+    box.create_tables()
+    box.register(topic)
+
+    async def scenario() -> float:
+        await box.start()
+        while not box.passes:
+            await asyncio.sleep(0.01)
+        began, passes = time.monotonic(), box.passes
+        for _ in range(20):  # commits nobody kicked for: rows of a topic this node does not send
+            await asyncio.to_thread(put, store, RealClock(), "elsewhere", 1)
+            await asyncio.sleep(0.03)
+        took = time.monotonic() - began
+        woken = box.passes - passes
+        # As another node's row arrives: with its commit, no kick.
+        await asyncio.to_thread(put, store, RealClock(), "t", 1)
+        for _ in range(100):
+            if topic.sent:
+                break
+            await asyncio.sleep(0.02)
+        await box.stop()
+        assert woken <= 1 + took / 0.5  # 20 passes, one a commit, without the gap
+        return took
+
+    asyncio.run(scenario())
+    assert len(topic.sent) == 1  # found by its commit within the gap, not the minute's re-check
+
+
 def test_a_stop_abandons_sends_past_the_drain_budget(store: Store) -> None:
     hung = Topic(delay_s=30)
     box = Outbox(store, recheck_s=60)
