@@ -16,10 +16,8 @@ import asyncio
 import os
 import platform
 import random
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import CONFIG, KEY, READ, SPANS, drive, payloads  # noqa: E402
+from bench.ingest import SPANS, drive, payloads, start_server, write_config  # noqa: E402
 from collector.governance import compaction  # noqa: E402
 from collector.governance.compaction import CompactionConfig  # noqa: E402
 from collector.model import Signal  # noqa: E402
@@ -40,23 +38,11 @@ from collector.store.writer import Store  # noqa: E402
 
 def build(tmp: str, seconds: float, workers: int) -> list[bytes]:
     data = payloads(int(seconds * 160) + 50, SPANS)
-    cfg = Path(tmp) / "bench.yaml"
-    cfg.write_text(
-        CONFIG.format(data=f"{tmp}/data", workers=workers, key=KEY, read=READ, queue=200_000,
-                      processors="{runs: {enabled: false}}", chain="[]")
-        + "compaction: {enabled: false}\n"
-    )  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-    )  # fmt: skip
+    cfg = write_config(
+        tmp, workers=workers, normalise=False, derive=False, extra="compaction: {enabled: false}\n"
+    )
+    server, target, _ = start_server(cfg)
     try:
-        assert server.stdout is not None
-        target = ""
-        for line in server.stdout:
-            if line.startswith("ready:"):
-                target = re.search(r"grpc=(\S+)", line).group(1)  # type: ignore[union-attr]
-                break
         acked, _, elapsed, _ = asyncio.run(drive("grpc", target, data, 8, seconds))
         print(f"built: {acked:,} spans acknowledged in {elapsed:.1f}s", flush=True)
     finally:
