@@ -29,10 +29,12 @@ def _modules(package: str) -> list[Path]:
 
 
 # The processor families each part of collector/ runs (and may import): a feature imports its
-# processor instead of a stand-in Protocol; the registry builds every component from YAML;
-# service.py, the composition root, builds the run assembler and the output-rule engine.
+# processor instead of a stand-in Protocol; the registry builds every component from YAML, and
+# its worker half (chains.py) the ingest processors a decode worker runs; service.py, the
+# composition root, builds the run assembler and the output-rule engine.
 RUNS = {
     "collector/registry.py": {"processors", "exporters"},
+    "collector/chains.py": {"processors.cost", "processors.normalise", "processors.redact"},
     "collector/service.py": {"processors.output_rules", "processors.runs"},
     "collector/runs": {"processors.runs"},
     "collector/alerts": {"processors.alerts"},

@@ -76,7 +76,8 @@ SORT_KEYS = {
 }
 # `spans` stays in commit order, that is by time. Every lookup of a trace's spans is within a time
 # window: file and row-group min/max of the start time find the files, and the Parquet bloom
-# filter DuckDB writes for `trace_id` skips the other row groups. Sorting wide span rows by trace
+# filter DuckDB writes for `trace_id` (when it dictionary-encodes it: traces of about eight spans
+# or more) skips the other row groups. Sorting wide span rows by trace
 # held ~30 times a merge's input in memory and took a core from ingest for as long as it ran, all
 # through a sustained load (`docs/benchmarks.md`, sustained load): merges now stream.
 UNSORTED = ("spans",)
