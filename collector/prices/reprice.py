@@ -19,6 +19,7 @@ import pyarrow as pa
 from collector.model import Batch, Processor, Signal
 from collector.progress import Progress
 from collector.runs.recost import RunTotals
+from collector.store.lake import ARROW_BATCH_ROWS
 
 PRICED = [
     "org", "trace_id", "span_id", "span_type", "usage_is_aggregate", "model", "request_model",
@@ -162,6 +163,6 @@ def _chunks(
             f"SELECT {cols} FROM spans WHERE org = ? AND span_type IN ('llm', 'tool') "
             "AND coalesce(cost_source, '') <> 'provided' ORDER BY trace_id, span_id",
             [name],
-        ).to_arrow_table()
+        ).to_arrow_table(ARROW_BATCH_ROWS)
         for offset in range(0, table.num_rows, chunk):
             yield name, table.slice(offset, chunk)

@@ -33,7 +33,7 @@ from collector.runs.known import KnownTraces
 from collector.runs.lag import DerivationLag
 from collector.runs.overdue import OverdueRuns
 from collector.runs.upkeep import add_missing_columns, add_run_keys, fill_run_tools
-from collector.store.lake import LAKE
+from collector.store.lake import ARROW_BATCH_ROWS, LAKE
 from collector.store.schema import DERIVED_TABLES, create_derived_sql
 from collector.store.writer import Store
 from processors.runs.assemble import RunsProcessor
@@ -72,7 +72,7 @@ def trace_spans(
                 WHERE org = ? AND start_time_unix_nano BETWEEN ? AND ?
                   AND trace_id IN (SELECT trace_id FROM _wanted)""",
             [org, *started],
-        ).to_arrow_table()
+        ).to_arrow_table(ARROW_BATCH_ROWS)
     finally:
         cur.unregister("_wanted")
     return table

@@ -19,7 +19,7 @@ import duckdb
 
 from collector.model import StoreUnavailable
 from collector.runs.feed import Feed, Window, current_snapshot, run_steps
-from collector.store.lake import LAKE
+from collector.store.lake import ARROW_BATCH_ROWS, LAKE
 from collector.store.schema import RUN_COLUMNS
 from collector.store.writer import Store
 
@@ -206,7 +206,7 @@ class RunFollower:
                     ) WHERE n = 1
                     ORDER BY ended_at, org, run_id""",
                 [window.since + 1, window.until],
-            ).to_arrow_table()
+            ).to_arrow_table(ARROW_BATCH_ROWS)
         finally:
             cur.close()
         if table.num_rows == 0:

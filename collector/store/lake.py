@@ -27,6 +27,11 @@ from collector.store.schema import Column
 
 LAKE = "lake"
 
+ARROW_BATCH_ROWS = 16_384
+"""Rows a record batch of a query's Arrow result holds. DuckDB reserves a batch's buffers whole
+before filling them, and its default (a million rows) made every small read of the change feeds
+reserve hundreds of MiB: the server's RSS swung by that much under load (`docs/benchmarks.md`)."""
+
 
 @dataclass(frozen=True)
 class StoreSettings:

@@ -15,10 +15,10 @@ import pytest
 
 from collector.model import Rows, Signal
 from collector.runs import derive
-from collector.runs.derive import RunDeriver
+from collector.runs.derive import RunDeriver, trace_spans
 from collector.runs.upkeep import fill_run_tools
 from collector.store.keys import run_key
-from collector.store.lake import StoreSettings
+from collector.store.lake import ARROW_BATCH_ROWS, StoreSettings
 from collector.store.schema import to_table
 from collector.store.writer import Store
 from processors.runs.assemble import RunsConfig, RunsProcessor
@@ -480,3 +480,23 @@ def test_a_query_stuck_past_its_bound_is_interrupted_and_counted(
     with d._cursor() as cur:  # a query within the bound is left alone
         assert cur.execute("SELECT 42").fetchone() == (42,)
     assert d.stats.interrupted == 1
+
+
+def test_spans_are_read_back_in_bounded_record_batches(store: Store) -> None:
+    # DuckDB reserves a whole record batch before filling it: with its default of a million
+    # rows, every read-back reserved hundreds of MiB, however few spans it found.
+    n = ARROW_BATCH_ROWS + 10
+    store.call(
+        lambda cur: cur.execute(
+            "INSERT INTO spans BY NAME SELECT 'acme' AS org, ? AS trace_id, "
+            "printf('%016x', range) AS span_id, range AS start_time_unix_nano FROM range(?)",
+            [T1, n],
+        )
+    )
+    cur = store.cursor()
+    try:
+        table = trace_spans(cur, "span_id", "acme", [T1], (0, n))
+    finally:
+        cur.close()
+    assert table.num_rows == n
+    assert max(b.num_rows for b in table.to_batches()) <= ARROW_BATCH_ROWS
