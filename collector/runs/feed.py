@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -23,7 +23,13 @@ from collector.cluster.fence import LeaseLost
 from collector.model import StoreUnavailable
 from collector.store.conflict import is_fenced
 from collector.store.lake import LAKE
-from collector.store.watermarks import read_watermark, stored_watermark, write_watermark
+from collector.store.watermarks import (
+    read_watermark,
+    read_watermarks,
+    stored_watermark,
+    write_watermark,
+    write_watermarks,
+)
 from collector.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -104,11 +110,7 @@ class Feed:
         read, then move it to `window.until` (not at all for an empty window). On a shared
         store the writer has stamped the transaction with the job's fence: the commit is refused
         if this node's lease on the job moved meanwhile."""
-        stored = read_watermark(cur, self.name)
-        if (-1 if stored is None else stored) != window.since:
-            raise WatermarkMoved(f"{self.name} watermark is {stored}, the step read {window.since}")
-        if not window.empty:
-            write_watermark(cur, self.name, window.until)
+        move_feeds(cur, [self], window)
 
     def committed(self, window: Window) -> None:
         """After the step's transaction committed."""
@@ -122,6 +124,19 @@ class Feed:
         """Give a consumer seen for the first time its start (idempotent)."""
         if read_watermark(cur, self.name) is None:
             write_watermark(cur, self.name, snapshot)
+
+
+def move_feeds(cur: duckdb.DuckDBPyConnection, feeds: Sequence[Feed], window: Window) -> None:
+    """`Feed.move` of several feeds that read the same window, in one transaction and three
+    statements however many they are: the consumers of one batch commit together
+    (`follow.py`)."""
+    names = [f.name for f in feeds]
+    stored = read_watermarks(cur, names)
+    moved = {n: stored.get(n) for n in names if stored.get(n, -1) != window.since}
+    if moved:
+        raise WatermarkMoved(f"watermarks {moved} moved since the step read {window.since}")
+    if not window.empty:
+        write_watermarks(cur, names, window.until)
 
 
 Step = Callable[[], bool]

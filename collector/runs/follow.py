@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import duckdb
 
 from collector.model import StoreUnavailable
-from collector.runs.feed import Feed, Window, current_snapshot, run_steps
+from collector.runs.feed import Feed, Window, current_snapshot, move_feeds, run_steps
 from collector.store.lake import ARROW_BATCH_ROWS, LAKE
 from collector.store.schema import RUN_COLUMNS
 from collector.store.writer import Store
@@ -128,8 +128,9 @@ class RunFollower:
 
     def step(self, now_ns: int | None = None) -> int:
         """Hand each consumer the runs finished since its watermark (or `[]`); returns how many
-        runs were handed out in all. A failing consumer is logged and retried next step; the
-        others go on."""
+        runs were handed out in all. Consumers at the same watermark share one read and one
+        transaction; if that transaction fails, each commits alone, so a failing consumer is
+        logged and retried next step while the others go on."""
         if not self._ready:
             self.create_tables()
         now = self._clock() if now_ns is None else now_ns
@@ -141,10 +142,9 @@ class RunFollower:
         ):
             # No snapshot since this follower's own last writes: nothing can have finished.
             return 0
-        handed = 0
         behind = False
-        wrote, failed = 0, False
         batches: dict[int, _Batch] = {}  # consumers at the same watermark share one read
+        sharing: dict[int, list[RunConsumer]] = {}  # ... and one transaction
         for consumer in self._consumers:
             feed = self._feeds[consumer.name]
             window = feed.window(current)
@@ -156,6 +156,63 @@ class RunFollower:
             behind = behind or batch.behind
             if batch.window.empty and not batch.runs and not consumer.due():
                 continue  # an idle tick: no transaction, no snapshot, nothing to read
+            sharing.setdefault(window.since, []).append(consumer)
+        handed = commits = 0
+        failed = False
+        for since, consumers in sharing.items():
+            batch = batches[since]
+            # Under load every transaction on the lake costs the one writer thread tens of ms,
+            # whatever it writes: the consumers of a batch commit in one.
+            if len(consumers) > 1 and self._commit_together(consumers, batch, now):
+                done, commits = consumers, commits + 1
+            else:
+                done = self._commit_each(consumers, batch, now)
+                commits += len(done)
+            for consumer in done:
+                self._feeds[consumer.name].committed(batch.window)
+                if not batch.window.empty:
+                    self._moved_at[consumer.name] = self._monotonic()
+            handed += len(batch.runs) * len(done)
+            failed = failed or len(done) < len(consumers)
+        self.behind = behind
+        # Our own watermark moves are snapshots too: remember where they left the store, so
+        # that the next step, woken by them, finds nothing and writes nothing.
+        if failed:
+            self._settled = -1  # the failed consumer's runs wait: step again
+        elif commits:
+            after = current_snapshot(self._store)
+            # Settled only if every snapshot since `current` is one of our commits: another
+            # writer's (the deriver's runs) landing meanwhile must be read next step.
+            self._settled = after if after <= current + commits else -1
+        return handed
+
+    def _commit_together(self, consumers: list[RunConsumer], batch: _Batch, now: int) -> bool:
+        """All of `consumers` in one transaction; False if it failed (nothing was committed)."""
+
+        def commit(cur: duckdb.DuckDBPyConnection) -> None:
+            move_feeds(cur, [self._feeds[c.name] for c in consumers], batch.window)
+            for consumer in consumers:
+                consumer.consume(cur, batch.runs, now)
+
+        try:
+            self._store.call(commit)
+        except StoreUnavailable:
+            for consumer in consumers:
+                self._feeds[consumer.name].forget()
+            raise
+        except Exception:
+            # Which consumer failed is found by committing each alone (and logged there).
+            log.debug("run consumers failed in one transaction; committing each alone")
+            return False
+        return True
+
+    def _commit_each(
+        self, consumers: list[RunConsumer], batch: _Batch, now: int
+    ) -> list[RunConsumer]:
+        """Each consumer in a transaction of its own; returns those that committed."""
+        done = []
+        for consumer in consumers:
+            feed = self._feeds[consumer.name]
             commit = functools.partial(
                 self._commit, consumer=consumer, feed=feed, batch=batch, now=now
             )
@@ -167,24 +224,9 @@ class RunFollower:
             except Exception:
                 feed.forget()  # read it again next step
                 log.exception("run consumer %s failed; retrying next step", consumer.name)
-                failed = True
                 continue
-            feed.committed(batch.window)
-            wrote += 1
-            handed += len(batch.runs)
-            if not batch.window.empty:
-                self._moved_at[consumer.name] = self._monotonic()
-        self.behind = behind
-        # Our own watermark moves are snapshots too: remember where they left the store, so
-        # that the next step, woken by them, finds nothing and writes nothing.
-        if failed:
-            self._settled = -1  # the failed consumer's runs wait: step again
-        elif wrote:
-            after = current_snapshot(self._store)
-            # Settled only if every snapshot since `current` is one of our commits: another
-            # writer's (the deriver's runs) landing meanwhile must be read next step.
-            self._settled = after if after <= current + wrote else -1
-        return handed
+            done.append(consumer)
+        return done
 
     def _read(self, feed: Feed, window: Window, last_move: float) -> _Batch:
         if window.empty:

@@ -14,7 +14,14 @@ import duckdb
 import pytest
 
 from collector.model import StoreUnavailable
-from collector.runs.feed import Feed, WatermarkMoved, Window, current_snapshot, run_steps
+from collector.runs.feed import (
+    Feed,
+    WatermarkMoved,
+    Window,
+    current_snapshot,
+    move_feeds,
+    run_steps,
+)
 from collector.store.watermarks import read_watermark
 from collector.store.writer import Store
 from tests.collector.runs.test_derive import settings
@@ -85,6 +92,54 @@ def test_a_move_after_another_stepper_moved_it_fails_and_commits_nothing(store: 
     assert store.query("SELECT count(*) FROM ticks WHERE i = 99") == [(0,)]
     mine.forget()
     assert mine.position() == window.until  # read again from the store
+
+
+def test_a_move_from_a_stored_position_fails_if_another_stepper_moved_it(store: Store) -> None:
+    first = Feed(store, "t", max_snapshots=2)
+    snapshots(store, 6)
+    start = first.window()
+    store.call(lambda cur: first.move(cur, start))
+    mine, theirs = Feed(store, "t", max_snapshots=2), Feed(store, "t", max_snapshots=2)
+    window = mine.window()
+    assert window.since == start.until >= 0 and theirs.window() == window
+    store.call(lambda cur: theirs.move(cur, window))
+    later = Window(window.until, window.until + 1, window.current)
+    store.call(lambda cur: theirs.move(cur, later))  # moved on twice: no row at `since`
+
+    def step(cur: duckdb.DuckDBPyConnection) -> None:
+        cur.execute("INSERT INTO ticks VALUES (99)")
+        mine.move(cur, window)
+
+    with pytest.raises(WatermarkMoved):
+        store.call(step)
+    assert store.query("SELECT count(*) FROM ticks WHERE i = 99") == [(0,)]
+    assert read_watermark(store.cursor(), "t") == later.until
+
+
+def test_feeds_of_one_window_move_together_or_not_at_all(store: Store) -> None:
+    feeds = [Feed(store, n, max_snapshots=100) for n in ("a", "b", "c")]
+    snapshots(store, 3)
+    window = feeds[0].window()
+    store.call(lambda cur: move_feeds(cur, feeds, window))  # from -1: the first moves
+    assert [read_watermark(store.cursor(), f.name) for f in feeds] == [window.until] * 3
+    snapshots(store, 2)
+    nxt = Feed(store, "a", max_snapshots=100).window()
+    before = current_snapshot(store)
+    store.call(lambda cur: move_feeds(cur, feeds, nxt))
+    assert current_snapshot(store) == before + 1
+    assert [read_watermark(store.cursor(), f.name) for f in feeds] == [nxt.until] * 3
+
+    # "b" moved by someone else: none of the three moves, the transaction rolls back.
+    snapshots(store, 2)
+    last = Feed(store, "a", max_snapshots=100).window()
+    store.call(lambda cur: feeds[1].move(cur, last))
+    with pytest.raises(WatermarkMoved, match="'b'"):
+        store.call(lambda cur: move_feeds(cur, feeds, last))
+    assert [read_watermark(store.cursor(), f.name) for f in feeds] == [
+        nxt.until,
+        last.until,
+        nxt.until,
+    ]
 
 
 def test_quiet_windows_are_remembered_until_something_is_found(store: Store) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from collector.runs.feed import current_snapshot
 from collector.runs.follow import RunFollower
 from collector.store.writer import Store
 from tests.collector.runs.test_derive import T1, T2, agent, append, deriver, llm, settings, sid
@@ -135,6 +136,24 @@ def test_a_failing_consumer_commits_nothing_and_does_not_block_the_others(store:
     broken.fail = False
     assert follower.step() == 1  # the same runs come again
     assert seen(store, "broken") == [(T1 + sid(1), "success")]
+
+
+def test_consumers_at_one_watermark_commit_in_one_transaction(store: Store) -> None:
+    d = deriver(store)
+    d.create_tables()
+    names = ("alerts", "roi", "rules")
+    follower = RunFollower(store, [Recorder(n) for n in names])
+    follower.create_tables()
+    append(store, [agent(T1, 1)])
+    d.step()
+    before = current_snapshot(store)
+    assert follower.step() == 3
+    # One snapshot for the three consumers' writes and watermark moves (a transaction each
+    # cost the writer thread tens of ms under load).
+    assert current_snapshot(store) == before + 1
+    for name in names:
+        assert seen(store, name) == [(T1 + sid(1), "success")]
+    assert follower.step() == 0  # all three watermarks moved
 
 
 def test_a_backlog_is_worked_off_in_bounded_steps(store: Store) -> None:
