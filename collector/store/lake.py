@@ -29,8 +29,8 @@ LAKE = "lake"
 
 ARROW_BATCH_ROWS = 16_384
 """Rows a record batch of a query's Arrow result holds. DuckDB reserves a batch's buffers whole
-before filling them, and its default (a million rows) made every small read of the change feeds
-reserve hundreds of MiB: the server's RSS swung by that much under load (`docs/benchmarks.md`)."""
+before filling them: with its default (a million rows) every small read of a change feed
+reserved hundreds of MiB, ~28 GB in two minutes of a soak (`docs/benchmarks.md`)."""
 
 
 @dataclass(frozen=True)
