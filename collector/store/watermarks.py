@@ -14,8 +14,7 @@ from collector.store.writer import Store
 def read_watermark(cur: duckdb.DuckDBPyConnection, name: str) -> int | None:
     """The snapshot a derived-processing consumer has read up to (None before its first step),
     read in `cur`'s transaction."""
-    found = cur.execute("SELECT max(snapshot_id) FROM watermarks WHERE name = ?", [name]).fetchone()
-    return None if found is None or found[0] is None else int(found[0])
+    return read_watermarks(cur, [name]).get(name)
 
 
 def stored_watermark(store: Store, name: str) -> int:
@@ -29,12 +28,12 @@ def stored_watermark(store: Store, name: str) -> int:
 
 
 def write_watermark(cur: duckdb.DuckDBPyConnection, name: str, snapshot: int) -> None:
-    cur.execute("DELETE FROM watermarks WHERE name = ?", [name])
-    cur.execute("INSERT INTO watermarks VALUES (?, ?, now())", [name, snapshot])
+    write_watermarks(cur, [name], snapshot)
 
 
 def read_watermarks(cur: duckdb.DuckDBPyConnection, names: Sequence[str]) -> dict[str, int]:
-    """`read_watermark` of several consumers in one statement; a name never moved is absent."""
+    """The snapshot each of these consumers has read up to, read in `cur`'s transaction in one
+    statement; a consumer before its first step is absent."""
     rows = cur.execute(
         "SELECT name, max(snapshot_id) FROM watermarks WHERE name IN (SELECT unnest(?)) "
         "GROUP BY name",
@@ -44,7 +43,7 @@ def read_watermarks(cur: duckdb.DuckDBPyConnection, names: Sequence[str]) -> dic
 
 
 def write_watermarks(cur: duckdb.DuckDBPyConnection, names: Sequence[str], snapshot: int) -> None:
-    """`write_watermark` of several consumers in two statements, whatever their number: each
-    statement on the lake costs the writer thread milliseconds under load."""
+    """Set these consumers' watermarks to `snapshot` in two statements, whatever their number:
+    each statement on the lake costs the writer thread milliseconds under load."""
     cur.execute("DELETE FROM watermarks WHERE name IN (SELECT unnest(?))", [list(names)])
     cur.execute("INSERT INTO watermarks SELECT unnest(?), ?, now()", [sorted(set(names)), snapshot])
