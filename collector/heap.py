@@ -1,7 +1,8 @@
-"""glibc's heap in a long-running server and its decode workers: hand freed memory back to the OS.
+"""The heap of a long-running server and its decode workers: hand freed memory back to the OS.
 
-Called by `collector/cli.py` (the server, at start), `pipeline.py` (each worker at start, and a
-trim after large requests); a no-op where the C library has no `mallopt` or `malloc_trim`.
+glibc's malloc, and Arrow's buffers routed to it. Called by `collector/cli.py` (the server, at
+start), `pipeline.py` (each worker at start, and a trim after large requests); a no-op where the
+C library has no `mallopt` or `malloc_trim`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,29 @@ def return_large_buffers() -> None:
     After the first few request payloads, Arrow IPC messages and DuckDB results of a few
     hundred KiB were freed, later ones of that size came from the heap's arenas instead, and
     the server's RSS settled ~300 MiB above what it held (`docs/benchmarks.md`, issue 21).
+    Then routes Arrow's buffers through malloc (`arrow_buffers_from_malloc`).
     """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        mallopt = _libc_symbol("mallopt")
+        if mallopt is not None:
+            mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    arrow_buffers_from_malloc()
+
+
+def arrow_buffers_from_malloc() -> None:
+    """Allocate Arrow's buffers with the C library's malloc (unless ARROW_DEFAULT_MEMORY_POOL is
+    set: the operator's choice wins).
+
+    pyarrow's default pool is its bundled mimalloc, which keeps freed pages for reuse: 200 MiB
+    of request-sized buffers freed stayed resident (`tests/collector/test_heap.py`). With malloc
+    and the threshold above they are unmapped when freed. In 3-minute soaks this took ~100 MiB
+    off the peak RSS of the server and its workers together (`docs/benchmarks.md`, issue 21).
+    """
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
         return
-    mallopt = _libc_symbol("mallopt")
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    import pyarrow as pa  # here: importing this module must stay cheap for the CLI's start
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def trim_memory() -> None:

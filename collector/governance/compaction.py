@@ -44,9 +44,10 @@ class CompactionConfig:
     spans_target_file_mib: int = field(default=16, metadata=bounds(ge=1, le=4096))
     """The same for `spans`, kept in time order: smaller files let a trace lookup's time window
     skip more of them (`docs/benchmarks.md`, sustained load)."""
-    spans_row_group_rows: int = field(default=122_880, metadata=bounds(ge=2048))
-    """Row groups of `spans` (in time order): DuckDB's default; smaller ones made the
-    trace lookups no faster and the aggregations over spans slower (`docs/benchmarks.md`)."""
+    spans_row_group_rows: int = field(default=32_768, metadata=bounds(ge=2048))
+    """Row groups of `spans` (in time order). A merge buffers one whole in memory before writing
+    it: ~400 MiB of wide rows at DuckDB's default of 122,880. Smaller ones made the trace
+    lookups no faster and the aggregations over all spans slower (`docs/benchmarks.md`)."""
     runs_row_group_rows: int = field(default=16_384, metadata=bounds(ge=2048))
     """Row groups of `runs` (sorted by run key) and `span_runs` (by trace): a run lookup by id
     decodes one row group a file, and their wide id columns cost per row decoded."""

@@ -97,7 +97,7 @@ class StorageConfig:
     size_check_interval_s: int = field(default=10, metadata=bounds(ge=1))
     reader_copy_interval_s: int = field(default=0, metadata=bounds(ge=0))
     """Publish `catalog.reader.ducklake` for other processes' readers this often; 0: never."""
-    memory_limit_mib: int = field(default=512, metadata=bounds(ge=64))
+    memory_limit_mib: int = field(default=256, metadata=bounds(ge=64))
     """What DuckDB may hold in this process (queries, merges, caches); beyond, it spills to disk."""
     threads: int = field(default=0, metadata=bounds(ge=0))
     """DuckDB's threads for one query (0: one per core). Queries from different threads of the

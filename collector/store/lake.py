@@ -44,7 +44,7 @@ class StoreSettings:
     dedup_window_s: float = 900.0
     fsync: bool = True
     query_timeout_s: float = 30.0
-    memory_limit_mib: int = 512
+    memory_limit_mib: int = 256
     threads: int = 0
     s3: S3Config | None = None
 

@@ -1,5 +1,6 @@
-"""Tests for `collector/heap.py`: a fixed mmap threshold gives freed large buffers back to the OS,
-where glibc's moving threshold kept them in the heap. Each case runs in a fresh interpreter."""
+"""Tests for `collector/heap.py`: a fixed mmap threshold, and Arrow's buffers from malloc, give
+freed large buffers back to the OS, where glibc's moving threshold and Arrow's own pool kept
+them. Each case runs in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -70,3 +71,61 @@ def test_an_operators_malloc_setting_wins() -> None:
     # MALLOC_MMAP_THRESHOLD_ set (here: 32 MiB, above the buffers) is left as it is.
     kept, _ = _kept_mib("fixed", {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)})
     assert kept > 150
+
+
+# The same pattern through Arrow: request-sized column buffers allocated by a compute kernel,
+# held at once, then freed. Prints the pool's backend, then the MiB kept and held.
+_ARROW_PROGRAM = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from collector.heap import return_large_buffers
+
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+    if sys.argv[1] == "fixed":
+        return_large_buffers()
+    print(pa.default_memory_pool().backend_name)
+    base = pa.array(np.arange(64 * 1024, dtype=np.int64))  # 512 KiB
+    before = rss_mib()
+    buffers = [pc.add(base, i) for i in range(400)]  # 200 MiB from the pool
+    held = rss_mib() - before
+    del buffers
+    print(round(rss_mib() - before), round(held))
+    """
+)
+
+
+def _arrow_kept_mib(mode: str, env: dict[str, str] | None = None) -> tuple[str, int, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _ARROW_PROGRAM, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout.split()
+    return out[0], int(out[1]), int(out[2])
+
+
+def test_freed_arrow_buffers_leave_rss() -> None:
+    backend, kept, held = _arrow_kept_mib("fixed")
+    assert backend == "system"
+    assert held >= 190
+    assert kept < 20
+
+
+def test_arrows_own_pool_keeps_them_which_is_why() -> None:
+    backend, kept, held = _arrow_kept_mib("default")
+    assert backend != "system"
+    assert held >= 190
+    assert kept > 150
+
+
+def test_an_operators_arrow_pool_wins() -> None:
+    default = _arrow_kept_mib("default")[0]
+    backend, _, _ = _arrow_kept_mib("fixed", {"ARROW_DEFAULT_MEMORY_POOL": default})
+    assert backend == default
