@@ -16,10 +16,8 @@ pytestmark = pytest.mark.skipif(
     reason="glibc's malloc only",
 )
 
-# A server's pattern: one large block freed (glibc then raises its threshold to that size), then
-# many request-sized buffers held at once and freed while small blocks allocated between them
-# stay. Prints how much of the buffers' memory RSS still holds after they are freed, in MiB.
-_PROGRAM = textwrap.dedent(
+# Each program starts so: `return_large_buffers()` in mode "fixed", and a reader of RSS.
+_PRELUDE = textwrap.dedent(
     """
     import sys
     from collector.heap import return_large_buffers
@@ -30,6 +28,14 @@ _PROGRAM = textwrap.dedent(
 
     if sys.argv[1] == "fixed":
         return_large_buffers()
+    """
+)
+
+# A server's pattern: one large block freed (glibc then raises its threshold to that size), then
+# many request-sized buffers held at once and freed while small blocks allocated between them
+# stay. Prints how much of the buffers' memory RSS still holds after they are freed, in MiB.
+_PROGRAM = _PRELUDE + textwrap.dedent(
+    """
     first = bytearray(16 << 20)
     del first
     before = rss_mib()
@@ -44,14 +50,18 @@ _PROGRAM = textwrap.dedent(
 )
 
 
-def _kept_mib(mode: str, env: dict[str, str] | None = None) -> tuple[int, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _PROGRAM, mode],
+def _printed(program: str, mode: str, env: dict[str, str] | None) -> list[str]:
+    return subprocess.run(
+        [sys.executable, "-c", program, mode],
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, **(env or {})},
     ).stdout.split()
+
+
+def _kept_mib(mode: str, env: dict[str, str] | None = None) -> tuple[int, int]:
+    out = _printed(_PROGRAM, mode, env)
     return int(out[0]), int(out[1])
 
 
@@ -75,20 +85,12 @@ def test_an_operators_malloc_setting_wins() -> None:
 
 # The same pattern through Arrow: request-sized column buffers allocated by a compute kernel,
 # held at once, then freed. Prints the pool's backend, then the MiB kept and held.
-_ARROW_PROGRAM = textwrap.dedent(
+_ARROW_PROGRAM = _PRELUDE + textwrap.dedent(
     """
-    import sys
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    from collector.heap import return_large_buffers
 
-    def rss_mib():
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
-
-    if sys.argv[1] == "fixed":
-        return_large_buffers()
     print(pa.default_memory_pool().backend_name)
     base = pa.array(np.arange(64 * 1024, dtype=np.int64))  # 512 KiB
     before = rss_mib()
@@ -101,13 +103,7 @@ _ARROW_PROGRAM = textwrap.dedent(
 
 
 def _arrow_kept_mib(mode: str, env: dict[str, str] | None = None) -> tuple[str, int, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _ARROW_PROGRAM, mode],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **(env or {})},
-    ).stdout.split()
+    out = _printed(_ARROW_PROGRAM, mode, env)
     return out[0], int(out[1]), int(out[2])
 
 
