@@ -645,6 +645,11 @@ class Service:
             lambda: float(stats.steps),
         )
         m.counter(
+            "agentledger_derivation_looks_total",
+            "derivation steps finished, also those that found nothing to derive",
+            lambda: float(stats.looks),
+        )
+        m.counter(
             "agentledger_derivation_interrupted_total",
             "derivation queries interrupted past their time bound (the step is retried)",
             lambda: float(stats.interrupted),

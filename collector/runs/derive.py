@@ -123,6 +123,7 @@ class DeriveStats:
     """What the deriver did, for /metrics."""
 
     steps: int = 0
+    looks: int = 0  # steps finished, also those that found nothing to derive
     traces_new: int = 0  # seen for the first time (read within the feed's start times)
     traces_stored: int = 0  # read back from the store
     traces_uncovered: int = 0  # of those, read back within the longest trace (not known)
@@ -214,6 +215,7 @@ class RunDeriver:
             # Nothing changed: leave the watermark, so idle steps write no snapshots of their own.
             if self._lag is not None and work.window.empty:
                 self._lag.derived(work.window.since)
+            self.stats.looks += 1
             return 0
         plan = self._plan(work, now)
         spans = self._spans(work, plan)
@@ -229,6 +231,7 @@ class RunDeriver:
         self._learn(spans, work.window, now)
         stats = self.stats
         stats.steps += 1
+        stats.looks += 1
         stats.read_s += read - started
         stats.assemble_s += assembled - read
         stats.commit_s += time.perf_counter() - assembled

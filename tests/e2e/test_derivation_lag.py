@@ -28,11 +28,22 @@ STALLED = """processors:
 """
 
 
+def after_first_look(server: Server) -> Server:
+    """`server` once derivation has finished its step at start. On a loaded machine that step
+    can come after a test's first commit and derive it; after it, none comes for ten minutes."""
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        while metric(client.get("/metrics").text, "agentledger_derivation_looks_total") < 1:
+            assert time.monotonic() < deadline, "run derivation never stepped"
+            time.sleep(0.05)
+    return server
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = make_server(tmp_path_factory.mktemp("lag"), extra=STALLED).start()
     try:
-        yield s
+        yield after_first_look(s)
     finally:
         if s.proc is not None and s.proc.poll() is None:
             s.stop()
@@ -93,6 +104,7 @@ def test_past_the_pace_target_spans_wait_for_derivation_then_are_taken(
 ) -> None:
     server = make_server(tmp_path_factory.mktemp("paced"), extra=PACED).start()
     try:
+        after_first_look(server)
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
             first = spans_request("first", 3, seed=1).SerializeToString()
             started = time.monotonic()

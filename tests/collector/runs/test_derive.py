@@ -140,6 +140,8 @@ def test_idle_steps_write_nothing(store: Store) -> None:
         assert d.step() == 0
     # Our own commit was one snapshot; steps that find no span changes add none.
     assert snapshot(store) == after
+    # /metrics counts them as looks (the deriver is alive), not as steps that derived.
+    assert (d.stats.steps, d.stats.looks) == (1, 4)
 
 
 def test_a_retried_span_is_not_counted_twice(store: Store) -> None:
